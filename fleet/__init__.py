@@ -1,0 +1,1 @@
+"""Modelfleet pure core: spec, catalogs, planner, rendering and rules. Never imports pulumi."""

@@ -1,0 +1,266 @@
+"""Engine command lines per pod role, built the same way for every engine and vendor:
+
+1. the engine template (with the vendor overlay, if any) renders what the platform owns: model,
+   name, host, port, parallelism, multi-node rendezvous;
+2. the deploy template's default arguments, then the serving's extra arguments (the user's win);
+3. the vendor's forced arguments (quirks), which must not contradict anything above;
+4. the whole argv is validated against the flag schema of the pinned engine version.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fleet import catalog, render
+from fleet.errors import FlagError, Issue, SpecError
+from fleet.flags import FlagSchema, load_schema, validate_args
+from fleet.planner import PlacementPlan
+from fleet.spec import DeployTemplate, ModelServing
+from fleet.stack import Fleet, PoolFacts
+
+Role = Literal["single", "leader", "worker"]
+Launcher = Literal["native", "ray"]
+RAY_PORT = 6379
+LEADER_ADDRESS = "$(LWS_LEADER_ADDRESS)"  # injected by LeaderWorkerSet, expanded by the kubelet
+WORKER_INDEX = "$(LWS_WORKER_INDEX)"
+
+
+@dataclass(frozen=True, slots=True)
+class RoleCommand:
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    engine_args: tuple[str, ...]  # what was validated against the flag schema
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLaunch:
+    engine: str
+    engine_version: str
+    image: str
+    port: int
+    health_path: str | None
+    launcher: Launcher | None
+    env: dict[str, str]
+    field_env: dict[str, str]
+    roles: dict[Role, RoleCommand]
+    flags_checked: bool
+
+
+def _key(token: str) -> str:
+    name = token.split("=", 1)[0].replace("_", "-")
+    return "--" + name[5:] if name.startswith("--no-") else name
+
+
+def _groups(tokens: Iterable[str]) -> dict[str, list[str]]:
+    """Flag name -> its tokens; leading values (positionals) under ''."""
+    out: dict[str, list[str]] = {}
+    key = ""
+    for token in tokens:
+        if token.startswith("--"):
+            key = _key(token)
+            out[key] = [token]
+        else:
+            out.setdefault(key, []).append(token)
+    return out
+
+
+def pick_image(t: DeployTemplate, pool: PoolFacts) -> str | Issue:
+    vendor, family = pool.spec.vendor, pool.family
+    image = t.images.get(f"{vendor}/{family}") or t.images.get(vendor)
+    if image is None and t.engine != "custom":
+        image = pool.vendor.default_image(t.engine, t.engine_version, family)
+    if image is None:
+        return Issue(
+            f"templates[{t.name}].images",
+            f"no image for {vendor}/{family} running {t.engine} {t.engine_version}; the catalog has "
+            f"no default, so set images.{vendor}",
+        )
+    return image
+
+
+def pick_launcher(
+    t: DeployTemplate, pool: PoolFacts, schema: FlagSchema | None
+) -> Launcher | Issue:
+    engine = catalog.engines()[t.engine]
+    if not engine.multi_node:
+        return Issue(
+            f"templates[{t.name}].engine", f"{engine.display_name} here runs on one node only"
+        )
+    if t.multi_node != "auto":
+        chosen: Launcher = t.multi_node
+    elif pool.vendor.multi_node_launcher is not None:
+        chosen = pool.vendor.multi_node_launcher
+    elif "native" in engine.multi_node and (schema is None or schema.lookup("--nnodes")):
+        chosen = "native"
+    else:
+        chosen = "ray"
+    if chosen not in engine.multi_node:
+        return Issue(
+            f"templates[{t.name}].multi_node", f"{engine.display_name} has no {chosen} launcher"
+        )
+    return chosen
+
+
+def _quirk_args(pool: PoolFacts, engine: str, tensor: int) -> list[tuple[str, list[str], str]]:
+    out = []
+    for q in pool.vendor.quirks:
+        w = q.when
+        if q.engine != engine:
+            continue
+        if w.family is not None and w.family != pool.family:
+            continue
+        if w.sharing is not None and w.sharing != pool.spec.sharing:
+            continue
+        if w.min_tensor_parallel is not None and tensor < w.min_tensor_parallel:
+            continue
+        for key, tokens in _groups(q.args).items():
+            out.append((key, tokens, q.why))
+    return out
+
+
+def _merge(
+    owned: dict[str, list[str]],
+    defaults: Sequence[str],
+    extras: Sequence[str],
+    quirks: list[tuple[str, list[str], str]],
+    where: dict[str, str],
+) -> tuple[list[str], list[Issue]]:
+    issues: list[Issue] = []
+    chosen: dict[str, list[str]] = {}
+    for source, tokens in (("defaults", defaults), ("extras", extras)):
+        for key, group in _groups(tokens).items():
+            if key == "":
+                issues.append(Issue(where[source], f"stray value(s) {group} before any flag"))
+            elif key in owned:
+                issues.append(
+                    Issue(
+                        where[source],
+                        f"{key} is set by the platform; use the serving's fields instead",
+                    )
+                )
+            else:
+                chosen[key] = group  # extras come second: the user's value wins
+    for key, group, why in quirks:
+        current = owned.get(key) or chosen.get(key)
+        if current is not None and current != group:
+            issues.append(
+                Issue(
+                    where["extras"], f"{' '.join(current)} conflicts with {' '.join(group)}: {why}"
+                )
+            )
+        elif current is None:
+            chosen[key] = group
+    return [token for group in chosen.values() for token in group], issues
+
+
+def _context(
+    fleet: Fleet,
+    s: ModelServing,
+    plan: PlacementPlan,
+    t: DeployTemplate,
+    port: int,
+    launcher: Launcher | None,
+) -> dict[str, Any]:
+    model = fleet.models[s.name]
+    engine = catalog.engines()[t.engine]
+    return {
+        "engine": t.engine,
+        "engine_version": t.engine_version,
+        "vendor": fleet.pools[plan.pool].spec.vendor,
+        "family": fleet.pools[plan.pool].family,
+        "model_path": f"{t.model_mount_path}/{model.id}",
+        "served_name": s.served_name,
+        "host": "0.0.0.0",
+        "port": port,
+        "tensor": plan.tensor,
+        "pipeline": plan.pipeline,
+        "data": plan.data,
+        "nodes": plan.nodes,
+        "devices": plan.devices_per_pod,
+        "device_ids": ",".join(str(i) for i in range(plan.devices_per_pod)),
+        "max_model_len": s.max_model_len,
+        "dtype": s.dtype,
+        "quantization": s.quantization,
+        "memory_utilization": plan.memory_utilization,
+        "launcher": launcher,
+        "leader_address": LEADER_ADDRESS,
+        "worker_index": WORKER_INDEX,
+        "rendezvous_port": engine.rendezvous_port,
+    }
+
+
+def engine_launch(fleet: Fleet, s: ModelServing, plan: PlacementPlan) -> EngineLaunch:
+    """The containers' commands for one placement; raises FlagError/SpecError naming the path."""
+    path = f"servings[{s.name}].placements[{plan.index}]"
+    t = fleet.templates[s.template]
+    pool = fleet.pools[plan.pool]
+    engine = catalog.engines()[t.engine]
+    image = pick_image(t, pool)
+    if isinstance(image, Issue):
+        raise SpecError([image])
+    schema: FlagSchema | None = None
+    if t.validate_flags:
+        try:
+            schema = load_schema(t.runtime or t.engine, t.engine_version)
+        except FlagError as exc:
+            raise FlagError(
+                [Issue(f"templates[{t.name}].engine_version", i.message) for i in exc.issues]
+            ) from exc
+    launcher: Launcher | None = None
+    if plan.multi_node:
+        chosen = pick_launcher(t, pool, schema)
+        if isinstance(chosen, Issue):
+            raise SpecError([chosen])
+        launcher = chosen
+    port = t.port or engine.default_port
+    context = _context(fleet, s, plan, t, port, launcher)
+    template_name = render.engine_template(t.engine, pool.spec.vendor, t.runtime)
+    entrypoint = list(t.entrypoint or engine.entrypoint)
+    where = {"defaults": f"templates[{t.name}].args", "extras": f"servings[{s.name}].extra_args"}
+    quirks = _quirk_args(pool, t.engine, plan.tensor)
+    roles: dict[Role, RoleCommand] = {}
+    issues: list[Issue] = []
+    for role in ("leader", "worker") if plan.multi_node else ("single",):
+        if role == "worker" and launcher == "ray":
+            join = f"exec ray start --address={LEADER_ADDRESS}:{RAY_PORT} --block --disable-usage-stats"
+            roles[role] = RoleCommand(("/bin/sh", "-c"), (join,), ())
+            continue
+        rendered = render.render_argv(template_name, {**context, "role": role}, path)
+        extra, merge_issues = _merge(_groups(rendered), t.args, s.extra_args, quirks, where)
+        argv = rendered + extra
+        if schema is not None:
+            merge_issues += validate_args(schema, argv, path)
+        if merge_issues:
+            issues += merge_issues
+            continue
+        if launcher == "ray":
+            # Ray's head must run before `vllm serve` in the same container: the one shell we need,
+            # every value quoted.
+            script = f"ray start --head --port={RAY_PORT} --disable-usage-stats && exec {shlex.join(entrypoint + argv)}"
+            roles[role] = RoleCommand(("/bin/sh", "-c"), (script,), tuple(argv))
+        else:
+            roles[role] = RoleCommand(tuple(entrypoint), tuple(argv), tuple(argv))
+    if issues:
+        raise FlagError(dict.fromkeys(issues))
+    env = {**pool.vendor.env}
+    if plan.multi_node:
+        env.update(pool.vendor.multi_node_env)
+    if launcher == "ray":
+        env.update(pool.vendor.ray_env)
+    env.update(t.env)
+    env.update(s.env)
+    return EngineLaunch(
+        engine=t.engine,
+        engine_version=t.engine_version,
+        image=image,
+        port=port,
+        health_path=t.probes.path or engine.health_path,
+        launcher=launcher,
+        env=env,
+        field_env=dict(pool.vendor.field_env) if plan.multi_node else {},
+        roles=roles,
+        flags_checked=schema is not None,
+    )

@@ -1,0 +1,81 @@
+"""Read a stack from disk: `stacks/Pulumi.<stack>.yaml` plus `stacks/<stack>/servings/*.yaml`.
+
+This is the one place the offline tools read stack files; the Pulumi program gets the same config
+from the engine and the same serving files through `read_servings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleet.errors import Issue, SpecError
+from fleet.stack import Fleet, build_fleet
+
+NAMESPACE = "modelfleet"
+SECTIONS = ("platform", "regions", "pools", "templates")
+
+
+def _read_yaml(path: Path, label: str) -> Any:
+    try:
+        return yaml.load(path.read_text("utf-8"), Loader=yaml.CSafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise SpecError([Issue(label, f"{path.name} is not valid YAML{where}: {exc}")]) from exc
+
+
+def stack_config(stacks_dir: Path, stack: str) -> dict[str, Any]:
+    """The `modelfleet:` sections of the stack file, keyed without the namespace."""
+    path = stacks_dir / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        known = sorted(p.name[7:-5] for p in stacks_dir.glob("Pulumi.*.yaml"))
+        raise SpecError(
+            [Issue("", f"no stack {stack!r} in {stacks_dir} (have: {', '.join(known)})")]
+        )
+    doc = _read_yaml(path, path.name) or {}
+    config = doc.get("config") or {}
+    out: dict[str, Any] = {}
+    issues: list[Issue] = []
+    for key, value in config.items():
+        namespace, _, name = str(key).partition(":")
+        if namespace != NAMESPACE:
+            continue  # pulumi:, kubernetes: and other providers' settings
+        if name in SECTIONS:
+            out[name] = value
+        elif not (isinstance(value, dict) and "secure" in value):
+            issues.append(Issue(f"config.{key}", f"unknown setting; expected one of {SECTIONS}"))
+    if issues:
+        raise SpecError(issues)
+    return out
+
+
+def read_servings(stacks_dir: Path, stack: str) -> list[tuple[str, Any]]:
+    """(path, raw serving) per file; the file name must be the serving's name."""
+    folder = stacks_dir / stack / "servings"
+    out: list[tuple[str, Any]] = []
+    issues: list[Issue] = []
+    for file in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        label = f"servings[{file.stem}]"
+        raw = _read_yaml(file, label)
+        if not isinstance(raw, dict):
+            issues.append(Issue(label, f"{file.name} must hold one mapping (a serving)"))
+            continue
+        if raw.get("name") != file.stem:
+            issues.append(
+                Issue(
+                    f"{label}.name",
+                    f"must be {file.stem!r}, the file name (got {raw.get('name')!r})",
+                )
+            )
+            continue
+        out.append((label, raw))
+    if issues:
+        raise SpecError(issues)
+    return out
+
+
+def load_fleet(stacks_dir: Path, stack: str) -> Fleet:
+    return build_fleet(stack, stack_config(stacks_dir, stack), read_servings(stacks_dir, stack))

@@ -1,0 +1,74 @@
+"""The whole offline pipeline: spec -> plan -> engine arguments -> manifests.
+
+The same function feeds `pulumi up` (through the components), `fleet render`, the portal's preview
+and the policies, so what is checked is what is applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet.engine_args import EngineLaunch, engine_launch
+from fleet.errors import Issue, IssuesError, RenderError
+from fleet.loader import load_fleet
+from fleet.manifests import Manifest, endpoint, namespace, placement_objects
+from fleet.planner import FleetPlan, PlacementPlan, plan_fleet
+from fleet.stack import Fleet
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPlacement:
+    plan: PlacementPlan
+    launch: EngineLaunch
+    objects: tuple[Manifest, ...]
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class Rendering:
+    fleet: Fleet
+    plan: FleetPlan
+    placements: tuple[RenderedPlacement, ...]
+    namespaces: dict[str, Manifest]
+    warnings: tuple[Issue, ...]
+
+    def objects(self) -> list[tuple[str, Manifest]]:
+        """(region, object) for everything, namespaces first."""
+        out = [(region, ns) for region, ns in self.namespaces.items()]
+        out += [(p.plan.region, obj) for p in self.placements for obj in p.objects]
+        return out
+
+
+def render_fleet(fleet: Fleet, plan: FleetPlan | None = None) -> Rendering:
+    plan = plan if plan is not None else plan_fleet(fleet)
+    servings = {s.name: s for s in fleet.servings}
+    rendered: list[RenderedPlacement] = []
+    issues: list[Issue] = []
+    warnings = list(plan.warnings)
+    for placement in plan.placements:
+        s = servings[placement.serving]
+        try:
+            launch = engine_launch(fleet, s, placement)
+        except IssuesError as exc:
+            issues += [i for i in exc.issues if i not in issues]
+            continue
+        if not launch.flags_checked:
+            warnings.append(
+                Issue(
+                    f"templates[{s.template}]",
+                    "validate_flags is off: engine flags are not checked",
+                )
+            )
+        objects = tuple(placement_objects(fleet, s, placement, launch))
+        rendered.append(
+            RenderedPlacement(placement, launch, objects, endpoint(fleet, s, placement, launch))
+        )
+    if issues:
+        raise RenderError(issues)
+    namespaces = {name: namespace(region) for name, region in fleet.regions.items()}
+    return Rendering(fleet, plan, tuple(rendered), namespaces, tuple(dict.fromkeys(warnings)))
+
+
+def build(stacks_dir: Path, stack: str) -> Rendering:
+    return render_fleet(load_fleet(stacks_dir, stack))

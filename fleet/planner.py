@@ -1,0 +1,325 @@
+"""How each placement runs on its pool: parallelism, devices and nodes per replica, memory fit,
+and whether the pools have room for everything placed on them. Pure arithmetic, no I/O.
+
+Memory model (documented in docs/ops-guide.md#memory-fit):
+  weights  = parameters x bytes per parameter (dtype, or quantization when set), +10% when quantized
+             for scales and the layers left in 16-bit
+  kv cache = bytes per token (from the attention shape; MLA keeps one latent per layer) x max length,
+             i.e. room for at least one full-length sequence
+  overhead = 1.5 GiB per device (runtime context, activations, graph buffers)
+  budget   = devices x memory per device x memory utilisation (engine default 0.9)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal
+
+from fleet.errors import Issue, PlanError
+from fleet.spec import ModelServing, Parallelism, Placement
+from fleet.stack import Fleet, ModelFacts, PoolFacts
+
+GIB = 1024**3
+DEFAULT_MEMORY_UTILIZATION = 0.9
+OVERHEAD_GIB_PER_DEVICE = 1.5
+QUANTIZED_OVERHEAD = 1.10
+BYTES_PER_PARAM = {
+    "float32": 4.0,
+    "bfloat16": 2.0,
+    "float16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "w8a8": 1.0,
+    "ascend": 1.0,  # ModelSlim W8A8
+    "compressed-tensors": 1.0,
+    "int4": 0.5,
+    "awq": 0.5,
+    "gptq": 0.5,
+    "w4a16": 0.5,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryFit:
+    weights_gib: float
+    kv_cache_gib: float | None  # None when the model's attention shape is unknown
+    overhead_gib: float
+    budget_gib: float
+
+    @property
+    def required_gib(self) -> float:
+        return self.weights_gib + (self.kv_cache_gib or 0.0) + self.overhead_gib
+
+    @property
+    def fits(self) -> bool:
+        return self.required_gib <= self.budget_gib
+
+    @property
+    def headroom_gib(self) -> float:
+        return self.budget_gib - self.required_gib
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementPlan:
+    serving: str
+    index: int
+    region: str
+    pool: str
+    replicas: int
+    tensor: int
+    pipeline: int
+    data: int
+    nodes: int
+    devices_per_pod: int
+    memory: MemoryFit
+    max_model_len: int | None
+    memory_utilization: float
+    chosen: Literal["auto", "explicit"]
+
+    @property
+    def devices_per_replica(self) -> int:
+        return self.devices_per_pod * self.nodes
+
+    @property
+    def multi_node(self) -> bool:
+        return self.nodes > 1
+
+
+@dataclass(frozen=True, slots=True)
+class PoolUse:
+    pool: str
+    region: str
+    capacity: int
+    used: int
+    peak: int  # with every autoscaler at its maximum
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.used
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    placements: tuple[PlacementPlan, ...]
+    pools: dict[str, PoolUse]
+    warnings: tuple[Issue, ...]
+
+    def for_serving(self, name: str) -> list[PlacementPlan]:
+        return [p for p in self.placements if p.serving == name]
+
+
+def weights_gib(model: ModelFacts, quantization: str | None) -> float:
+    precision = quantization or model.dtype
+    factor = QUANTIZED_OVERHEAD if quantization else 1.0
+    return model.params_b * 1e9 * BYTES_PER_PARAM[precision] * factor / GIB
+
+
+def memory_fit(
+    model: ModelFacts,
+    serving: ModelServing,
+    devices: int,
+    pool: PoolFacts,
+    utilization: float,
+    max_len: int | None,
+) -> MemoryFit:
+    kv = None
+    if model.kv_bytes_per_token is not None and max_len is not None:
+        kv = model.kv_bytes_per_token * max_len / GIB
+    return MemoryFit(
+        weights_gib=weights_gib(model, serving.quantization),
+        kv_cache_gib=kv,
+        overhead_gib=OVERHEAD_GIB_PER_DEVICE * devices,
+        budget_gib=devices * pool.memory_per_device_gib * utilization,
+    )
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _tp_ok(tp: int, model: ModelFacts, pool: PoolFacts) -> bool:
+    heads = model.num_attention_heads
+    even = pool.vendor.families[pool.family].even_devices
+    return (heads is None or heads % tp == 0) and not (even and tp % 2)
+
+
+def _auto(
+    s: ModelServing,
+    p: Placement,
+    model: ModelFacts,
+    pool: PoolFacts,
+    util: float,
+    max_len: int | None,
+) -> tuple[int, int, int] | Issue:
+    """Smallest tensor parallel that fits one node; else whole nodes with pipeline = nodes."""
+    per_node = pool.spec.devices_per_node
+    for tp in _divisors(per_node):
+        if _tp_ok(tp, model, pool) and memory_fit(model, s, tp, pool, util, max_len).fits:
+            return tp, 1, 1
+    tp = max(d for d in _divisors(per_node) if _tp_ok(d, model, pool))
+    for nodes in range(2, pool.spec.node_count + 1):
+        if memory_fit(model, s, tp * nodes, pool, util, max_len).fits:
+            return tp, nodes, nodes
+    whole = memory_fit(model, s, per_node * pool.spec.node_count, pool, util, max_len)
+    return Issue(
+        "",
+        f"does not fit even on all {pool.spec.node_count} nodes of pool {pool.name!r}: needs "
+        f"{whole.required_gib:.1f} GiB, {pool.spec.node_count * per_node} x "
+        f"{pool.memory_per_device_gib:g} GiB x {util:g} = {whole.budget_gib:.1f} GiB "
+        f"(short by {-whole.headroom_gib:.1f} GiB)",
+    )
+
+
+def _explicit(par: Parallelism, pool: PoolFacts, model: ModelFacts) -> tuple[int, int] | Issue:
+    """(nodes, devices per pod) for explicit parallelism, or what is inconsistent about it."""
+    per_node = pool.spec.devices_per_node
+    devices = par.tensor * par.pipeline * par.data
+    if par.tensor > per_node:
+        return Issue(
+            "tensor",
+            f"tensor parallel {par.tensor} is more than the {per_node} devices of a node; "
+            "split across nodes with pipeline instead",
+        )
+    if per_node % par.tensor:
+        return Issue(
+            "tensor", f"tensor parallel {par.tensor} does not divide {per_node} devices per node"
+        )
+    if model.num_attention_heads is not None and model.num_attention_heads % par.tensor:
+        return Issue(
+            "tensor",
+            f"tensor parallel {par.tensor} does not divide the model's "
+            f"{model.num_attention_heads} attention heads",
+        )
+    nodes = par.nodes if par.nodes is not None else max(1, -(-devices // per_node))
+    if devices % nodes:
+        return Issue(
+            "nodes",
+            f"{devices} devices (tensor x pipeline x data) do not split evenly over {nodes} nodes",
+        )
+    per_pod = devices // nodes
+    if per_pod > per_node:
+        return Issue(
+            "nodes",
+            f"{per_pod} devices per node needed but pool {pool.name!r} nodes have {per_node}",
+        )
+    if pool.vendor.families[pool.family].even_devices and per_pod % 2:
+        return Issue(
+            "tensor", f"{pool.family} devices are allocated in pairs; {per_pod} per pod is odd"
+        )
+    return nodes, per_pod
+
+
+def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> PlacementPlan | Issue:
+    p = s.placements[index]
+    at = f"{path}.placements[{index}]"
+    pool = fleet.pools[p.pool]
+    model = fleet.models[s.name]
+    template = fleet.templates[s.template]
+    util = s.gpu_memory_utilization or template.gpu_memory_utilization or DEFAULT_MEMORY_UTILIZATION
+    max_len = s.max_model_len or model.max_position_embeddings
+    if (
+        s.max_model_len
+        and model.max_position_embeddings
+        and s.max_model_len > model.max_position_embeddings
+    ):
+        return Issue(
+            f"{path}.max_model_len",
+            f"{s.max_model_len} is longer than the model's {model.max_position_embeddings} positions",
+        )
+    par = s.parallelism_on(p)
+    if par == "auto":
+        chosen = _auto(s, p, model, pool, util, max_len)
+        if isinstance(chosen, Issue):
+            return Issue(at, chosen.message)
+        tp, pp, nodes = chosen
+        dp, per_pod, mode = 1, tp, "auto"
+    else:
+        layout = _explicit(par, pool, model)
+        where = f"{at}.parallelism" if p.parallelism is not None else f"{path}.parallelism"
+        if isinstance(layout, Issue):
+            return Issue(f"{where}.{layout.path}", layout.message)
+        nodes, per_pod = layout
+        tp, pp, dp, mode = par.tensor, par.pipeline, par.data, "explicit"
+    fit = memory_fit(model, s, per_pod * nodes, pool, util, max_len)
+    if not fit.fits:
+        kv = f" + KV cache {fit.kv_cache_gib:.1f}" if fit.kv_cache_gib is not None else ""
+        return Issue(
+            at,
+            f"model needs {fit.required_gib:.1f} GiB per replica (weights {fit.weights_gib:.1f}{kv} "
+            f"+ overhead {fit.overhead_gib:.1f}) but {per_pod * nodes} x "
+            f"{pool.memory_per_device_gib:g} GiB x {util:g} = {fit.budget_gib:.1f} GiB is available "
+            f"(short by {-fit.headroom_gib:.1f} GiB)",
+        )
+    if nodes > 1:
+        region = fleet.regions[p.region]
+        if not region.controllers.leader_worker_set:
+            return Issue(
+                at,
+                f"needs {nodes} nodes per replica but region {p.region!r} has no LeaderWorkerSet "
+                "controller (controllers.leader_worker_set)",
+            )
+    return PlacementPlan(
+        serving=s.name,
+        index=index,
+        region=p.region,
+        pool=p.pool,
+        replicas=p.replicas,
+        tensor=tp,
+        pipeline=pp,
+        data=dp,
+        nodes=nodes,
+        devices_per_pod=per_pod,
+        memory=fit,
+        max_model_len=max_len,
+        memory_utilization=util,
+        chosen=mode,
+    )
+
+
+def plan_fleet(fleet: Fleet) -> FleetPlan:
+    """Plan every placement and check pool capacity; PlanError lists every refusal."""
+    issues: list[Issue] = []
+    plans: list[PlacementPlan] = []
+    used: dict[str, int] = defaultdict(int)
+    peak: dict[str, int] = defaultdict(int)
+    users: dict[str, list[str]] = defaultdict(list)
+    for s in fleet.servings:
+        path = f"servings[{s.name}]"
+        for index in range(len(s.placements)):
+            result = plan_placement(fleet, s, index, path)
+            if isinstance(result, Issue):
+                issues.append(result)
+                continue
+            plans.append(result)
+            used[result.pool] += result.replicas * result.devices_per_replica
+            top = s.autoscaling.max_replicas if s.autoscaling else result.replicas
+            peak[result.pool] += top * result.devices_per_replica
+            if result.replicas:
+                users[result.pool].append(
+                    f"{s.name} {result.replicas}x{result.devices_per_replica}"
+                )
+    pools: dict[str, PoolUse] = {}
+    warnings: list[Issue] = []
+    for name, pool in fleet.pools.items():
+        use = PoolUse(name, pool.spec.region, pool.spec.devices, used[name], peak[name])
+        pools[name] = use
+        if use.used > use.capacity:
+            issues.append(
+                Issue(
+                    f"pools[{name}]",
+                    f"{use.capacity} devices but servings ask for {use.used} "
+                    f"({', '.join(users[name])}): over by {use.used - use.capacity}",
+                )
+            )
+        elif use.peak > use.capacity:
+            warnings.append(
+                Issue(
+                    f"pools[{name}]",
+                    f"autoscalers at their maximum would ask for {use.peak} of "
+                    f"{use.capacity} devices",
+                )
+            )
+    if issues:
+        raise PlanError(issues)
+    return FleetPlan(tuple(plans), pools, tuple(warnings))

@@ -1,0 +1,81 @@
+"""The one Jinja environment. Templates are data; this module is the only reader of `templates/`.
+
+Sandboxed (a template cannot reach Python internals) and strict (a missing variable is an error, never
+an empty flag). Templates write arguments with `arg(...)`, one JSON string per line, so a value with
+spaces or quotes is one argv item exactly as written: no shell ever splits it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from fleet.errors import Issue, TemplateError
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+def _arg(*items: object) -> str:
+    # Each item ends its own line, so block tags that eat newlines cannot glue two items together.
+    return "".join(
+        json.dumps(item if isinstance(item, str) else str(item)) + "\n" for item in items
+    )
+
+
+@cache
+def environment(templates_dir: Path = TEMPLATES_DIR) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        auto_reload=False,
+    )
+    env.globals["arg"] = _arg
+    return env
+
+
+def has_template(name: str, templates_dir: Path = TEMPLATES_DIR) -> bool:
+    return (templates_dir / name).is_file()
+
+
+def engine_template(
+    engine: str, vendor: str, runtime: str | None, templates_dir: Path = TEMPLATES_DIR
+) -> str:
+    """The vendor overlay `engines/<engine>/<vendor>.j2` if there is one, else the engine's base."""
+    if engine == "custom":
+        return f"engines/custom/{runtime}.j2"
+    overlay = f"engines/{engine}/{vendor}.j2"
+    return overlay if has_template(overlay, templates_dir) else f"engines/{engine}/args.j2"
+
+
+def render_argv(
+    name: str, context: Mapping[str, Any], path: str, templates_dir: Path = TEMPLATES_DIR
+) -> list[str]:
+    try:
+        text = environment(templates_dir).get_template(name).render(context)
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(
+            [Issue(path, f"template {exc.name!r} not found in {templates_dir.name}/")]
+        ) from exc
+    except jinja2.TemplateError as exc:
+        raise TemplateError([Issue(path, f"{name}: {exc}")]) from exc
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise TemplateError(
+            [
+                Issue(
+                    path,
+                    f"{name}: write arguments with arg(...), found raw text ({exc.doc[:40]!r})",
+                )
+            ]
+        ) from exc

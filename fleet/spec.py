@@ -1,0 +1,343 @@
+"""The typed description of a fleet: regions, GPU node pools, deploy templates, model servings.
+
+Models are frozen and forbid unknown keys, so a typo in a stack file is an error with its path rather
+than a silently ignored setting. Field-level rules live here; rules that relate several objects
+(a placement's pool must be in the placement's region, ...) live in `fleet.stack`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+def _dns_label(value: str, *, min_len: int = 1) -> str:
+    if not min_len <= len(value) <= 63:
+        raise ValueError(f"must be {min_len}-63 characters, got {len(value)}")
+    if not DNS_LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a DNS-1123 label: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+DnsLabel = Annotated[str, Field(min_length=1, max_length=63)]
+EnvMap = dict[str, str]
+
+
+def _check_env(env: EnvMap) -> EnvMap:
+    for key in env:
+        if not ENV_NAME.match(key):
+            raise ValueError(f"env name {key!r} is not a valid environment variable name")
+    return env
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if not LABEL_KEY.match(key):
+            raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")
+        if len(value) > 63 or not LABEL_VALUE.match(value):
+            raise ValueError(f"label value {value!r} (key {key!r}) is not a valid label value")
+    return labels
+
+
+# ---------------------------------------------------------------------------------------- region
+
+
+class ClusterAccess(Frozen):
+    """How Pulumi reaches the region's cluster. The kubeconfig itself is a Pulumi config secret."""
+
+    kubeconfig_secret: str | None = Field(
+        default=None, description="name of the Pulumi config secret that holds the kubeconfig"
+    )
+    context: str | None = Field(default=None, description="kubeconfig context to use")
+    cluster_identifier: str = Field(
+        min_length=1,
+        description="stable id: the provider (and every object) is replaced only when it changes",
+    )
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> ClusterAccess:
+        if self.kubeconfig_secret is None and self.context is None:
+            raise ValueError("set kubeconfig_secret (a Pulumi config secret) or context")
+        return self
+
+
+class ModelCache(Frozen):
+    """Where weights live on the nodes once fetched from the model store."""
+
+    pvc: str | None = None
+    host_path: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelCache:
+        if (self.pvc is None) == (self.host_path is None):
+            raise ValueError("set exactly one of pvc or host_path")
+        if self.host_path is not None and not self.host_path.startswith("/"):
+            raise ValueError(f"host_path {self.host_path!r} must be absolute")
+        return self
+
+
+class ModelStore(Frozen):
+    """An S3-compatible bucket with one folder per model (`<prefix>/<model id>/`)."""
+
+    endpoint: str = Field(pattern=r"^https?://[^\s/]+")
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = ""
+    credentials_secret: str = Field(
+        description="Kubernetes Secret (in the region namespace) with AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY; never the keys themselves"
+    )
+    cache: ModelCache = ModelCache(host_path="/data/modelfleet/models")
+    sync_image: str = "docker.io/peakcom/s5cmd:v2.3.0"
+
+    @field_validator("prefix")
+    @classmethod
+    def _strip_slashes(cls, value: str) -> str:
+        return value.strip("/")
+
+
+class Controllers(Frozen):
+    """Controllers installed in the cluster; servings that need one elsewhere are refused."""
+
+    leader_worker_set: bool = False
+    keda: bool = False
+
+
+class Region(Frozen):
+    name: str
+    display_name: str = ""
+    cluster: ClusterAccess
+    namespace: str = "modelfleet"
+    model_store: ModelStore
+    gateway_domain: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    controllers: Controllers = Controllers()
+    prometheus_url: str | None = Field(
+        default=None, description="Prometheus the autoscaler queries (needed for autoscaling)"
+    )
+
+    _name = field_validator("name", "namespace")(_dns_label)
+
+
+# ----------------------------------------------------------------------------------- node pools
+
+
+class Taint(Frozen):
+    key: str
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class NodeCount(Frozen):
+    min: int = Field(ge=0)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NodeCount:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class GpuNodePool(Frozen):
+    """One homogeneous set of accelerator nodes in one region."""
+
+    name: str
+    region: str
+    accelerator: str = Field(
+        pattern=r"^[a-z0-9]+/[a-z0-9][-a-z0-9.]*$",
+        description="vendor/model, e.g. ascend/910b3 or nvidia/h100-80g",
+    )
+    family: str | None = Field(default=None, description="accelerator family (catalog default)")
+    devices_per_node: int = Field(ge=1, le=64)
+    memory_per_device_gib: float | None = Field(default=None, gt=0)
+    nodes: int | NodeCount
+    resource_name: str | None = Field(
+        default=None, description="extended resource the device plugin advertises on these nodes"
+    )
+    sharing: Literal["none", "hami"] = "none"
+    node_selector: dict[str, str] = {}
+    taints: tuple[Taint, ...] = ()
+    cpu_arch: Literal["amd64", "arm64"] = "amd64"
+
+    _name = field_validator("name")(_dns_label)
+    _selector = field_validator("node_selector")(_check_labels)
+
+    @property
+    def vendor(self) -> str:
+        return self.accelerator.split("/", 1)[0]
+
+    @property
+    def model(self) -> str:
+        return self.accelerator.split("/", 1)[1]
+
+    @property
+    def node_count(self) -> int:
+        """Nodes counted for capacity: the fixed count, or the autoscaler's maximum."""
+        return self.nodes if isinstance(self.nodes, int) else self.nodes.max
+
+    @property
+    def devices(self) -> int:
+        return self.node_count * self.devices_per_node
+
+
+# ------------------------------------------------------------------------------ deploy template
+
+
+class Probes(Frozen):
+    path: str | None = Field(default=None, description="HTTP health path; engine default if unset")
+    startup_budget_seconds: int | None = Field(
+        default=None, ge=60, description="time allowed to load the model; sized from it if unset"
+    )
+
+
+class DeployTemplate(Frozen):
+    """A deploy profile: an engine at a pinned version, its images, defaults and probes."""
+
+    name: str
+    engine: Literal["vllm", "sglang", "mindie", "custom"]
+    engine_version: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z.+-]*$")
+    runtime: str | None = Field(
+        default=None,
+        description="custom engines: the template file templates/engines/custom/<runtime>.j2",
+    )
+    entrypoint: tuple[str, ...] | None = Field(default=None, description="custom engines only")
+    validate_flags: bool = Field(
+        default=True,
+        description="custom engines without a flag schema must say so explicitly (reported)",
+    )
+    images: dict[str, str] = Field(
+        default={}, description="image per 'vendor' or 'vendor/family'; catalog default otherwise"
+    )
+    args: tuple[str, ...] = ()
+    env: EnvMap = {}
+    port: int | None = Field(default=None, ge=1, le=65535)
+    probes: Probes = Probes()
+    model_mount_path: str = Field(default="/models", pattern=r"^/[^\s]*$")
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    multi_node: Literal["auto", "native", "ray"] = "auto"
+
+    _name = field_validator("name")(_dns_label)
+    _env = field_validator("env")(_check_env)
+
+    @model_validator(mode="after")
+    def _custom_needs_runtime(self) -> DeployTemplate:
+        if self.engine == "custom":
+            if self.runtime is None or self.entrypoint is None:
+                raise ValueError("custom engines need runtime (template name) and entrypoint")
+        elif self.runtime is not None or self.entrypoint is not None:
+            raise ValueError(f"runtime and entrypoint are for custom engines, not {self.engine}")
+        if not self.validate_flags and self.engine != "custom":
+            raise ValueError(f"{self.engine} flags are always validated")
+        return self
+
+
+# ------------------------------------------------------------------------------- model serving
+
+
+class ModelSource(Frozen):
+    """A model outside the catalog: where its weights are and what the planner needs to size it."""
+
+    uri: str = Field(pattern=r"^(s3|hf|pvc)://\S+$")
+    params_b: float = Field(gt=0, description="parameters, in billions")
+    dtype: Literal["bfloat16", "float16", "float32", "fp8", "int8", "int4"]
+    num_layers: int | None = Field(default=None, ge=1)
+    num_attention_heads: int | None = Field(default=None, ge=1)
+    num_kv_heads: int | None = Field(default=None, ge=1)
+    head_dim: int | None = Field(default=None, ge=1)
+    max_position_embeddings: int | None = Field(default=None, ge=1)
+
+
+class Parallelism(Frozen):
+    tensor: int = Field(ge=1, le=256)
+    pipeline: int = Field(default=1, ge=1, le=64)
+    data: int = Field(default=1, ge=1, le=256)
+    nodes: int | None = Field(default=None, ge=1, le=64, description="nodes per replica")
+
+
+class Placement(Frozen):
+    region: str
+    pool: str
+    replicas: int = Field(default=1, ge=0, le=1000)
+    weight: int = Field(default=100, ge=0, le=10000, description="routing weight; 0 drains")
+    parallelism: Literal["auto"] | Parallelism | None = Field(
+        default=None, description="overrides the serving's parallelism on this pool"
+    )
+
+
+class Autoscaling(Frozen):
+    min_replicas: int = Field(ge=0)
+    max_replicas: int = Field(ge=1)
+    metric: Literal["waiting_requests", "running_requests", "kv_cache_usage"] = "waiting_requests"
+    target: float = Field(default=5, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is greater than max_replicas "
+                f"({self.max_replicas})"
+            )
+        return self
+
+
+Quantization = Literal["fp8", "awq", "gptq", "w8a8", "w4a16", "ascend", "compressed-tensors"]
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+
+
+class ModelServing(Frozen):
+    name: str
+    workspace: str = "platform"
+    model: str | ModelSource = Field(description="catalog id, or an explicit source")
+    template: str
+    placements: tuple[Placement, ...] = Field(min_length=1)
+    parallelism: Literal["auto"] | Parallelism = "auto"
+    max_model_len: int | None = Field(default=None, ge=128, le=10_000_000)
+    quantization: Quantization | None = None
+    dtype: Dtype | None = None
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    extra_args: tuple[str, ...] = ()
+    env: EnvMap = {}
+    autoscaling: Autoscaling | None = None
+    public_model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][-A-Za-z0-9._:/]*$")
+
+    _env = field_validator("env")(_check_env)
+
+    @field_validator("name")
+    @classmethod
+    def _serving_name(cls, value: str) -> str:
+        return _dns_label(value, min_len=2)
+
+    @field_validator("workspace")
+    @classmethod
+    def _workspace(cls, value: str) -> str:
+        return _dns_label(value)
+
+    @property
+    def served_name(self) -> str:
+        """The model name clients send, through the gateway and to the engine."""
+        return self.public_model_name or self.name
+
+    def parallelism_on(self, placement: Placement) -> Literal["auto"] | Parallelism:
+        return placement.parallelism if placement.parallelism is not None else self.parallelism
+
+
+class Platform(Frozen):
+    """Stack-wide settings."""
+
+    kubernetes_version: str = Field(default="1.33", pattern=r"^1\.[0-9]+$")
+    image_pull_secrets: tuple[str, ...] = ()

@@ -1,0 +1,286 @@
+"""A whole stack, validated: every object on its own, then every cross-reference between them.
+
+`build_fleet` takes plain data (what the YAML files hold) and returns a `Fleet` or raises one
+`SpecError` listing every problem, each with its YAML path, so ops fix a stack in one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from fleet import catalog
+from fleet.errors import Issue, SpecError
+from fleet.spec import DeployTemplate, GpuNodePool, ModelServing, ModelSource, Platform, Region
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolFacts:
+    """A node pool with the catalog's defaults filled in."""
+
+    spec: GpuNodePool
+    vendor: catalog.Vendor
+    family: str
+    memory_per_device_gib: float
+    resource_name: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFacts:
+    """What the planner and the renderer need to know about the model a serving runs."""
+
+    id: str
+    params_b: float
+    dtype: str
+    uri: str
+    num_layers: int | None
+    num_attention_heads: int | None
+    kv_bytes_per_token: int | None
+    max_position_embeddings: int | None
+    moe: bool
+
+
+@dataclass(frozen=True)
+class Fleet:
+    stack: str
+    platform: Platform
+    regions: dict[str, Region]
+    pools: dict[str, PoolFacts]
+    templates: dict[str, DeployTemplate]
+    servings: tuple[ModelServing, ...]
+    models: dict[str, ModelFacts] = field(default_factory=dict)  # by serving name
+
+
+def _loc_path(prefix: str, loc: Sequence[int | str]) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _validate(model: type[M], raw: Any, path: str, issues: list[Issue]) -> M | None:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            # Union members (model: str | ModelSource) add their type name to the location.
+            loc = [p for p in err["loc"] if p not in ("str", "ModelSource", "Parallelism", "int")]
+            loc = [
+                p
+                for p in loc
+                if not (isinstance(p, str) and p.startswith(("literal[", "function-")))
+            ]
+            msg = err["msg"].removeprefix("Value error, ")
+            issues.append(Issue(_loc_path(path, loc), msg))
+        return None
+
+
+def _named(model: type[M], items: Any, section: str, issues: list[Issue]) -> list[tuple[str, M]]:
+    """Validate a list of named objects; paths use names (`pools[h100]`), not indexes."""
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        issues.append(Issue(section, f"must be a list, got {type(items).__name__}"))
+        return []
+    out: list[tuple[str, M]] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(items):
+        name = raw.get("name") if isinstance(raw, dict) else None
+        path = f"{section}[{name}]" if isinstance(name, str) and name else f"{section}[{index}]"
+        if isinstance(name, str) and name in seen:
+            issues.append(Issue(f"{path}.name", f"duplicate name {name!r}"))
+            continue
+        if isinstance(name, str):
+            seen.add(name)
+        obj = _validate(model, raw, path, issues)
+        if obj is not None:
+            out.append((path, obj))
+    return out
+
+
+def _pool_facts(path: str, pool: GpuNodePool, issues: list[Issue]) -> PoolFacts | None:
+    vendor = catalog.vendors().get(pool.vendor)
+    if vendor is None:
+        known = ", ".join(sorted(catalog.vendors()))
+        issues.append(
+            Issue(f"{path}.accelerator", f"unknown vendor {pool.vendor!r} (known: {known})")
+        )
+        return None
+    accel = vendor.accelerators.get(pool.model)
+    family = pool.family or (accel.family if accel else None)
+    memory = pool.memory_per_device_gib or (accel.memory_gib if accel else None)
+    if family is None or memory is None:
+        issues.append(
+            Issue(
+                f"{path}.accelerator",
+                f"{pool.accelerator!r} is not in the {vendor.display_name} catalog "
+                f"(known: {', '.join(sorted(vendor.accelerators))}); set family and "
+                "memory_per_device_gib",
+            )
+        )
+        return None
+    if family not in vendor.families:
+        known = ", ".join(sorted(vendor.families))
+        issues.append(Issue(f"{path}.family", f"unknown {pool.vendor} family {family!r} ({known})"))
+        return None
+    if vendor.families[family].even_devices and pool.devices_per_node % 2:
+        issues.append(
+            Issue(
+                f"{path}.devices_per_node",
+                f"{family} devices are allocated in pairs; use an even count",
+            )
+        )
+    default_resource = vendor.hami_resource_name if pool.sharing == "hami" else vendor.resource_name
+    return PoolFacts(pool, vendor, family, memory, pool.resource_name or default_resource)
+
+
+def _kv_bytes_per_token(m: catalog.CatalogModel) -> int:
+    # KV cache is kept in 16-bit unless asked otherwise; MLA keeps one latent vector per layer.
+    if m.kv_lora_rank is not None:
+        return m.num_layers * (m.kv_lora_rank + (m.qk_rope_head_dim or 0)) * 2
+    return 2 * m.num_layers * m.num_kv_heads * m.head_dim * 2
+
+
+def model_facts(serving: ModelServing, path: str, issues: list[Issue]) -> ModelFacts | None:
+    model = serving.model
+    if isinstance(model, ModelSource):
+        kv = None
+        if model.num_layers and model.num_kv_heads and model.head_dim:
+            kv = 2 * model.num_layers * model.num_kv_heads * model.head_dim * 2
+        return ModelFacts(
+            id=model.uri.rsplit("/", 1)[-1].lower(),
+            params_b=model.params_b,
+            dtype=model.dtype,
+            uri=model.uri,
+            num_layers=model.num_layers,
+            num_attention_heads=model.num_attention_heads,
+            kv_bytes_per_token=kv,
+            max_position_embeddings=model.max_position_embeddings,
+            moe=False,
+        )
+    entry = catalog.models().get(model)
+    if entry is None:
+        hint = ", ".join(sorted(catalog.models()))
+        issues.append(Issue(f"{path}.model", f"unknown model {model!r}; catalog has: {hint}"))
+        return None
+    return ModelFacts(
+        id=model,
+        params_b=entry.params_b,
+        dtype=entry.dtype,
+        uri=entry.source,
+        num_layers=entry.num_layers,
+        num_attention_heads=entry.num_attention_heads,
+        kv_bytes_per_token=_kv_bytes_per_token(entry),
+        max_position_embeddings=entry.max_position_embeddings,
+        moe=entry.moe,
+    )
+
+
+def _check_serving(
+    path: str, s: ModelServing, fleet: Fleet, issues: list[Issue]
+) -> ModelFacts | None:
+    if s.template not in fleet.templates:
+        issues.append(Issue(f"{path}.template", f"unknown deploy template {s.template!r}"))
+    seen_pools: set[str] = set()
+    for i, p in enumerate(s.placements):
+        at = f"{path}.placements[{i}]"
+        if p.region not in fleet.regions:
+            issues.append(Issue(f"{at}.region", f"unknown region {p.region!r}"))
+        pool = fleet.pools.get(p.pool)
+        if pool is None:
+            issues.append(Issue(f"{at}.pool", f"unknown pool {p.pool!r}"))
+        elif pool.spec.region != p.region:
+            issues.append(
+                Issue(
+                    f"{at}.pool",
+                    f"pool {p.pool!r} is in region {pool.spec.region!r}, not {p.region!r}",
+                )
+            )
+        if p.pool in seen_pools:
+            issues.append(
+                Issue(f"{at}.pool", f"pool {p.pool!r} is placed twice; raise replicas instead")
+            )
+        seen_pools.add(p.pool)
+        if len(f"{s.name}-{p.pool}") > 63:
+            issues.append(
+                Issue(
+                    at, f"object name '{s.name}-{p.pool}' is over 63 characters; shorten the names"
+                )
+            )
+        if (
+            s.autoscaling
+            and not s.autoscaling.min_replicas <= p.replicas <= s.autoscaling.max_replicas
+        ):
+            issues.append(
+                Issue(
+                    f"{at}.replicas",
+                    f"{p.replicas} is outside autoscaling bounds "
+                    f"[{s.autoscaling.min_replicas}, {s.autoscaling.max_replicas}]",
+                )
+            )
+        region = fleet.regions.get(p.region)
+        if s.autoscaling and region is not None and not region.controllers.keda:
+            issues.append(
+                Issue(f"{path}.autoscaling", f"region {p.region!r} has no KEDA (controllers.keda)")
+            )
+        if s.autoscaling and region is not None and region.prometheus_url is None:
+            issues.append(
+                Issue(
+                    f"{path}.autoscaling", f"region {p.region!r} sets no prometheus_url to scale on"
+                )
+            )
+    return model_facts(s, path, issues)
+
+
+def build_fleet(
+    stack: str,
+    config: Mapping[str, Any],
+    servings: Iterable[tuple[str, Any]],
+) -> Fleet:
+    """Validate a stack. `config` holds `platform`, `regions`, `pools`, `templates`; each item of
+    `servings` is (path, raw serving)."""
+    issues: list[Issue] = []
+    platform = _validate(Platform, config.get("platform", {}), "platform", issues) or Platform()
+    regions = {r.name: r for _, r in _named(Region, config.get("regions"), "regions", issues)}
+    pools: dict[str, PoolFacts] = {}
+    for path, pool in _named(GpuNodePool, config.get("pools"), "pools", issues):
+        if pool.region not in regions:
+            issues.append(Issue(f"{path}.region", f"unknown region {pool.region!r}"))
+        facts = _pool_facts(path, pool, issues)
+        if facts is not None:
+            pools[pool.name] = facts
+    templates = {
+        t.name: t for _, t in _named(DeployTemplate, config.get("templates"), "templates", issues)
+    }
+    if not regions and not any(i.path.startswith("regions") for i in issues):
+        issues.append(Issue("regions", "a stack needs at least one region"))
+
+    fleet = Fleet(stack, platform, regions, pools, templates, ())
+    valid: list[ModelServing] = []
+    names: dict[str, str] = {}
+    for path, raw in servings:
+        s = _validate(ModelServing, raw, path, issues)
+        if s is None:
+            continue
+        if s.name in names:
+            issues.append(
+                Issue(f"{path}.name", f"duplicate serving {s.name!r} (also {names[s.name]})")
+            )
+            continue
+        names[s.name] = path
+        facts = _check_serving(path, s, fleet, issues)
+        if facts is not None:
+            fleet.models[s.name] = facts
+        valid.append(s)
+    if issues:
+        raise SpecError(issues)
+    return Fleet(stack, platform, regions, pools, templates, tuple(valid), fleet.models)
