@@ -80,9 +80,7 @@ class Vendor(_Data):
         image = self.images.get(engine, {}).get(version)
         if image is None:
             return None
-        suffix = (
-            self.families[family].image_suffix.get(engine, "") if family in self.families else ""
-        )
+        suffix = self.families[family].image_suffix.get(engine, "") if family in self.families else ""
         return image + suffix
 
 

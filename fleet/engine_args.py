@@ -81,14 +81,10 @@ def pick_image(t: DeployTemplate, pool: PoolFacts) -> str | Issue:
     return image
 
 
-def pick_launcher(
-    t: DeployTemplate, pool: PoolFacts, schema: FlagSchema | None
-) -> Launcher | Issue:
+def pick_launcher(t: DeployTemplate, pool: PoolFacts, schema: FlagSchema | None) -> Launcher | Issue:
     engine = catalog.engines()[t.engine]
     if not engine.multi_node:
-        return Issue(
-            f"templates[{t.name}].engine", f"{engine.display_name} here runs on one node only"
-        )
+        return Issue(f"templates[{t.name}].engine", f"{engine.display_name} here runs on one node only")
     if t.multi_node != "auto":
         chosen: Launcher = t.multi_node
     elif pool.vendor.multi_node_launcher is not None:
@@ -98,9 +94,7 @@ def pick_launcher(
     else:
         chosen = "ray"
     if chosen not in engine.multi_node:
-        return Issue(
-            f"templates[{t.name}].multi_node", f"{engine.display_name} has no {chosen} launcher"
-        )
+        return Issue(f"templates[{t.name}].multi_node", f"{engine.display_name} has no {chosen} launcher")
     return chosen
 
 
@@ -147,9 +141,7 @@ def _merge(
         current = owned.get(key) or chosen.get(key)
         if current is not None and current != group:
             issues.append(
-                Issue(
-                    where["extras"], f"{' '.join(current)} conflicts with {' '.join(group)}: {why}"
-                )
+                Issue(where["extras"], f"{' '.join(current)} conflicts with {' '.join(group)}: {why}")
             )
         elif current is None:
             chosen[key] = group
@@ -239,7 +231,8 @@ def engine_launch(fleet: Fleet, s: ModelServing, plan: PlacementPlan) -> EngineL
         if launcher == "ray":
             # Ray's head must run before `vllm serve` in the same container: the one shell we need,
             # every value quoted.
-            script = f"ray start --head --port={RAY_PORT} --disable-usage-stats && exec {shlex.join(entrypoint + argv)}"
+            head = f"ray start --head --port={RAY_PORT} --disable-usage-stats"
+            script = f"{head} && exec {shlex.join(entrypoint + argv)}"
             roles[role] = RoleCommand(("/bin/sh", "-c"), (script,), tuple(argv))
         else:
             roles[role] = RoleCommand(tuple(entrypoint), tuple(argv), tuple(argv))

@@ -173,19 +173,13 @@ def validate_args(schema: FlagSchema, argv: Sequence[str], path: str) -> list[Is
             values.append(argv[i])
             i += 1
         if spec.boolean and values:
-            issues.append(
-                Issue(path, f"{name} is a boolean flag and takes no value (got {values[0]!r})")
-            )
+            issues.append(Issue(path, f"{name} is a boolean flag and takes no value (got {values[0]!r})"))
             continue
         if len(values) < low:
             issues.append(Issue(path, f"{name} needs a value"))
             continue
         for value in values:
-            if (
-                spec.choices is not None
-                and value not in spec.choices
-                and not K8S_VAR.fullmatch(value)
-            ):
+            if spec.choices is not None and value not in spec.choices and not K8S_VAR.fullmatch(value):
                 allowed = ", ".join(sorted(spec.choices))
                 issues.append(Issue(path, f"{name} {value!r} is not one of: {allowed}"))
             elif (problem := _type_error(spec, value)) is not None:

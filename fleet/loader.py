@@ -32,9 +32,7 @@ def stack_config(stacks_dir: Path, stack: str) -> dict[str, Any]:
     path = stacks_dir / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         known = sorted(p.name[7:-5] for p in stacks_dir.glob("Pulumi.*.yaml"))
-        raise SpecError(
-            [Issue("", f"no stack {stack!r} in {stacks_dir} (have: {', '.join(known)})")]
-        )
+        raise SpecError([Issue("", f"no stack {stack!r} in {stacks_dir} (have: {', '.join(known)})")])
     doc = _read_yaml(path, path.name) or {}
     config = doc.get("config") or {}
     out: dict[str, Any] = {}

@@ -110,19 +110,13 @@ def _volumes(region: Region, pool: PoolFacts) -> list[Manifest]:
         else {"name": "models", "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}}
     )
     shm = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{SHM_GIB}Gi"}}
-    host = [
-        {"name": m.name, "hostPath": {"path": m.path, "type": m.type}}
-        for m in pool.vendor.host_mounts
-    ]
+    host = [{"name": m.name, "hostPath": {"path": m.path, "type": m.type}} for m in pool.vendor.host_mounts]
     return [model_volume, shm, *host]
 
 
 def _env(launch: EngineLaunch) -> list[Manifest]:
     env: list[Manifest] = [{"name": k, "value": v} for k, v in launch.env.items()]
-    env += [
-        {"name": k, "valueFrom": {"fieldRef": {"fieldPath": v}}}
-        for k, v in launch.field_env.items()
-    ]
+    env += [{"name": k, "valueFrom": {"fieldRef": {"fieldPath": v}}} for k, v in launch.field_env.items()]
     return env
 
 
@@ -155,10 +149,7 @@ def _pod_spec(
         "volumeMounts": [
             {"name": "models", "mountPath": mount, "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},
-            *(
-                {"name": m.name, "mountPath": m.path, "readOnly": True}
-                for m in pool.vendor.host_mounts
-            ),
+            *({"name": m.name, "mountPath": m.path, "readOnly": True} for m in pool.vendor.host_mounts),
         ],
     }
     if serves:
@@ -190,9 +181,7 @@ def _pod_spec(
     return spec
 
 
-def _metadata(
-    s: ModelServing, plan: PlacementPlan, namespace: str, name: str | None = None
-) -> Manifest:
+def _metadata(s: ModelServing, plan: PlacementPlan, namespace: str, name: str | None = None) -> Manifest:
     return {
         "name": name or object_name(s.name, plan.pool),
         "namespace": namespace,
@@ -257,9 +246,7 @@ def service(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLa
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
-            "ports": [
-                {"name": "http", "port": launch.port, "targetPort": "http", "protocol": "TCP"}
-            ],
+            "ports": [{"name": "http", "port": launch.port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
 
@@ -273,9 +260,7 @@ def disruption_budget(fleet: Fleet, s: ModelServing, plan: PlacementPlan) -> Man
     }
 
 
-def autoscaler(
-    fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLaunch
-) -> Manifest | None:
+def autoscaler(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLaunch) -> Manifest | None:
     scaling = s.autoscaling
     region = fleet.regions[plan.region]
     if scaling is None or region.prometheus_url is None:

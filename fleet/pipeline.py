@@ -61,9 +61,7 @@ def render_fleet(fleet: Fleet, plan: FleetPlan | None = None) -> Rendering:
                 )
             )
         objects = tuple(placement_objects(fleet, s, placement, launch))
-        rendered.append(
-            RenderedPlacement(placement, launch, objects, endpoint(fleet, s, placement, launch))
-        )
+        rendered.append(RenderedPlacement(placement, launch, objects, endpoint(fleet, s, placement, launch)))
     if issues:
         raise RenderError(issues)
     namespaces = {name: namespace(region) for name, region in fleet.regions.items()}

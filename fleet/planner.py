@@ -182,9 +182,7 @@ def _explicit(par: Parallelism, pool: PoolFacts, model: ModelFacts) -> tuple[int
             "split across nodes with pipeline instead",
         )
     if per_node % par.tensor:
-        return Issue(
-            "tensor", f"tensor parallel {par.tensor} does not divide {per_node} devices per node"
-        )
+        return Issue("tensor", f"tensor parallel {par.tensor} does not divide {per_node} devices per node")
     if model.num_attention_heads is not None and model.num_attention_heads % par.tensor:
         return Issue(
             "tensor",
@@ -204,9 +202,7 @@ def _explicit(par: Parallelism, pool: PoolFacts, model: ModelFacts) -> tuple[int
             f"{per_pod} devices per node needed but pool {pool.name!r} nodes have {per_node}",
         )
     if pool.vendor.families[pool.family].even_devices and per_pod % 2:
-        return Issue(
-            "tensor", f"{pool.family} devices are allocated in pairs; {per_pod} per pod is odd"
-        )
+        return Issue("tensor", f"{pool.family} devices are allocated in pairs; {per_pod} per pod is odd")
     return nodes, per_pod
 
 
@@ -218,11 +214,7 @@ def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> Plac
     template = fleet.templates[s.template]
     util = s.gpu_memory_utilization or template.gpu_memory_utilization or DEFAULT_MEMORY_UTILIZATION
     max_len = s.max_model_len or model.max_position_embeddings
-    if (
-        s.max_model_len
-        and model.max_position_embeddings
-        and s.max_model_len > model.max_position_embeddings
-    ):
+    if s.max_model_len and model.max_position_embeddings and s.max_model_len > model.max_position_embeddings:
         return Issue(
             f"{path}.max_model_len",
             f"{s.max_model_len} is longer than the model's {model.max_position_embeddings} positions",
@@ -233,14 +225,16 @@ def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> Plac
         if isinstance(chosen, Issue):
             return Issue(at, chosen.message)
         tp, pp, nodes = chosen
-        dp, per_pod, mode = 1, tp, "auto"
+        dp, per_pod = 1, tp
+        mode: Literal["auto", "explicit"] = "auto"
     else:
         layout = _explicit(par, pool, model)
         where = f"{at}.parallelism" if p.parallelism is not None else f"{path}.parallelism"
         if isinstance(layout, Issue):
             return Issue(f"{where}.{layout.path}", layout.message)
         nodes, per_pod = layout
-        tp, pp, dp, mode = par.tensor, par.pipeline, par.data, "explicit"
+        tp, pp, dp = par.tensor, par.pipeline, par.data
+        mode = "explicit"
     fit = memory_fit(model, s, per_pod * nodes, pool, util, max_len)
     if not fit.fits:
         kv = f" + KV cache {fit.kv_cache_gib:.1f}" if fit.kv_cache_gib is not None else ""
@@ -296,9 +290,7 @@ def plan_fleet(fleet: Fleet) -> FleetPlan:
             top = s.autoscaling.max_replicas if s.autoscaling else result.replicas
             peak[result.pool] += top * result.devices_per_replica
             if result.replicas:
-                users[result.pool].append(
-                    f"{s.name} {result.replicas}x{result.devices_per_replica}"
-                )
+                users[result.pool].append(f"{s.name} {result.replicas}x{result.devices_per_replica}")
     pools: dict[str, PoolUse] = {}
     warnings: list[Issue] = []
     for name, pool in fleet.pools.items():
@@ -316,8 +308,7 @@ def plan_fleet(fleet: Fleet) -> FleetPlan:
             warnings.append(
                 Issue(
                     f"pools[{name}]",
-                    f"autoscalers at their maximum would ask for {use.peak} of "
-                    f"{use.capacity} devices",
+                    f"autoscalers at their maximum would ask for {use.peak} of {use.capacity} devices",
                 )
             )
     if issues:

@@ -23,9 +23,7 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 def _arg(*items: object) -> str:
     # Each item ends its own line, so block tags that eat newlines cannot glue two items together.
-    return "".join(
-        json.dumps(item if isinstance(item, str) else str(item)) + "\n" for item in items
-    )
+    return "".join(json.dumps(item if isinstance(item, str) else str(item)) + "\n" for item in items)
 
 
 @cache

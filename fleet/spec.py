@@ -14,9 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
@@ -289,8 +287,7 @@ class Autoscaling(Frozen):
     def _ordered(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
             raise ValueError(
-                f"min_replicas ({self.min_replicas}) is greater than max_replicas "
-                f"({self.max_replicas})"
+                f"min_replicas ({self.min_replicas}) is greater than max_replicas ({self.max_replicas})"
             )
         return self
 

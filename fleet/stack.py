@@ -74,11 +74,7 @@ def _validate(model: type[M], raw: Any, path: str, issues: list[Issue]) -> M | N
         for err in exc.errors(include_url=False):
             # Union members (model: str | ModelSource) add their type name to the location.
             loc = [p for p in err["loc"] if p not in ("str", "ModelSource", "Parallelism", "int")]
-            loc = [
-                p
-                for p in loc
-                if not (isinstance(p, str) and p.startswith(("literal[", "function-")))
-            ]
+            loc = [p for p in loc if not (isinstance(p, str) and p.startswith(("literal[", "function-")))]
             msg = err["msg"].removeprefix("Value error, ")
             issues.append(Issue(_loc_path(path, loc), msg))
         return None
@@ -111,9 +107,7 @@ def _pool_facts(path: str, pool: GpuNodePool, issues: list[Issue]) -> PoolFacts 
     vendor = catalog.vendors().get(pool.vendor)
     if vendor is None:
         known = ", ".join(sorted(catalog.vendors()))
-        issues.append(
-            Issue(f"{path}.accelerator", f"unknown vendor {pool.vendor!r} (known: {known})")
-        )
+        issues.append(Issue(f"{path}.accelerator", f"unknown vendor {pool.vendor!r} (known: {known})"))
         return None
     accel = vendor.accelerators.get(pool.model)
     family = pool.family or (accel.family if accel else None)
@@ -185,9 +179,7 @@ def model_facts(serving: ModelServing, path: str, issues: list[Issue]) -> ModelF
     )
 
 
-def _check_serving(
-    path: str, s: ModelServing, fleet: Fleet, issues: list[Issue]
-) -> ModelFacts | None:
+def _check_serving(path: str, s: ModelServing, fleet: Fleet, issues: list[Issue]) -> ModelFacts | None:
     if s.template not in fleet.templates:
         issues.append(Issue(f"{path}.template", f"unknown deploy template {s.template!r}"))
     seen_pools: set[str] = set()
@@ -206,20 +198,13 @@ def _check_serving(
                 )
             )
         if p.pool in seen_pools:
-            issues.append(
-                Issue(f"{at}.pool", f"pool {p.pool!r} is placed twice; raise replicas instead")
-            )
+            issues.append(Issue(f"{at}.pool", f"pool {p.pool!r} is placed twice; raise replicas instead"))
         seen_pools.add(p.pool)
         if len(f"{s.name}-{p.pool}") > 63:
             issues.append(
-                Issue(
-                    at, f"object name '{s.name}-{p.pool}' is over 63 characters; shorten the names"
-                )
+                Issue(at, f"object name '{s.name}-{p.pool}' is over 63 characters; shorten the names")
             )
-        if (
-            s.autoscaling
-            and not s.autoscaling.min_replicas <= p.replicas <= s.autoscaling.max_replicas
-        ):
+        if s.autoscaling and not s.autoscaling.min_replicas <= p.replicas <= s.autoscaling.max_replicas:
             issues.append(
                 Issue(
                     f"{at}.replicas",
@@ -229,14 +214,10 @@ def _check_serving(
             )
         region = fleet.regions.get(p.region)
         if s.autoscaling and region is not None and not region.controllers.keda:
-            issues.append(
-                Issue(f"{path}.autoscaling", f"region {p.region!r} has no KEDA (controllers.keda)")
-            )
+            issues.append(Issue(f"{path}.autoscaling", f"region {p.region!r} has no KEDA (controllers.keda)"))
         if s.autoscaling and region is not None and region.prometheus_url is None:
             issues.append(
-                Issue(
-                    f"{path}.autoscaling", f"region {p.region!r} sets no prometheus_url to scale on"
-                )
+                Issue(f"{path}.autoscaling", f"region {p.region!r} sets no prometheus_url to scale on")
             )
     return model_facts(s, path, issues)
 
@@ -258,9 +239,7 @@ def build_fleet(
         facts = _pool_facts(path, pool, issues)
         if facts is not None:
             pools[pool.name] = facts
-    templates = {
-        t.name: t for _, t in _named(DeployTemplate, config.get("templates"), "templates", issues)
-    }
+    templates = {t.name: t for _, t in _named(DeployTemplate, config.get("templates"), "templates", issues)}
     if not regions and not any(i.path.startswith("regions") for i in issues):
         issues.append(Issue("regions", "a stack needs at least one region"))
 
@@ -272,14 +251,12 @@ def build_fleet(
         if s is None:
             continue
         if s.name in names:
-            issues.append(
-                Issue(f"{path}.name", f"duplicate serving {s.name!r} (also {names[s.name]})")
-            )
+            issues.append(Issue(f"{path}.name", f"duplicate serving {s.name!r} (also {names[s.name]})"))
             continue
         names[s.name] = path
-        facts = _check_serving(path, s, fleet, issues)
-        if facts is not None:
-            fleet.models[s.name] = facts
+        model = _check_serving(path, s, fleet, issues)
+        if model is not None:
+            fleet.models[s.name] = model
         valid.append(s)
     if issues:
         raise SpecError(issues)
