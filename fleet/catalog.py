@@ -95,6 +95,7 @@ class Engine(_Data):
     health_path: str | None
     metrics: dict[str, str] = {}
     multi_node: tuple[Literal["native", "ray"], ...] = ()
+    launcher: str | None = Field(default=None, description="template asset mounted at /opt/modelfleet")
     sources: tuple[str, ...] = ()
 
 

@@ -8,8 +8,10 @@ The Pulumi components wrap exactly these dicts; `fleet render` writes exactly th
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
+from fleet import catalog, render
 from fleet.engine_args import EngineLaunch, RoleCommand
 from fleet.planner import PlacementPlan
 from fleet.spec import ModelServing, ModelSource, Region
@@ -18,6 +20,7 @@ from fleet.stack import Fleet, PoolFacts
 Manifest = dict[str, Any]
 
 LWS_API = "leaderworkerset.x-k8s.io/v1"
+LAUNCHER_DIR = "/opt/modelfleet"
 LABEL = "modelfleet.io"
 PROBE_PERIOD = 10
 # Seconds to load one GiB of weights from the node's cache into device memory, with margin.
@@ -102,7 +105,11 @@ def _fetch_container(fleet: Fleet, s: ModelServing, region: Region, mount: str) 
     }
 
 
-def _volumes(region: Region, pool: PoolFacts) -> list[Manifest]:
+def _launcher(launch: EngineLaunch) -> str | None:
+    return catalog.engines()[launch.engine].launcher
+
+
+def _volumes(region: Region, pool: PoolFacts, launcher_configmap: str | None) -> list[Manifest]:
     cache = region.model_store.cache
     model_volume: Manifest = (
         {"name": "models", "persistentVolumeClaim": {"claimName": cache.pvc}}
@@ -111,7 +118,10 @@ def _volumes(region: Region, pool: PoolFacts) -> list[Manifest]:
     )
     shm = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{SHM_GIB}Gi"}}
     host = [{"name": m.name, "hostPath": {"path": m.path, "type": m.type}} for m in pool.vendor.host_mounts]
-    return [model_volume, shm, *host]
+    volumes = [model_volume, shm, *host]
+    if launcher_configmap is not None:
+        volumes.append({"name": "launcher", "configMap": {"name": launcher_configmap}})
+    return volumes
 
 
 def _env(launch: EngineLaunch) -> list[Manifest]:
@@ -152,6 +162,9 @@ def _pod_spec(
             *({"name": m.name, "mountPath": m.path, "readOnly": True} for m in pool.vendor.host_mounts),
         ],
     }
+    launcher = _launcher(launch)
+    if launcher is not None:
+        container["volumeMounts"].append({"name": "launcher", "mountPath": LAUNCHER_DIR, "readOnly": True})
     if serves:
         budget = startup_budget_seconds(fleet, s, plan)
         container["startupProbe"] = _probe(launch, PROBE_PERIOD, budget // PROBE_PERIOD)
@@ -160,7 +173,7 @@ def _pod_spec(
     spec: Manifest = {
         "initContainers": [_fetch_container(fleet, s, region, mount)],
         "containers": [container],
-        "volumes": _volumes(region, pool),
+        "volumes": _volumes(region, pool, f"{object_name(s.name, plan.pool)}-launcher" if launcher else None),
         "nodeSelector": dict(pool.spec.node_selector),
         "tolerations": [
             {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect}
@@ -265,8 +278,6 @@ def autoscaler(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: Engin
     region = fleet.regions[plan.region]
     if scaling is None or region.prometheus_url is None:
         return None
-    from fleet import catalog  # local: only autoscaled servings need the metric table
-
     metric = catalog.engines()[launch.engine].metrics.get(scaling.metric)
     if metric is None:
         return None
@@ -301,6 +312,18 @@ def autoscaler(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: Engin
     }
 
 
+def launcher_config_map(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLaunch) -> Manifest:
+    launcher = _launcher(launch)
+    assert launcher is not None
+    name = f"{object_name(s.name, plan.pool)}-launcher"
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(s, plan, fleet.regions[plan.region].namespace, name),
+        "data": {Path(launcher).name: render.read_asset(launcher)},
+    }
+
+
 def placement_objects(
     fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLaunch
 ) -> list[Manifest]:
@@ -309,6 +332,8 @@ def placement_objects(
         service(fleet, s, plan, launch),
         disruption_budget(fleet, s, plan),
     ]
+    if _launcher(launch) is not None:
+        objects.insert(0, launcher_config_map(fleet, s, plan, launch))
     scaler = autoscaler(fleet, s, plan, launch)
     if scaler is not None:
         objects.append(scaler)

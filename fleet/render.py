@@ -41,6 +41,12 @@ def environment(templates_dir: Path = TEMPLATES_DIR) -> SandboxedEnvironment:
     return env
 
 
+@cache
+def read_asset(name: str, templates_dir: Path = TEMPLATES_DIR) -> str:
+    """A non-template file shipped with the templates (a launcher script), read verbatim."""
+    return (templates_dir / name).read_text("utf-8")
+
+
 def has_template(name: str, templates_dir: Path = TEMPLATES_DIR) -> bool:
     return (templates_dir / name).is_file()
 
