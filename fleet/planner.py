@@ -157,15 +157,24 @@ def _auto(
     for tp in _divisors(per_node):
         if _tp_ok(tp, model, pool) and memory_fit(model, s, tp, pool, util, max_len).fits:
             return tp, 1, 1
-    tp = max(d for d in _divisors(per_node) if _tp_ok(d, model, pool))
+    usable = [d for d in _divisors(per_node) if _tp_ok(d, model, pool)]
+    if not usable:
+        return Issue(
+            "",
+            f"no tensor parallel size suits both the model's {model.num_attention_heads} attention heads "
+            f"and {pool.family} devices (divisors of {per_node}, in pairs when required); set parallelism",
+        )
+    tp = max(usable)
     for nodes in range(2, pool.spec.node_count + 1):
         if memory_fit(model, s, tp * nodes, pool, util, max_len).fits:
             return tp, nodes, nodes
-    whole = memory_fit(model, s, per_node * pool.spec.node_count, pool, util, max_len)
+    # What multi-node can use: `tp` devices on every node (fewer than all when the heads forbid more).
+    whole = memory_fit(model, s, tp * pool.spec.node_count, pool, util, max_len)
+    limit = f" at tensor parallel {tp} per node" if tp < per_node else ""
     return Issue(
         "",
-        f"does not fit even on all {pool.spec.node_count} nodes of pool {pool.name!r}: needs "
-        f"{whole.required_gib:.1f} GiB, {pool.spec.node_count * per_node} x "
+        f"does not fit even on all {pool.spec.node_count} nodes of pool {pool.name!r}{limit}: needs "
+        f"{whole.required_gib:.1f} GiB, {pool.spec.node_count * tp} x "
         f"{pool.memory_per_device_gib:g} GiB x {util:g} = {whole.budget_gib:.1f} GiB "
         f"(short by {-whole.headroom_gib:.1f} GiB)",
     )
