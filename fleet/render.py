@@ -1,13 +1,13 @@
 """The one Jinja environment. Templates are data; this module is the only reader of `templates/`.
 
 Sandboxed (a template cannot reach Python internals) and strict (a missing variable is an error, never
-an empty flag). Templates write arguments with `arg(...)`, one JSON string per line, so a value with
+an empty flag). Templates write arguments with `arg(...)`, each item framed on its own, so a value with
 spaces or quotes is one argv item exactly as written: no shell ever splits it.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -21,9 +21,21 @@ from fleet.errors import Issue, TemplateError
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
+# Each argv item is framed by two control characters no real argument contains; what a template writes
+# outside arg() (newlines, indentation) falls between frames and is dropped, and any other stray text
+# is an error. Cheaper than JSON-encoding every item, which matters at 10,000 servings.
+START, END = "\x1e", "\x1f"
+ITEM = re.compile(f"{START}([^{END}]*){END}")
+
+
 def _arg(*items: object) -> str:
-    # Each item ends its own line, so block tags that eat newlines cannot glue two items together.
-    return "".join(json.dumps(item if isinstance(item, str) else str(item)) + "\n" for item in items)
+    out = []
+    for item in items:
+        text = item if isinstance(item, str) else str(item)
+        if START in text or END in text:
+            raise ValueError(f"argument {text!r} contains a control character")
+        out.append(f"{START}{text}{END}")
+    return "".join(out)
 
 
 @cache
@@ -51,6 +63,7 @@ def has_template(name: str, templates_dir: Path = TEMPLATES_DIR) -> bool:
     return (templates_dir / name).is_file()
 
 
+@cache
 def engine_template(
     engine: str, vendor: str, runtime: str | None, templates_dir: Path = TEMPLATES_DIR
 ) -> str:
@@ -72,14 +85,9 @@ def render_argv(
         ) from exc
     except jinja2.TemplateError as exc:
         raise TemplateError([Issue(path, f"{name}: {exc}")]) from exc
-    try:
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
+    stray = ITEM.sub("", text).strip()
+    if stray:
         raise TemplateError(
-            [
-                Issue(
-                    path,
-                    f"{name}: write arguments with arg(...), found raw text ({exc.doc[:40]!r})",
-                )
-            ]
-        ) from exc
+            [Issue(path, f"{name}: write arguments with arg(...), found raw text {stray[:40]!r}")]
+        )
+    return ITEM.findall(text)

@@ -1,0 +1,60 @@
+"""`make bench`: the offline pipeline at 1k and 10k servings, and the Pulumi-mocks path against it."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+
+from benchmarks.synthetic import synthetic_stack
+from fleet.pipeline import render_fleet
+from fleet.planner import plan_fleet
+from fleet.stack import build_fleet
+
+
+def best_of(runs: int, fn: Callable[[], object]) -> float:
+    times = []
+    for _ in range(runs):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def pipeline(n: int, regions: int = 20) -> Callable[[], object]:
+    """Spec validation, planning, engine-flag validation and manifest rendering, from raw data."""
+    config, servings = synthetic_stack(n, regions)
+
+    def run() -> object:
+        fleet = build_fleet("bench", config, servings)
+        return render_fleet(fleet, plan_fleet(fleet))
+
+    return run
+
+
+def bench(name: str, value: float, unit: str) -> None:
+    print(f"BENCH {name} {value:.4g} {unit}", flush=True)
+
+
+def main() -> None:
+    pipeline(200)()  # warm caches: schemas, templates, catalogs
+    t1k = best_of(5, pipeline(1_000))
+    t10k = best_of(3, pipeline(10_000))
+    bench("render_1k_servings", t1k, "s")
+    bench("render_10k_servings", t10k, "s")
+    bench("render_per_serving_10k", t10k / 10_000 * 1e6, "us")
+    bench("render_growth_10k_over_1k", t10k / t1k, "x")
+    try:
+        from benchmarks.pulumi_mocks import bench_mocks
+    except ImportError:  # the components are optional for the pure benchmarks
+        return
+    mocks = bench_mocks(1_000)
+    pure = best_of(3, pipeline(1_000))
+    bench("pulumi_mocks_1k_servings", mocks, "s")
+    bench("pure_1k_servings", pure, "s")
+    bench("pulumi_mocks_over_pure_1k", mocks / pure, "x")
+
+
+if __name__ == "__main__":
+    main()
