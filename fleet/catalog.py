@@ -48,6 +48,9 @@ class Quirk(_Data):
 class Family(_Data):
     image_suffix: dict[str, str] = {}
     even_devices: bool = False
+    resource_name: str | None = Field(
+        default=None, description="whole-device resource when the family's differs from the vendor's"
+    )
 
 
 class Accelerator(_Data):

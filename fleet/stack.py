@@ -133,7 +133,8 @@ def _pool_facts(path: str, pool: GpuNodePool, issues: list[Issue]) -> PoolFacts 
                 f"{family} devices are allocated in pairs; use an even count",
             )
         )
-    default_resource = vendor.hami_resource_name if pool.sharing == "hami" else vendor.resource_name
+    whole_device = vendor.families[family].resource_name or vendor.resource_name
+    default_resource = vendor.hami_resource_name if pool.sharing == "hami" else whole_device
     return PoolFacts(pool, vendor, family, memory, pool.resource_name or default_resource)
 
 
