@@ -99,6 +99,11 @@ class Engine(_Data):
     metrics: dict[str, str] = {}
     multi_node: tuple[Literal["native", "ray"], ...] = ()
     launcher: str | None = Field(default=None, description="template asset mounted at /opt/modelfleet")
+    platform_flags: tuple[str, ...] = Field(
+        default=(),
+        description="flags only the platform sets (with their aliases), even where a template leaves "
+        "one out: the planner sized devices and memory for its values",
+    )
     sources: tuple[str, ...] = ()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Literal
 
 from fleet import catalog, render
@@ -52,6 +53,12 @@ class EngineLaunch:
 def _key(token: str) -> str:
     name = token.split("=", 1)[0].replace("_", "-")
     return "--" + name[5:] if name.startswith("--no-") else name
+
+
+@cache
+def _groups_of(tokens: tuple[str, ...]) -> dict[str, list[str]]:
+    """`_groups` of the arguments a template or serving declares (tuples, shared by many placements)."""
+    return _groups(tokens)
 
 
 def _groups(tokens: Iterable[str]) -> dict[str, list[str]]:
@@ -110,7 +117,7 @@ def _quirk_args(pool: PoolFacts, engine: str, tensor: int) -> list[tuple[str, li
             continue
         if w.min_tensor_parallel is not None and tensor < w.min_tensor_parallel:
             continue
-        for key, tokens in _groups(q.args).items():
+        for key, tokens in _groups_of(q.args).items():
             out.append((key, tokens, q.why))
     return out
 
@@ -125,7 +132,7 @@ def _merge(
     issues: list[Issue] = []
     chosen: dict[str, list[str]] = {}
     for source, tokens in (("defaults", defaults), ("extras", extras)):
-        for key, group in _groups(tokens).items():
+        for key, group in _groups_of(tuple(tokens)).items():
             if key == "":
                 issues.append(Issue(where[source], f"stray value(s) {group} before any flag"))
             elif key in owned:
@@ -221,7 +228,10 @@ def engine_launch(fleet: Fleet, s: ModelServing, plan: PlacementPlan) -> EngineL
             roles[role] = RoleCommand(("/bin/sh", "-c"), (join,), ())
             continue
         rendered = render.render_argv(template_name, {**context, "role": role}, path)
-        extra, merge_issues = _merge(_groups(rendered), t.args, s.extra_args, quirks, where)
+        # Platform flags a template left out (tensor parallel 1) are still not the user's to set.
+        owned: dict[str, list[str]] = {flag: [] for flag in engine.platform_flags}
+        owned.update(_groups(rendered))
+        extra, merge_issues = _merge(owned, t.args, s.extra_args, quirks, where)
         argv = rendered + extra
         if schema is not None:
             merge_issues += validate_args(schema, argv, path)

@@ -8,6 +8,7 @@ The Pulumi components wrap exactly these dicts; `fleet render` writes exactly th
 from __future__ import annotations
 
 import math
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,11 @@ def _model_source(fleet: Fleet, s: ModelServing, region: Region) -> str:
     store = region.model_store
     prefix = f"{store.prefix}/" if store.prefix else ""
     return f"s3://{store.bucket}/{prefix}{fleet.models[s.name].id}"
+
+
+@cache
+def _vendor_tolerations(vendor: str) -> list[Manifest]:
+    return [t.model_dump(exclude_none=True) for t in catalog.vendors()[vendor].tolerations]
 
 
 def _fetch_container(fleet: Fleet, s: ModelServing, region: Region, mount: str) -> Manifest:
@@ -179,7 +185,7 @@ def _pod_spec(
             {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect}
             for t in pool.spec.taints
         ]
-        + [t.model_dump(exclude_none=True) for t in pool.vendor.tolerations],
+        + [dict(t) for t in _vendor_tolerations(pool.spec.vendor)],  # copies: callers may edit
         "enableServiceLinks": False,
         # In-flight generations finish before the engine is killed on scale-down or rollout.
         "terminationGracePeriodSeconds": 120,
@@ -202,14 +208,34 @@ def _metadata(s: ModelServing, plan: PlacementPlan, namespace: str, name: str | 
     }
 
 
+def placement_facts(
+    fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLaunch
+) -> dict[str, str]:
+    """Annotations on the workload with what the policies cannot read back from the pod spec."""
+    pool = fleet.pools[plan.pool]
+    facts = {
+        f"{LABEL}/accelerator": pool.spec.accelerator,
+        f"{LABEL}/accelerator-family": pool.family,
+        f"{LABEL}/sharing": pool.spec.sharing,
+        f"{LABEL}/resource-name": pool.resource_name,
+        f"{LABEL}/template": s.template,
+        f"{LABEL}/engine": f"{launch.engine} {launch.engine_version}",
+        f"{LABEL}/weights-gib": f"{plan.memory.weights_gib:.1f}",
+    }
+    if s.public_model_name:
+        facts[f"{LABEL}/public-model"] = s.public_model_name
+    return facts
+
+
 def workload(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLaunch) -> Manifest:
     namespace = fleet.regions[plan.region].namespace
     pod_labels = labels(s, plan)
+    metadata = {**_metadata(s, plan, namespace), "annotations": placement_facts(fleet, s, plan, launch)}
     if not plan.multi_node:
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": _metadata(s, plan, namespace),
+            "metadata": metadata,
             "spec": {
                 "replicas": plan.replicas,
                 "selector": {"matchLabels": selector_labels(s, plan)},
@@ -227,7 +253,7 @@ def workload(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineL
     return {
         "apiVersion": LWS_API,
         "kind": "LeaderWorkerSet",
-        "metadata": _metadata(s, plan, namespace),
+        "metadata": metadata,
         "spec": {
             "replicas": plan.replicas,
             "startupPolicy": "LeaderCreated",

@@ -1,7 +1,7 @@
 """The one Jinja environment. Templates are data; this module is the only reader of `templates/`.
 
 Sandboxed (a template cannot reach Python internals) and strict (a missing variable is an error, never
-an empty flag). Templates write arguments with `arg(...)`, each item framed on its own, so a value with
+an empty flag). Templates write arguments with the `argv` filter, each item framed on its own, so a value with
 spaces or quotes is one argv item exactly as written: no shell ever splits it.
 """
 
@@ -21,14 +21,16 @@ from fleet.errors import Issue, TemplateError
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
-# Each argv item is framed by two control characters no real argument contains; what a template writes
-# outside arg() (newlines, indentation) falls between frames and is dropped, and any other stray text
-# is an error. Cheaper than JSON-encoding every item, which matters at 10,000 servings.
+# Each argv item is framed by two control characters no real argument contains; what a template
+# writes outside the argv filter (newlines, indentation) falls between frames and is dropped, and
+# any other stray text is an error. Cheaper than JSON-encoding every item at 10,000 servings.
 START, END = "\x1e", "\x1f"
 ITEM = re.compile(f"{START}([^{END}]*){END}")
 
 
-def _arg(*items: object) -> str:
+def _argv(items: list[object]) -> str:
+    """The `argv` filter: `{{ ["--port", port] | argv }}`. A filter, not a global function: the
+    sandbox checks every global call at run time, filters are bound when the template compiles."""
     out = []
     for item in items:
         text = item if isinstance(item, str) else str(item)
@@ -49,7 +51,7 @@ def environment(templates_dir: Path = TEMPLATES_DIR) -> SandboxedEnvironment:
         keep_trailing_newline=False,
         auto_reload=False,
     )
-    env.globals["arg"] = _arg
+    env.filters["argv"] = _argv
     return env
 
 
@@ -88,6 +90,6 @@ def render_argv(
     stray = ITEM.sub("", text).strip()
     if stray:
         raise TemplateError(
-            [Issue(path, f"{name}: write arguments with arg(...), found raw text {stray[:40]!r}")]
+            [Issue(path, f"{name}: write arguments with the argv filter, found raw text {stray[:40]!r}")]
         )
     return ITEM.findall(text)
