@@ -20,10 +20,27 @@ from fleet.manifests import LWS_API
 UNCHECKED_KINDS = frozenset({("keda.sh/v1alpha1", "ScaledObject")})
 
 
+def _strict(schema: Any) -> Any:
+    """The API server prunes (or, with strict field validation, refuses) fields a structural schema does
+    not list; JSON Schema allows them. Close every object that lists its properties, as strict mode does."""
+    if isinstance(schema, dict):
+        out = {key: _strict(value) for key, value in schema.items()}
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    return schema
+
+
 @cache
 def _lws_validator() -> jsonschema.Draft7Validator:
     text = resources.files("fleet").joinpath("data/crds/leaderworkerset-v1.schema.json").read_text("utf-8")
-    return jsonschema.Draft7Validator(json.loads(text))
+    return jsonschema.Draft7Validator(_strict(json.loads(text)))
 
 
 def is_checked(manifest: dict[str, Any]) -> bool:
