@@ -60,8 +60,11 @@ def validate_manifest(manifest: dict[str, Any], kubernetes_version: str) -> list
     try:
         kubernetes_validate.validate(manifest, kubernetes_version, strict=True)
     except kubernetes_validate.ValidationError as exc:
-        where = ".".join(str(p) for p in exc.caught.absolute_path) or "<root>"
-        return [f"{where}: {exc.caught.message}"]
+        # The library copies the jsonschema error's attributes onto its own (it keeps no `caught`).
+        where = ".".join(str(p) for p in exc.absolute_path) or "<root>"
+        return [f"{where}: {exc.message}"]
     except kubernetes_validate.SchemaNotFoundError:
         return [f"no schema for {kind} {api} in Kubernetes {kubernetes_version}"]
+    except kubernetes_validate.utils.VersionNotSupportedError:
+        return [f"kubernetes-validate has no schemas for Kubernetes {kubernetes_version}"]
     return []
