@@ -38,7 +38,12 @@ def synthetic_stack(servings: int, regions: int = 20) -> tuple[dict[str, Any], l
             for kind, accel in (("h100", "nvidia/h100-80g"), ("910b", "ascend/910b3"))
         ],
         "templates": [
-            {"name": "vllm", "engine": "vllm", "engine_version": "0.33.0", "args": ["--enable-prefix-caching"]},
+            {
+                "name": "vllm",
+                "engine": "vllm",
+                "engine_version": "0.33.0",
+                "args": ["--enable-prefix-caching"],
+            },
             {"name": "vllm-ascend", "engine": "vllm", "engine_version": "0.11.0"},
             {"name": "sglang", "engine": "sglang", "engine_version": "0.5.23"},
         ],
