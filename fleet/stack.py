@@ -180,18 +180,28 @@ def model_facts(serving: ModelServing, path: str, issues: list[Issue]) -> ModelF
     )
 
 
-def _check_serving(path: str, s: ModelServing, fleet: Fleet, issues: list[Issue]) -> ModelFacts | None:
-    if s.template not in fleet.templates:
+def _declared(items: Any) -> set[str]:
+    """Names written in a section, valid or not: an object that failed validation has its own error
+    already, so references to it are not reported again as unknown."""
+    if not isinstance(items, list):
+        return set()
+    return {raw["name"] for raw in items if isinstance(raw, dict) and isinstance(raw.get("name"), str)}
+
+
+def _check_serving(
+    path: str, s: ModelServing, fleet: Fleet, declared: dict[str, set[str]], issues: list[Issue]
+) -> ModelFacts | None:
+    if s.template not in fleet.templates and s.template not in declared["templates"]:
         issues.append(Issue(f"{path}.template", f"unknown deploy template {s.template!r}"))
     seen_pools: set[str] = set()
     for i, p in enumerate(s.placements):
         at = f"{path}.placements[{i}]"
-        if p.region not in fleet.regions:
+        if p.region not in fleet.regions and p.region not in declared["regions"]:
             issues.append(Issue(f"{at}.region", f"unknown region {p.region!r}"))
         pool = fleet.pools.get(p.pool)
-        if pool is None:
+        if pool is None and p.pool not in declared["pools"]:
             issues.append(Issue(f"{at}.pool", f"unknown pool {p.pool!r}"))
-        elif pool.spec.region != p.region:
+        elif pool is not None and pool.spec.region != p.region:
             issues.append(
                 Issue(
                     f"{at}.pool",
@@ -231,11 +241,12 @@ def build_fleet(
     """Validate a stack. `config` holds `platform`, `regions`, `pools`, `templates`; each item of
     `servings` is (path, raw serving)."""
     issues: list[Issue] = []
+    declared = {section: _declared(config.get(section)) for section in ("regions", "pools", "templates")}
     platform = _validate(Platform, config.get("platform", {}), "platform", issues) or Platform()
     regions = {r.name: r for _, r in _named(Region, config.get("regions"), "regions", issues)}
     pools: dict[str, PoolFacts] = {}
     for path, pool in _named(GpuNodePool, config.get("pools"), "pools", issues):
-        if pool.region not in regions:
+        if pool.region not in regions and pool.region not in declared["regions"]:
             issues.append(Issue(f"{path}.region", f"unknown region {pool.region!r}"))
         facts = _pool_facts(path, pool, issues)
         if facts is not None:
@@ -255,10 +266,10 @@ def build_fleet(
             issues.append(Issue(f"{path}.name", f"duplicate serving {s.name!r} (also {names[s.name]})"))
             continue
         names[s.name] = path
-        model = _check_serving(path, s, fleet, issues)
+        model = _check_serving(path, s, fleet, declared, issues)
         if model is not None:
             fleet.models[s.name] = model
         valid.append(s)
     if issues:
-        raise SpecError(issues)
+        raise SpecError(dict.fromkeys(issues))  # one region's missing KEDA is said once, not per placement
     return Fleet(stack, platform, regions, pools, templates, tuple(valid), fleet.models)

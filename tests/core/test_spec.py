@@ -247,6 +247,13 @@ def test_several_errors_are_reported_together() -> None:
     }
 
 
+def test_a_broken_pool_is_reported_once_not_again_where_it_is_used() -> None:
+    config = f.config()
+    config["pools"][0]["devices_per_node"] = 0
+    issues = spec_issues(config, f.serving())
+    assert [i.path for i in issues] == [f"pools[{H100}].devices_per_node"]
+
+
 def test_spec_error_text_names_every_path() -> None:
     with pytest.raises(SpecError) as caught:
         f.fleet(f.config(), f.serving("aa", pool="nowhere"), f.serving("bb", template="missing"))
