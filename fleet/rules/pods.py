@@ -89,6 +89,7 @@ class PodTemplate:
     role: str  # '' for a Deployment's pods, 'leader' / 'worker' for a LeaderWorkerSet
     serves: bool  # its pods answer HTTP (probes expected)
     spec: Obj
+    labels: Obj
 
     def where(self, container: Obj) -> str:
         name = container.get("name", "?")
@@ -96,17 +97,20 @@ class PodTemplate:
 
 
 def pod_templates(obj: Obj) -> list[PodTemplate]:
+    def template(role: str, serves: bool, tpl: Any) -> PodTemplate:
+        return PodTemplate(role, serves, mapping(at(tpl, "spec")), mapping(at(tpl, "metadata", "labels")))
+
     k = kind(obj)
     if k == "LeaderWorkerSet":
         lwt = mapping(at(obj, "spec", "leaderWorkerTemplate"))
-        worker = mapping(at(lwt, "workerTemplate", "spec"))
-        leader = at(lwt, "leaderTemplate", "spec")
+        worker = lwt.get("workerTemplate")
         # Without a leaderTemplate, the leader runs the worker template.
-        return [PodTemplate("leader", True, mapping(leader) or worker), PodTemplate("worker", False, worker)]
+        leader = lwt.get("leaderTemplate") or worker
+        return [template("leader", True, leader), template("worker", False, worker)]
     if k in WORKLOAD_KINDS:
-        return [PodTemplate("", True, mapping(at(obj, "spec", "template", "spec")))]
+        return [template("", True, at(obj, "spec", "template"))]
     if k == "Pod":
-        return [PodTemplate("", True, mapping(obj.get("spec")))]
+        return [template("", True, obj)]
     return []
 
 

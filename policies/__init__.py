@@ -1,0 +1,1 @@
+"""Modelfleet's CrossGuard policy pack (`validators`), and the offline runner (`offline`)."""
