@@ -205,9 +205,25 @@ def diff(
         raise typer.Exit(2)
 
 
+def _policy_violations(stacks_dir: Path, stack: str) -> list[Any] | None:
+    """The policy pack over the program's resources under Pulumi mocks, or None when the Pulumi SDK
+    is not installed. Imported here, not at the top: the CLI is where the pure core meets the pack,
+    and `fleet` modules themselves never import Pulumi."""
+    try:
+        from policies.offline import check_stack
+    except ImportError:
+        return None
+    return check_stack(stacks_dir, stack)
+
+
 @app.command()
-def check(stack: StackOpt, stacks_dir: StacksDirOpt = Path("stacks")) -> None:
-    """Spec, plan, engine flags and Kubernetes schemas (and the policy pack, when installed)."""
+def check(
+    stack: StackOpt,
+    stacks_dir: StacksDirOpt = Path("stacks"),
+    policies: Annotated[bool, typer.Option(help="also run the policy pack under Pulumi mocks")] = True,
+) -> None:
+    """Spec, plan, engine flags, Kubernetes schemas and the policy pack; exit 1 on any error or
+    mandatory policy violation."""
     rendering = _build(stacks_dir, stack)
     version = rendering.fleet.platform.kubernetes_version
     failures = 0
@@ -225,10 +241,27 @@ def check(stack: StackOpt, stacks_dir: StacksDirOpt = Path("stacks")) -> None:
     for kind in sorted(unchecked):
         out.print(f"[yellow]![/] {kind}: no schema shipped, not schema-checked", highlight=False)
     objects = len(rendering.objects())
-    if failures:
-        err.print(f"[bold red]{stack}: {failures} schema error(s) in {objects} objects[/]")
+    mandatory = 0
+    violations = _policy_violations(stacks_dir, stack) if policies else []
+    if violations is None:
+        out.print("[yellow]![/] pulumi-policy is not installed: policy pack skipped")
+        violations = []
+    for v in sorted(violations, key=lambda v: (v.level != "mandatory", v.policy, v.urn)):
+        mandatory += v.level == "mandatory"
+        colour = "red" if v.level == "mandatory" else "yellow"
+        console = err if v.level == "mandatory" else out
+        console.print(f"  [{colour}]{v.level}[/] {v.policy}: {v.message}", highlight=False)
+        if v.urn:
+            console.print(f"      {v.urn}", highlight=False, markup=False)
+    advisory = len(violations) - mandatory
+    if failures or mandatory:
+        err.print(
+            f"[bold red]{stack}: {failures} schema error(s), {mandatory} mandatory policy violation(s) "
+            f"in {objects} objects[/]"
+        )
         raise typer.Exit(1)
+    pack = f", policy pack ({advisory} advisory)" if policies and violations is not None else ""
     out.print(
-        f"[green]✓[/] {stack}: spec, plan, engine flags and Kubernetes {version} schemas pass "
+        f"[green]✓[/] {stack}: spec, plan, engine flags, Kubernetes {version} schemas{pack} pass "
         f"({len(rendering.fleet.servings)} servings, {objects} objects)"
     )
