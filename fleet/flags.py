@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -39,7 +39,7 @@ class FlagSpec:
         return self.action in BOOLEAN_ACTIONS or self.nargs == 0 or self.nargs == "0"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: one cached instance per engine version, hashable
 class FlagSchema:
     engine: str
     version: str
@@ -130,58 +130,81 @@ def _type_error(spec: FlagSpec, value: str) -> str | None:
     return None
 
 
-def _arity(spec: FlagSpec) -> tuple[int, int | None]:
-    if spec.boolean:
-        return 0, 0
-    return {"?": (0, 1), "+": (1, None), "*": (0, None)}.get(str(spec.nargs), (1, 1))
+_ARITY: dict[str | int | None, tuple[int, int | None]] = {"?": (0, 1), "+": (1, None), "*": (0, None)}
+
+
+def _split(argv: Sequence[str]) -> list[tuple[str | None, tuple[str, ...]]]:
+    """(flag token, the values up to the next flag); leading values under None."""
+    groups: list[tuple[str | None, tuple[str, ...]]] = []
+    flag: str | None = None
+    start = 0
+    for i, token in enumerate(argv):
+        if token.startswith("--"):
+            if i > start or flag is not None:
+                groups.append((flag, tuple(argv[start:i])))
+            flag, start = token, i + 1
+    if len(argv) > start or flag is not None:
+        groups.append((flag, tuple(argv[start:])))
+    return groups
+
+
+@lru_cache(maxsize=1 << 16)
+def _check_group(
+    schema: FlagSchema, token: str, values: tuple[str, ...]
+) -> tuple[tuple[str, ...], int, str | None]:
+    """(problems, values consumed, canonical name to count for duplicates) of one flag and the
+    values that follow it. Cached: fleets repeat the same flag groups thousands of times."""
+    name, eq, inline = token.partition("=")
+    spec = schema.lookup(name)
+    if spec is None:
+        hint = schema.suggest(name)
+        more = f"; did you mean {hint}?" if hint else ""
+        # its values are skipped too, so they are not reported again as stray
+        return (f"unknown flag {name} for {schema.engine} {schema.version}{more}",), len(values), None
+    if spec.action == "_HelpAction":
+        return (f"{name} prints help and exits; remove it",), 0, None
+    canonical = name.replace("_", "-") if spec.action not in REPEATABLE_ACTIONS else None
+    low, high = _ARITY.get(spec.nargs, (1, 1)) if not spec.boolean else (0, 0)
+    if eq:
+        if spec.boolean:
+            return (f"{name} is a boolean flag and takes no value (got {inline!r})",), 0, canonical
+        taken, used = (inline, *values[: 0 if high == 1 else None]), 0 if high == 1 else len(values)
+    else:
+        used = len(values) if high is None else min(high, len(values))
+        taken = values[:used]
+    if len(taken) < low:
+        return (f"{name} needs a value",), used, canonical
+    problems = tuple(f"{name} {p}" for v in taken if (p := _value_problem(spec, v)) is not None)
+    return problems, used, canonical
 
 
 def validate_args(schema: FlagSchema, argv: Sequence[str], path: str) -> list[Issue]:
     """Every problem argparse would find in `argv` (the engine's arguments, no entrypoint)."""
     issues: list[Issue] = []
     seen: set[str] = set()
-    label = f"{schema.engine} {schema.version}"
-    i, positionals, n = 0, 0, len(argv)
-    while i < n:
-        token = argv[i]
-        i += 1
-        if not token.startswith("--"):
+    positionals = 0
+    for token, values in _split(argv):
+        used = 0
+        if token is not None:
+            problems, used, canonical = _check_group(schema, token, values)
+            if canonical is not None:
+                if canonical in seen:
+                    issues.append(Issue(path, f"{token.partition('=')[0]} is given more than once"))
+                seen.add(canonical)
+            issues += [Issue(path, p) for p in problems]
+        for value in values[used:]:
             if positionals < schema.positional:
                 positionals += 1
             else:
-                issues.append(Issue(path, f"unexpected value {token!r}: no flag takes it"))
-            continue
-        name, eq, inline = token.partition("=")
-        spec = schema.lookup(name)
-        if spec is None:
-            hint = schema.suggest(name)
-            more = f"; did you mean {hint}?" if hint else ""
-            issues.append(Issue(path, f"unknown flag {name} for {label}{more}"))
-            while i < n and not argv[i].startswith("--"):
-                i += 1  # skip its values so they are not reported as stray
-            continue
-        if spec.action == "_HelpAction":
-            issues.append(Issue(path, f"{name} prints help and exits; remove it"))
-            continue
-        canonical = name.replace("_", "-")
-        if canonical in seen and spec.action not in REPEATABLE_ACTIONS:
-            issues.append(Issue(path, f"{name} is given more than once"))
-        seen.add(canonical)
-        values = [inline] if eq else []
-        low, high = _arity(spec)
-        while i < n and not argv[i].startswith("--") and (high is None or len(values) < high):
-            values.append(argv[i])
-            i += 1
-        if spec.boolean and values:
-            issues.append(Issue(path, f"{name} is a boolean flag and takes no value (got {values[0]!r})"))
-            continue
-        if len(values) < low:
-            issues.append(Issue(path, f"{name} needs a value"))
-            continue
-        for value in values:
-            if spec.choices is not None and value not in spec.choices and not K8S_VAR.fullmatch(value):
-                allowed = ", ".join(sorted(spec.choices))
-                issues.append(Issue(path, f"{name} {value!r} is not one of: {allowed}"))
-            elif (problem := _type_error(spec, value)) is not None:
-                issues.append(Issue(path, f"{name} {problem}, got {value!r}"))
+                issues.append(Issue(path, f"unexpected value {value!r}: no flag takes it"))
     return issues
+
+
+@lru_cache(maxsize=1 << 16)
+def _value_problem(spec: FlagSpec, value: str) -> str | None:
+    """What is wrong with one value of a flag. Cached: fleets repeat the same values thousands of
+    times (ports, memory fractions, lengths), and this is the validator's hot path."""
+    if spec.choices is not None and value not in spec.choices and not K8S_VAR.fullmatch(value):
+        return f"{value!r} is not one of: {', '.join(sorted(spec.choices))}"
+    problem = _type_error(spec, value)
+    return f"{problem}, got {value!r}" if problem is not None else None

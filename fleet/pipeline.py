@@ -6,14 +6,12 @@ and the policies, so what is checked is what is applied.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.engine_args import EngineLaunch, engine_launch
 from fleet.errors import Issue, IssuesError, RenderError
+from fleet.gcpause import collector_paused
 from fleet.loader import load_fleet
 from fleet.manifests import Manifest, endpoint, namespace, placement_objects
 from fleet.planner import FleetPlan, PlacementPlan, plan_fleet
@@ -43,25 +41,9 @@ class Rendering:
         return out
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Rendering allocates millions of small acyclic dicts; the cyclic collector would rescan the
-    growing heap again and again (cost superlinear in the fleet's size) while finding nothing."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
+@collector_paused
 def render_fleet(fleet: Fleet, plan: FleetPlan | None = None) -> Rendering:
-    with _collector_paused():
-        return _render_fleet(fleet, plan if plan is not None else plan_fleet(fleet))
-
-
-def _render_fleet(fleet: Fleet, plan: FleetPlan) -> Rendering:
+    plan = plan if plan is not None else plan_fleet(fleet)
     servings = {s.name: s for s in fleet.servings}
     rendered: list[RenderedPlacement] = []
     issues: list[Issue] = []

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fleet.errors import Issue, PlanError
+from fleet.gcpause import collector_paused
 from fleet.spec import ModelServing, Parallelism, Placement
 from fleet.stack import Fleet, ModelFacts, PoolFacts
 
@@ -280,6 +281,7 @@ def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> Plac
     )
 
 
+@collector_paused
 def plan_fleet(fleet: Fleet) -> FleetPlan:
     """Plan every placement and check pool capacity; PlanError lists every refusal."""
     issues: list[Issue] = []

@@ -168,7 +168,7 @@ class GpuNodePool(Frozen):
         default=None, description="extended resource the device plugin advertises on these nodes"
     )
     sharing: Literal["none", "hami"] = "none"
-    node_selector: dict[str, str] = {}
+    node_selector: dict[str, str] = Field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
     cpu_arch: Literal["amd64", "arm64"] = "amd64"
 
@@ -222,7 +222,7 @@ class DeployTemplate(Frozen):
         default={}, description="image per 'vendor' or 'vendor/family'; catalog default otherwise"
     )
     args: tuple[str, ...] = ()
-    env: EnvMap = {}
+    env: EnvMap = Field(default_factory=dict)  # a factory: pydantic deep-copies literal defaults
     port: int | None = Field(default=None, ge=1, le=65535)
     probes: Probes = Probes()
     model_mount_path: str = Field(default="/models", pattern=r"^/[^\s]*$")
@@ -308,7 +308,7 @@ class ModelServing(Frozen):
     dtype: Dtype | None = None
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     extra_args: tuple[str, ...] = ()
-    env: EnvMap = {}
+    env: EnvMap = Field(default_factory=dict)
     autoscaling: Autoscaling | None = None
     public_model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][-A-Za-z0-9._:/]*$")
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from fleet import catalog
 from fleet.errors import Issue, SpecError
+from fleet.gcpause import collector_paused
 from fleet.spec import DeployTemplate, GpuNodePool, ModelServing, ModelSource, Platform, Region
 
 M = TypeVar("M", bound=BaseModel)
@@ -233,6 +234,7 @@ def _check_serving(
     return model_facts(s, path, issues)
 
 
+@collector_paused
 def build_fleet(
     stack: str,
     config: Mapping[str, Any],
