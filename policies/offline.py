@@ -37,6 +37,7 @@ from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
 from components.offline import CapturedResource, capture
 from fleet.pipeline import build
+from fleet.rules.base import section
 from policies.validators import POLICIES
 
 CONFIG_FILE = "policy.json"
@@ -70,16 +71,9 @@ def load_config(stacks_dir: Path, stack: str) -> dict[str, Any] | None:
     return data
 
 
-def _section(config: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
-    value = (config or {}).get(name)
-    if isinstance(value, str):
-        return {"enforcementLevel": value}
-    return dict(value) if isinstance(value, Mapping) else {}
-
-
 def enforcement(policy: Policy, config: Mapping[str, Any] | None) -> str:
     """The level the engine would use: config section, then `all`, then the policy, then advisory."""
-    chosen = _section(config, policy.name).get("enforcementLevel") or _section(config, "all").get(
+    chosen = section(config, policy.name).get("enforcementLevel") or section(config, "all").get(
         "enforcementLevel"
     )
     if chosen is None:
@@ -93,7 +87,7 @@ def policy_config(policy: Policy, config: Mapping[str, Any] | None) -> dict[str,
     """The policy's config as its validators get it: schema defaults, then the config's values."""
     schema = policy.config_schema.properties if policy.config_schema is not None else {}
     out = {key: copy.deepcopy(prop["default"]) for key, prop in schema.items() if "default" in prop}
-    out.update({k: v for k, v in _section(config, policy.name).items() if k != "enforcementLevel"})
+    out.update({k: v for k, v in section(config, policy.name).items() if k != "enforcementLevel"})
     return out
 
 
