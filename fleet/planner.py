@@ -106,9 +106,6 @@ class FleetPlan:
     pools: dict[str, PoolUse]
     warnings: tuple[Issue, ...]
 
-    def for_serving(self, name: str) -> list[PlacementPlan]:
-        return [p for p in self.placements if p.serving == name]
-
 
 def weights_gib(model: ModelFacts, quantization: str | None) -> float:
     precision = quantization or model.dtype
