@@ -242,10 +242,10 @@ def check(
         out.print(f"[yellow]![/] {kind}: no schema shipped, not schema-checked", highlight=False)
     objects = len(rendering.objects())
     mandatory = 0
-    violations = _policy_violations(stacks_dir, stack) if policies else []
-    if violations is None:
+    found = _policy_violations(stacks_dir, stack) if policies else None
+    if policies and found is None:
         out.print("[yellow]![/] pulumi-policy is not installed: policy pack skipped")
-        violations = []
+    violations = found or []
     for v in sorted(violations, key=lambda v: (v.level != "mandatory", v.policy, v.urn)):
         mandatory += v.level == "mandatory"
         colour = "red" if v.level == "mandatory" else "yellow"
@@ -260,7 +260,7 @@ def check(
             f"in {objects} objects[/]"
         )
         raise typer.Exit(1)
-    pack = f", policy pack ({advisory} advisory)" if policies and violations is not None else ""
+    pack = f", policy pack ({advisory} advisory)" if found is not None else ""
     out.print(
         f"[green]✓[/] {stack}: spec, plan, engine flags, Kubernetes {version} schemas{pack} pass "
         f"({len(rendering.fleet.servings)} servings, {objects} objects)"

@@ -98,7 +98,8 @@ def _check_names(config: Mapping[str, Any] | None, policies: Sequence[Policy]) -
         raise ValueError(f"policy config names unknown policies {unknown}; known: {sorted(known - {'all'})}")
 
 
-def _opts(parent: str) -> PolicyResourceOptions:
+def resource_options(parent: str = "") -> PolicyResourceOptions:
+    """Options as the engine passes them for a resource with no options set."""
     return PolicyResourceOptions(
         protect=False,
         ignore_changes=[],
@@ -125,7 +126,8 @@ def _unknown(exc: UnknownValueError) -> str:
     return f"can't run policy during preview: {exc.message}"
 
 
-def _run(result: Any) -> None:
+def run_validation(result: Any) -> None:
+    """Wait for a validator that is a coroutine (the SDK allows async validators)."""
     if inspect.isawaitable(result):
         asyncio.run(_await(result))
 
@@ -159,7 +161,7 @@ def run_pack(
 
             args = StackValidationArgs(_policy_resources(resources, by_urn), cfg)
             try:
-                _run(policy.validate(args, report))
+                run_validation(policy.validate(args, report))
             except UnknownValueError as exc:
                 found.append(Violation(policy.name, "advisory", "", _unknown(exc)))
             out += found
@@ -179,9 +181,11 @@ def _validate_resource(
         found.append(Violation(policy.name, level, r.urn, message))  # the engine blames this resource
 
     props = unknown_checking_proxy(copy.deepcopy(r.props))
-    args = ResourceValidationArgs(r.type, props, r.urn, r.name, _opts(r.parent), _provider(r, by_urn), cfg)
+    args = ResourceValidationArgs(
+        r.type, props, r.urn, r.name, resource_options(r.parent), _provider(r, by_urn), cfg
+    )
     try:
-        _run(policy.validate(args, report))
+        run_validation(policy.validate(args, report))
     except UnknownValueError as exc:
         found.append(Violation(policy.name, "advisory", r.urn, _unknown(exc)))
     return found
@@ -196,7 +200,7 @@ def _policy_resources(
             unknown_checking_proxy(copy.deepcopy(r.props)),
             r.urn,
             r.name,
-            _opts(r.parent),
+            resource_options(r.parent),
             _provider(r, by_urn),
             None,
             [],

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fleet.manifests import LOAD_SECONDS_PER_GIB, MIN_STARTUP_SECONDS
+
 Level = Literal["mandatory", "advisory"]
 Scope = Literal["resource", "stack"]
 LEVELS: tuple[str, ...] = ("advisory", "mandatory", "remediate", "disabled")
@@ -146,8 +148,9 @@ RULES: dict[str, Rule] = {
             "mandatory",
             "resource",
             "The startup probe allows enough time (failureThreshold x periodSeconds) to load the model.",
-            minStartupSeconds={"type": "integer", "minimum": 0, "default": 300},
-            loadSecondsPerGib={"type": "number", "minimum": 0, "default": 2.0},
+            # Defaults are what the renderer sizes probes with, so rendered stacks pass by default.
+            minStartupSeconds={"type": "integer", "minimum": 0, "default": MIN_STARTUP_SECONDS},
+            loadSecondsPerGib={"type": "number", "minimum": 0, "default": LOAD_SECONDS_PER_GIB},
         ),
         _rule(
             "workspace-regions",

@@ -107,3 +107,9 @@ def test_unknown_stack_lists_the_known_ones(command: str, tmp_path: Path) -> Non
     code, text = invoke(*args)
     assert code == 1
     assert "no stack 'nope'" in text and "demo" in text
+
+
+def test_check_without_the_pack_does_not_claim_it_ran() -> None:
+    code, text = invoke("check", "--stack", "demo", "--stacks-dir", str(STACKS), "--no-policies")
+    assert code == 0, text
+    assert "policy pack" not in text

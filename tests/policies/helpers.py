@@ -3,17 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pulumi_policy import (
-    PolicyCustomTimeouts,
     PolicyProviderResource,
     PolicyResource,
-    PolicyResourceOptions,
     ResourceValidationArgs,
     ResourceValidationPolicy,
     StackValidationArgs,
@@ -23,13 +19,9 @@ from pulumi_policy.proxy import unknown_checking_proxy
 
 from components.offline import CapturedResource
 from fleet.pipeline import Rendering
-from policies.offline import policy_config
+from policies.offline import policy_config, resource_options, run_validation
 
 PROVIDER_URN = "urn:pulumi:test::modelfleet::modelfleet:index:Region$pulumi:providers:kubernetes::cn-east"
-
-
-def opts() -> PolicyResourceOptions:
-    return PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
 
 
 def type_of(props: Mapping[str, Any]) -> str:
@@ -55,13 +47,11 @@ def run_resource_policy(
         unknown_checking_proxy(copy.deepcopy(dict(props))),
         urn_of(props),
         "r",
-        opts(),
+        resource_options(),
         None,
         policy_config(policy, {policy.name: dict(config or {})}),
     )
-    result = policy.validate(args, lambda message, urn=None: found.append(message))
-    if inspect.isawaitable(result):
-        asyncio.run(result)  # type: ignore[arg-type]
+    run_validation(policy.validate(args, lambda message, urn=None: found.append(message)))
     return found
 
 
@@ -74,7 +64,7 @@ def policy_resource(props: Mapping[str, Any], provider: str | None = PROVIDER_UR
         unknown_checking_proxy(copy.deepcopy(dict(props))),
         urn_of(props),
         "r",
-        opts(),
+        resource_options(),
         prov,
         None,
         [],
@@ -89,9 +79,7 @@ def run_stack_policy(
 ) -> list[tuple[str | None, str]]:
     found: list[tuple[str | None, str]] = []
     args = StackValidationArgs(list(resources), policy_config(policy, {policy.name: dict(config or {})}))
-    result = policy.validate(args, lambda message, urn=None: found.append((urn, message)))
-    if inspect.isawaitable(result):
-        asyncio.run(result)  # type: ignore[arg-type]
+    run_validation(policy.validate(args, lambda message, urn=None: found.append((urn, message))))
     return found
 
 

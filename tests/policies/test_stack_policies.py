@@ -10,7 +10,8 @@ from pulumi_policy import PolicyResource
 
 from fleet.pipeline import Rendering
 from policies import validators as v
-from tests.policies.helpers import objects, opts, policy_resource, run_stack_policy, urn_of, workload
+from policies.offline import resource_options
+from tests.policies.helpers import objects, policy_resource, run_stack_policy, urn_of, workload
 
 
 def graph(objs: list[dict[str, Any]]) -> list[Any]:
@@ -35,7 +36,7 @@ def test_explicit_provider(demo: Rendering) -> None:
 
 def test_provider_resources_themselves_are_not_checked() -> None:
     kind = "pulumi:providers:kubernetes"
-    provider = PolicyResource(kind, {}, REGION_PROVIDER, "cn-east", opts(), None, None, [], {})
+    provider = PolicyResource(kind, {}, REGION_PROVIDER, "cn-east", resource_options(), None, None, [], {})
     assert run_stack_policy(v.explicit_provider, [provider]) == []
 
 
