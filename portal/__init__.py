@@ -1,0 +1,1 @@
+"""The Modelfleet portal: the self-service control plane (FastAPI)."""

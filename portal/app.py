@@ -1,0 +1,71 @@
+"""The app factory: `create_app(settings)` builds one portal; nothing happens at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from portal import bootstrap, errors
+from portal.api import ROUTERS
+from portal.context import RequestIdMiddleware
+from portal.db import make_engine, migrate, session_factory
+from portal.security import Hasher, load_or_create_pepper
+from portal.services import Services
+from portal.settings import Settings
+from portal.stacks.repository import StackRepository
+
+log = logging.getLogger("modelfleet.portal")
+
+# Parts that start with the app and stop with it (the stack worker, later the gateway): each gets
+# the services and returns a stop function.
+Starter = Callable[[Services], Callable[[], None] | None]
+STARTERS: list[Starter] = []
+
+
+def build_services(settings: Settings) -> Services:
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    pepper = load_or_create_pepper(
+        settings.pepper.get_secret_value() if settings.pepper else None, settings.data_dir
+    )
+    repository = StackRepository(settings.resolved_stacks_repo, settings.stacks_subdir, settings.git_author)
+    services = Services(settings, engine, session_factory(engine), Hasher(pepper), repository)
+    bootstrap.run(services)
+    return services
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or (services.settings if services else Settings())
+    services = services or build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stops = [stop for start in STARTERS if (stop := start(services)) is not None]
+        try:
+            yield
+        finally:
+            for stop in reversed(stops):
+                stop()
+
+    app = FastAPI(
+        title="Modelfleet portal",
+        version="0.1.0",
+        summary="Self-service control plane: model plaza, servings as stack updates, API keys, audit.",
+        lifespan=lifespan,
+        responses=errors.ERROR_RESPONSES,
+    )
+    app.state.services = services
+    app.add_middleware(RequestIdMiddleware)
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+def app_from_env() -> Any:
+    """For `uvicorn --factory portal.app:app_from_env`."""
+    return create_app(Settings())

@@ -1,0 +1,84 @@
+"""Everything the portal reads from its environment, in one place (prefix `MODELFLEET_`).
+
+The defaults are the embedded setup a newcomer gets from `make run`: SQLite and a local git
+repository of stacks under `var/`, no external services.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class S3Credentials(BaseSettings):
+    """Keys for one region's model store, named by the store's `credentials_secret`."""
+
+    access_key_id: str
+    secret_access_key: SecretStr
+    region: str = "us-east-1"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELFLEET_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="where the embedded defaults keep their files")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file <data_dir>/modelfleet.db"
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="bootstrap admin token; generated and printed once when unset"
+    )
+    pepper: SecretStr | None = Field(
+        default=None,
+        description="server secret mixed into every stored key and token hash; "
+        "default: generated once into <data_dir>/pepper",
+    )
+
+    # Stacks: where desired state lives and how changes reach it.
+    stacks_repo: Path | None = Field(
+        default=None, description="local git repository of stacks; default <data_dir>/stacks-repo"
+    )
+    stacks_subdir: str = Field(default="stacks", description="folder of the repository holding stack files")
+    stack_backend: Literal["git", "pull-request", "pulumi"] = "git"
+    git_author: str = "modelfleet-portal <portal@modelfleet.local>"
+    worker_enabled: bool = Field(default=True, description="apply queued stack updates in this process")
+    worker_poll_seconds: float = 0.5
+
+    # pull-request backend: a GitHub-compatible REST API.
+    github_api_url: str = "https://api.github.com"
+    github_repository: str | None = Field(default=None, description="owner/name")
+    github_token: SecretStr | None = None
+    github_base_branch: str = "main"
+    github_webhook_secret: SecretStr | None = None
+
+    # pulumi backend: the Automation API over a local program directory.
+    pulumi_work_dir: Path | None = Field(default=None, description="folder holding Pulumi.yaml")
+    pulumi_backend_url: str | None = None
+
+    # OIDC: bearer JWTs from an identity provider.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = Field(default=None, description="default: the issuer's discovery document")
+    oidc_groups_claim: str = "groups"
+    oidc_admin_groups: list[str] = Field(default_factory=lambda: ["modelfleet-admins"])
+    oidc_workspace_group_pattern: str = Field(
+        default=r"^modelfleet:(?P<workspace>[a-z0-9][a-z0-9-]*):(?P<role>admin|member)$",
+        description="groups matching this regex grant workspace roles",
+    )
+
+    # S3 preflight: credentials per model store `credentials_secret` name; the default chain otherwise.
+    s3_credentials: dict[str, S3Credentials] = Field(default_factory=dict)
+    s3_timeout_seconds: float = 5.0
+
+    demo: bool = Field(default=False, description="load the demo stack, seed catalog, workspace and user")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'modelfleet.db').resolve()}"
+
+    @property
+    def resolved_stacks_repo(self) -> Path:
+        return self.stacks_repo or self.data_dir / "stacks-repo"

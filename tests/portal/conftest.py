@@ -1,0 +1,87 @@
+"""Portal fixtures: a fresh database per test on SQLite, and on PostgreSQL where one answers.
+
+PostgreSQL runs at 127.0.0.1:5432 (trust auth, database `test`) in CI; each test gets its own
+schema-free database created from a template so tests on both backends stay independent.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from portal.app import build_services, create_app
+from portal.security import USER_TOKEN_PREFIX, issue
+from portal.services import Services
+from portal.settings import Settings
+
+PG_ADMIN_URL = os.environ.get("MODELFLEET_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_reason() -> str | None:
+    try:
+        engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+        engine.dispose()
+    except OperationalError as exc:
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc.orig}"
+    return None
+
+
+PG_SKIP = _postgres_reason()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'portal.db'}"
+        return
+    if PG_SKIP:
+        pytest.skip(PG_SKIP)
+    name = f"mf_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def admin_token() -> str:
+    return issue(USER_TOKEN_PREFIX).value
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, admin_token: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "var",
+        database_url=database_url,
+        admin_token=admin_token,  # type: ignore[arg-type]
+        pepper="test-pepper",  # type: ignore[arg-type]
+        worker_enabled=False,
+    )
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    services = build_services(settings)
+    yield services
+    services.engine.dispose()
+
+
+@pytest.fixture
+def client(services: Services, admin_token: str) -> Iterator[TestClient]:
+    with TestClient(create_app(services=services)) as c:
+        c.headers["Authorization"] = f"Bearer {admin_token}"
+        yield c
