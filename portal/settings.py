@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     s3_credentials: dict[str, S3Credentials] = Field(default_factory=dict)
     s3_timeout_seconds: float = 5.0
 
+    gateway_base_url: str = Field(
+        default="http://127.0.0.1:8000", description="where applications reach the OpenAI-compatible gateway"
+    )
+
     demo: bool = Field(default=False, description="load the demo stack, seed catalog, workspace and user")
 
     @property
