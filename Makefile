@@ -13,7 +13,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-run: $(STAMP)  ## render the demo stack offline and print its plan
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+
+run: $(STAMP)  ## the portal on embedded defaults (SQLite, a local git repo of stacks under var/), demo data
+	$(BIN)/python -m portal --demo --host $(HOST) --port $(PORT)
+
+render: $(STAMP)  ## render the demo stack offline into out/ and print its plan
 	$(BIN)/python -m fleet render --stack $(STACK) --out out/$(STACK)
 	$(BIN)/python -m fleet plan --stack $(STACK)
 
@@ -26,8 +32,8 @@ test: $(STAMP)  ## lint, types, then the whole suite
 bench: $(STAMP)  ## BENCH <name> <value> <unit> lines
 	$(BIN)/python -m benchmarks
 
-render plan check: $(STAMP)
+plan check: $(STAMP)
 	$(BIN)/python -m fleet $@ --stack $(STACK)
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) out var .pytest_cache .mypy_cache .ruff_cache
