@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -70,11 +70,27 @@ class MaasTarget(Base):
     upstream_model: Mapped[str | None] = mapped_column(String(200), default=None)
     secret_ref: Mapped[str | None] = mapped_column(String(200), default=None)  # env:NAME / file:/path
     weight: Mapped[int] = mapped_column(default=100)
+    priority: Mapped[int] = mapped_column(default=0)  # lower tiers first; higher ones are fallbacks
 
     maas_model: Mapped[MaasModel] = relationship(back_populates="targets")
 
 
 class RateLimitRule(Base):
+    """One limit the gateway enforces on one bucket of traffic.
+
+    Which requests a rule counts (see `applicable` for the exact selection the gateway uses):
+
+    | scope     | subject           | model = X                       | model = null                       |
+    |-----------|-------------------|---------------------------------|------------------------------------|
+    | global    | (none)            | not allowed (use scope model)   | all traffic, one bucket            |
+    | model     | (none)            | traffic to X                    | each model, its own bucket         |
+    | workspace | workspace slug    | the workspace's traffic to X    | the workspace's traffic, all models|
+    | api_key   | key public id     | the key's traffic to X          | the key's traffic, all models      |
+
+    `rps`/`rpm`/`tpm` are rates (GCRA: `limit` per period, bursts up to `burst`, default `limit`);
+    `concurrency` caps requests in flight. Tokens count prompt + completion tokens.
+    """
+
     __tablename__ = "rate_limit_rules"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -83,6 +99,62 @@ class RateLimitRule(Base):
     subject: Mapped[str | None] = mapped_column(String(128), default=None)  # workspace slug / key id
     unit: Mapped[str] = mapped_column(String(16))  # rps | rpm | tpm | concurrency
     limit: Mapped[int] = mapped_column(BigInteger)
+    burst: Mapped[int | None] = mapped_column(BigInteger, default=None)  # None: same as limit
     enabled: Mapped[bool] = mapped_column(default=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    # scope|model|subject|unit: one rule per bucket and unit, enforced by the database (NULLs in a
+    # plain unique constraint would not collide, so the key spells them out).
+    identity: Mapped[str] = mapped_column(String(300), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @staticmethod
+    def identity_of(scope: str, model: str | None, subject: str | None, unit: str) -> str:
+        return "|".join((scope, model or "*", subject or "*", unit))
+
+    @property
+    def period_seconds(self) -> int | None:
+        """The GCRA period of a rate unit; None for `concurrency`, which is not a rate."""
+        return PERIOD_SECONDS.get(self.unit)
+
+    @property
+    def effective_burst(self) -> int:
+        return self.burst if self.burst is not None else self.limit
+
+    def bucket(self, model: str) -> str:
+        """The counter this rule charges for a request to `model` (stable across processes)."""
+        parts = [self.unit, self.scope]
+        if self.subject is not None:
+            parts.append(self.subject)
+        if self.model is not None or self.scope == "model":
+            parts.append(f"model={self.model or model}")
+        return ":".join(parts)
+
+
+PERIOD_SECONDS = {"rps": 1, "rpm": 60, "tpm": 60}
+
+
+def applicable(
+    rules: Iterable[RateLimitRule], *, workspace: str, api_key: str, model: str
+) -> list[RateLimitRule]:
+    """The enabled rules a request by `api_key` of `workspace` to `model` must pass, all of them.
+
+    A `model`-scope rule naming the model replaces the per-model default (model = null) of the same
+    unit, so ops can give one model a different limit; every other rule adds a bucket.
+    """
+    rules = list(rules)
+    chosen: list[RateLimitRule] = []
+    specific_model_units = {r.unit for r in rules if r.enabled and r.scope == "model" and r.model == model}
+    for rule in rules:
+        if not rule.enabled or rule.model not in (None, model):
+            continue
+        if rule.scope == "global":
+            chosen.append(rule)
+        elif rule.scope == "model":
+            if rule.model is not None or rule.unit not in specific_model_units:
+                chosen.append(rule)
+        elif (rule.scope == "workspace" and rule.subject == workspace) or (
+            rule.scope == "api_key" and rule.subject == api_key
+        ):
+            chosen.append(rule)
+    return chosen

@@ -76,14 +76,14 @@ def upgrade() -> None:
         sa.Column("subject", sa.String(length=128), nullable=True),
         sa.Column("unit", sa.String(length=16), nullable=False),
         sa.Column("limit", sa.BigInteger(), nullable=False),
+        sa.Column("burst", sa.BigInteger(), nullable=True),
         sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("description", sa.String(length=500), nullable=False),
+        sa.Column("identity", sa.String(length=300), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column(
-            "details",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
-        ),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rate_limit_rules")),
+        sa.UniqueConstraint("identity", name=op.f("uq_rate_limit_rules_identity")),
     )
     op.create_table(
         "stack_jobs",
@@ -387,6 +387,7 @@ def upgrade() -> None:
         sa.Column("upstream_model", sa.String(length=200), nullable=True),
         sa.Column("secret_ref", sa.String(length=200), nullable=True),
         sa.Column("weight", sa.Integer(), nullable=False),
+        sa.Column("priority", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["maas_model_id"],
             ["maas_models.id"],
