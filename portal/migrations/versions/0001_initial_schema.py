@@ -63,7 +63,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=63), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
-        sa.Column("icon", sa.String(length=2048), nullable=True),
+        sa.Column("icon", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_providers")),
@@ -231,12 +231,14 @@ def upgrade() -> None:
         sa.Column("dtype", sa.String(length=16), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column("readme", sa.Text(), nullable=False),
-        sa.Column("icon", sa.String(length=2048), nullable=True),
+        sa.Column("icon", sa.Text(), nullable=True),
         sa.Column("source_uri", sa.String(length=2048), nullable=True),
         sa.Column("license", sa.String(length=100), nullable=True),
         sa.Column("published", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("search_text", sa.Text(), nullable=False),
+        sa.Column("facet_index", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(
             ["provider_id"],
             ["providers.id"],
@@ -246,6 +248,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_plaza_models")),
         sa.UniqueConstraint("name", name=op.f("uq_plaza_models_name")),
     )
+    with op.batch_alter_table("plaza_models", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_plaza_models_published_provider", ["published", "provider_id"], unique=False
+        )
+
     op.create_table(
         "serving_records",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -375,6 +382,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_model_deploy_templates")),
         sa.UniqueConstraint("model_id", "name", name=op.f("uq_model_deploy_templates_model_id")),
     )
+    with op.batch_alter_table("model_deploy_templates", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_model_deploy_templates_model_id"), ["model_id"], unique=False)
+
     op.create_table(
         "maas_targets",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -408,6 +418,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_maas_targets_maas_model_id"))
 
     op.drop_table("maas_targets")
+    with op.batch_alter_table("model_deploy_templates", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_model_deploy_templates_model_id"))
+
     op.drop_table("model_deploy_templates")
     op.drop_table("maas_models")
     op.drop_table("user_tokens")
@@ -416,6 +429,9 @@ def downgrade() -> None:
 
     op.drop_table("stack_requests")
     op.drop_table("serving_records")
+    with op.batch_alter_table("plaza_models", schema=None) as batch_op:
+        batch_op.drop_index("ix_plaza_models_published_provider")
+
     op.drop_table("plaza_models")
     op.drop_table("memberships")
     with op.batch_alter_table("job_events", schema=None) as batch_op:
