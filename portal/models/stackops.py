@@ -10,7 +10,9 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from portal.db import Base, utcnow
+from portal.db import Base, JSONType, utcnow
+
+PENDING = ("queued", "applying", "proposed")  # a request that may still change the stack
 
 
 class RequestStatus(StrEnum):
@@ -34,6 +36,17 @@ class StackRequest(Base):
     __table_args__ = (
         UniqueConstraint("workspace_id", "idempotency_key"),
         Index("ix_stack_requests_stack_status", "stack", "status"),
+        Index("ix_stack_requests_job_id", "job_id"),
+        # Two pending creations of one name would both pass the API's check on PostgreSQL; the
+        # database refuses the second.
+        Index(
+            "uq_stack_requests_pending_create",
+            "stack",
+            "serving",
+            unique=True,
+            postgresql_where=text("action = 'create' AND status IN ('queued', 'applying', 'proposed')"),
+            sqlite_where=text("action = 'create' AND status IN ('queued', 'applying', 'proposed')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -42,7 +55,13 @@ class StackRequest(Base):
     serving: Mapped[str] = mapped_column(String(63))
     action: Mapped[str] = mapped_column(String(16))  # create | update | scale | stop | start | delete
     desired: Mapped[dict[str, Any] | None] = mapped_column(default=None)  # serving file; None deletes
+    # scale/stop/start: the replicas to set, applied to the serving as the job finds it (not the
+    # whole file as the API saw it), so concurrent changes to one serving do not undo each other.
+    change: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    idempotency_hash: Mapped[str | None] = mapped_column(String(64), default=None)  # method, path, body
+    checks: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)  # preflight advisories
+    fields: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, default=None)  # why it failed
     actor: Mapped[str] = mapped_column(String(200))
     request_id: Mapped[str | None] = mapped_column(String(64), default=None)
     status: Mapped[str] = mapped_column(String(16), default=RequestStatus.queued)

@@ -287,7 +287,23 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=True,
         ),
+        sa.Column(
+            "change",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
         sa.Column("idempotency_key", sa.String(length=200), nullable=True),
+        sa.Column("idempotency_hash", sa.String(length=64), nullable=True),
+        sa.Column(
+            "checks",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "fields",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
         sa.Column("actor", sa.String(length=200), nullable=False),
         sa.Column("request_id", sa.String(length=64), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
@@ -311,7 +327,15 @@ def upgrade() -> None:
         sa.UniqueConstraint("workspace_id", "idempotency_key", name=op.f("uq_stack_requests_workspace_id")),
     )
     with op.batch_alter_table("stack_requests", schema=None) as batch_op:
+        batch_op.create_index("ix_stack_requests_job_id", ["job_id"], unique=False)
         batch_op.create_index("ix_stack_requests_stack_status", ["stack", "status"], unique=False)
+        batch_op.create_index(
+            "uq_stack_requests_pending_create",
+            ["stack", "serving"],
+            unique=True,
+            postgresql_where=sa.text("action = 'create' AND status IN ('queued', 'applying', 'proposed')"),
+            sqlite_where=sa.text("action = 'create' AND status IN ('queued', 'applying', 'proposed')"),
+        )
 
     op.create_table(
         "user_tokens",
@@ -425,7 +449,13 @@ def downgrade() -> None:
     op.drop_table("maas_models")
     op.drop_table("user_tokens")
     with op.batch_alter_table("stack_requests", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_stack_requests_pending_create",
+            postgresql_where=sa.text("action = 'create' AND status IN ('queued', 'applying', 'proposed')"),
+            sqlite_where=sa.text("action = 'create' AND status IN ('queued', 'applying', 'proposed')"),
+        )
         batch_op.drop_index("ix_stack_requests_stack_status")
+        batch_op.drop_index("ix_stack_requests_job_id")
 
     op.drop_table("stack_requests")
     op.drop_table("serving_records")
