@@ -1,0 +1,1 @@
+"""The gateway: the OpenAI-compatible data plane (API keys, limits, routing, metering)."""
