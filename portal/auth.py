@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from typing import Annotated, Any
 
+import httpx
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -20,12 +21,14 @@ from sqlalchemy.orm import Session
 
 from portal import audit
 from portal.db import utcnow
-from portal.errors import Forbidden, NotFound, Unauthorized
+from portal.errors import Forbidden, NotFound, Unauthorized, Unavailable
 from portal.models import Membership, User, UserToken, Workspace, WorkspaceRole
 from portal.security import USER_TOKEN_PREFIX, split
 from portal.services import Services
 
 LOGIN_AUDIT_INTERVAL = timedelta(hours=1)  # a sign-in is audited at most this often per user
+# Asymmetric algorithms only: an HMAC algorithm would let anyone holding the public key sign tokens.
+OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +70,29 @@ def _local(session: Session, services: Services, token: str) -> User | None:
     return session.get(User, row.user_id)
 
 
+def _signing_key(services: Services, token: str) -> Any:
+    try:
+        return services.jwks().get_signing_key_from_jwt(token).key
+    except jwt.PyJWKClientConnectionError as exc:
+        raise Unavailable(f"cannot fetch the OIDC issuer's signing keys: {exc}") from exc
+    except jwt.PyJWKClientError as exc:
+        kid = jwt.get_unverified_header(token).get("kid")
+        raise Unauthorized(f"token signing key (kid {kid!r}) is not among the issuer's keys") from exc
+    except (httpx.HTTPError, KeyError, ValueError) as exc:  # discovery document unreachable or odd
+        raise Unavailable(f"OIDC discovery failed for {services.settings.oidc_issuer}: {exc!r}") from exc
+
+
 def _oidc_claims(services: Services, token: str) -> dict[str, Any]:
+    """The verified claims of an OIDC token; a 401 that says which check failed otherwise."""
     settings = services.settings
     if not settings.oidc_issuer:
         raise Unauthorized("bearer token is not a local token and OIDC is not configured")
     try:
-        key = services.jwks().get_signing_key_from_jwt(token)
+        key = _signing_key(services, token)
         claims: dict[str, Any] = jwt.decode(
             token,
-            key.key,
-            algorithms=["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"],
+            key,
+            algorithms=list(OIDC_ALGORITHMS),
             audience=settings.oidc_audience,
             issuer=settings.oidc_issuer,
             options={"require": ["exp", "iss", "sub"], "verify_aud": settings.oidc_audience is not None},
@@ -85,44 +101,95 @@ def _oidc_claims(services: Services, token: str) -> dict[str, Any]:
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("token expired") from exc
     except jwt.InvalidAudienceError as exc:
-        raise Unauthorized("token audience is not this portal") from exc
+        raise Unauthorized(f"token audience is not this portal ({settings.oidc_audience!r})") from exc
     except jwt.InvalidIssuerError as exc:
-        raise Unauthorized("token issuer is not the configured OIDC issuer") from exc
-    except jwt.PyJWKClientError as exc:
-        raise Unauthorized(f"token signing key not found at the issuer: {exc}") from exc
+        raise Unauthorized(
+            f"token issuer is not the configured OIDC issuer ({settings.oidc_issuer!r})"
+        ) from exc
+    except jwt.InvalidSignatureError as exc:
+        raise Unauthorized("token signature does not verify with the issuer's key") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise Unauthorized(f"token lacks the {exc.claim!r} claim") from exc
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"invalid token: {exc}") from exc
     return claims
 
 
-def _sync_oidc_user(session: Session, services: Services, claims: dict[str, Any]) -> User:
-    settings = services.settings
-    subject = str(claims["sub"])
-    raw_groups = claims.get(settings.oidc_groups_claim) or []
-    groups = [str(g) for g in (raw_groups if isinstance(raw_groups, list) else [raw_groups])]
-    user = session.scalar(select(User).where(User.oidc_subject == subject))
-    username = str(claims.get("preferred_username") or claims.get("email") or subject)
-    if user is None:
-        if session.scalar(select(User).where(User.username == username)) is not None:
-            username = f"{username}@{subject}"
-        user = User(username=username, oidc_subject=subject, memberships=[])
-        session.add(user)
-    user.email = claims.get("email") or user.email
-    user.display_name = str(claims.get("name") or user.display_name or username)
-    user.is_platform_admin = any(g in settings.oidc_admin_groups for g in groups)
-    pattern = re.compile(settings.oidc_workspace_group_pattern)
+def _groups(services: Services, claims: dict[str, Any]) -> list[str]:
+    raw = claims.get(services.settings.oidc_groups_claim) or []
+    return [str(g) for g in (raw if isinstance(raw, list) else [raw])]
+
+
+def _wanted_roles(services: Services, groups: list[str]) -> dict[str, str]:
+    """Workspace slug -> role from the groups; admin wins when both roles are granted."""
+    pattern = re.compile(services.settings.oidc_workspace_group_pattern)
     wanted: dict[str, str] = {}
     for group in groups:
         match = pattern.match(group)
         if match and wanted.get(match["workspace"]) != WorkspaceRole.admin:
             wanted[match["workspace"]] = match["role"]
+    return wanted
+
+
+def _roles_state(user: User) -> dict[str, Any]:
+    return {
+        "is_platform_admin": user.is_platform_admin,
+        "workspaces": {
+            m.workspace.slug: m.role for m in sorted(user.memberships, key=lambda m: m.workspace_id)
+        },
+    }
+
+
+def _sync_oidc_user(session: Session, services: Services, claims: dict[str, Any]) -> User:
+    """Create the user on first sight; make platform and workspace roles follow the groups claim.
+
+    Memberships granted by OIDC are reconciled in place (role updated, removed when the group is
+    gone); memberships added locally by a workspace admin are left alone. A change of roles is
+    audited, so who lost or gained access when is on record.
+    """
+    subject = str(claims["sub"])
+    groups = _groups(services, claims)
+    user = session.scalar(select(User).where(User.oidc_subject == subject))
+    username = str(claims.get("preferred_username") or claims.get("email") or subject)[:200]
+    if user is None:
+        if session.scalar(select(User).where(User.username == username)) is not None:
+            username = f"{username}@{subject}"[:200]
+        user = User(username=username, oidc_subject=subject, memberships=[])
+        session.add(user)
+        session.flush()
+        before = None
+    else:
+        before = _roles_state(user)
+    user.email = claims.get("email") or user.email
+    user.display_name = str(claims.get("name") or user.display_name or username)
+    user.is_platform_admin = any(g in services.settings.oidc_admin_groups for g in groups)
+    wanted = _wanted_roles(services, groups)
     workspaces = {w.slug: w for w in session.scalars(select(Workspace).where(Workspace.slug.in_(wanted)))}
-    kept = [m for m in user.memberships if m.source != "oidc"]
-    for slug, role in wanted.items():
-        if slug in workspaces and not any(m.workspace_id == workspaces[slug].id for m in kept):
-            kept.append(Membership(workspace=workspaces[slug], role=role, source="oidc"))
-    user.memberships = kept
+    wanted_ids = {workspaces[slug].id: role for slug, role in wanted.items() if slug in workspaces}
+    have = {m.workspace_id for m in user.memberships}
+    for m in list(user.memberships):
+        if m.source != "oidc":
+            continue
+        if m.workspace_id in wanted_ids:
+            m.role = wanted_ids[m.workspace_id]
+        else:
+            user.memberships.remove(m)
+    for slug, workspace in workspaces.items():
+        if workspace.id not in have:
+            user.memberships.append(Membership(workspace=workspace, role=wanted[slug], source="oidc"))
     session.flush()
+    after = _roles_state(user)
+    if after != before:
+        audit.record(
+            session,
+            actor=user.username,
+            action="SyncOIDCRoles",
+            resource_type="User",
+            resource_id=user.id,
+            before=before,
+            after=after,
+            detail="roles follow the OIDC groups claim",
+        )
     return user
 
 

@@ -1,0 +1,280 @@
+"""Workspace API keys: `sk-…` credentials applications send to the gateway.
+
+The full key is returned once, at creation; afterwards only its masked form is shown. Members create
+keys in their workspaces and manage the ones they created; workspace admins manage every key of the
+workspace. Another member's key answers 404, like another workspace's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import AfterValidator, BaseModel, Field
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from portal import audit
+from portal.api.common import Page, PageParams, page_params
+from portal.api.maas import visible_to
+from portal.auth import Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
+from portal.db import utcnow
+from portal.errors import Invalid, NotFound
+from portal.keys import aware, is_expired, status
+from portal.models import ApiKey, MaasModel, RateLimitRule, Workspace, WorkspaceRole
+from portal.security import API_KEY_PREFIX, issue
+
+router = APIRouter(prefix="/api/workspaces/{ws}/api-keys", tags=["api-keys"])
+
+
+def _unique(models: list[str] | None) -> list[str] | None:
+    return None if models is None else list(dict.fromkeys(models))
+
+
+class ApiKeyIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    expires_at: datetime | None = Field(None, description="must be in the future; null never expires")
+    allowed_models: Annotated[list[str] | None, AfterValidator(_unique)] = Field(
+        None, max_length=200, description="MaaS model ids this key may call; null: every visible model"
+    )
+    token_quota: int | None = Field(None, ge=0, description="tokens this key may use; null is unlimited")
+
+
+class StatusIn(BaseModel):
+    enabled: bool
+
+
+class KeyQuotaIn(BaseModel):
+    token_quota: int | None = Field(ge=0, description="null is unlimited")
+
+
+class ApiKeyOut(BaseModel):
+    id: str = Field(description="the key's public id (also what rate-limit rules name)")
+    name: str
+    key: str = Field(description="masked: sk-<public id>…<last 4>")
+    workspace: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+    enabled: bool
+    status: str = Field(description="active | disabled | expired | exhausted")
+    allowed_models: list[str] | None
+    token_quota: int | None
+    used_tokens: int
+    remaining_tokens: int | None
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    secret_key: str = Field(description="the full key, shown only in this response")
+
+
+def _out(key: ApiKey, workspace: str) -> ApiKeyOut:
+    return ApiKeyOut(
+        id=key.public_id,
+        name=key.name,
+        key=f"{API_KEY_PREFIX}{key.public_id}…{key.last4}",
+        workspace=workspace,
+        created_by=key.created_by,
+        created_at=key.created_at,
+        expires_at=key.expires_at,
+        enabled=key.enabled,
+        status=status(key),
+        allowed_models=key.allowed_models,
+        token_quota=key.token_quota,
+        used_tokens=key.used_tokens,
+        remaining_tokens=None if key.token_quota is None else max(key.token_quota - key.used_tokens, 0),
+        last_used_at=key.last_used_at,
+    )
+
+
+def _state(key: ApiKey, workspace: str) -> dict[str, object]:
+    """What the audit log keeps about a key: never the secret nor its hash."""
+    return _out(key, workspace).model_dump(
+        mode="json", include={"id", "name", "key", "expires_at", "enabled", "allowed_models", "token_quota"}
+    )
+
+
+def _is_admin(principal: Principal, ws: str) -> bool:
+    return principal.role_in(ws) == WorkspaceRole.admin
+
+
+def _key_for(session: Session, principal: Principal, workspace: Workspace, key_id: str) -> ApiKey:
+    """The key if it belongs to the workspace and the caller may manage it; 404 otherwise."""
+    key = session.scalar(
+        select(ApiKey).where(ApiKey.public_id == key_id, ApiKey.workspace_id == workspace.id)
+    )
+    if key is None or not (_is_admin(principal, workspace.slug) or key.created_by == principal.username):
+        raise NotFound(f"API key {key_id!r} not found in workspace {workspace.slug!r}")
+    return key
+
+
+def _check_models(session: Session, workspace: Workspace, models: list[str] | None) -> None:
+    if not models:
+        return
+    known = {
+        m.public_id: m for m in session.scalars(select(MaasModel).where(MaasModel.public_id.in_(models)))
+    }
+    for i, model in enumerate(models):
+        found = known.get(model)
+        if found is None or not visible_to(found, workspace.slug):
+            raise Invalid.field(f"allowed_models[{i}]", f"unknown model {model!r}")
+
+
+def _check_quota(
+    session: Session, workspace: Workspace, quota: int | None, exclude: int | None = None
+) -> None:
+    """Keys may not be promised more tokens than the workspace has. Expired keys hold nothing.
+
+    The workspace row is locked first, so two concurrent requests cannot both take the last tokens.
+    """
+    session.refresh(workspace, with_for_update=True)
+    if workspace.token_quota is None or quota is None:
+        return
+    query = select(ApiKey.token_quota, ApiKey.expires_at).where(
+        ApiKey.workspace_id == workspace.id, ApiKey.token_quota.is_not(None)
+    )
+    if exclude is not None:
+        query = query.where(ApiKey.id != exclude)
+    now = utcnow()
+    allocated = sum(
+        q or 0 for q, expires in session.execute(query) if expires is None or aware(expires) > now
+    )
+    left = max(workspace.token_quota - allocated, 0)
+    if quota > left:
+        raise Invalid.field(
+            "token_quota",
+            f"{quota} exceeds what is left of workspace {workspace.slug!r}'s token quota: "
+            f"{left} of {workspace.token_quota} (already given to other keys: {allocated})",
+        )
+
+
+@router.post("", response_model=ApiKeyCreated, status_code=201)
+def create_api_key(
+    ws: str, body: ApiKeyIn, session: SessionDep, principal: PrincipalDep, services: ServicesDep
+) -> ApiKeyCreated:
+    if body.expires_at is not None and aware(body.expires_at) <= utcnow():
+        raise Invalid.field("expires_at", "must be in the future")
+    with session.begin():
+        workspace = workspace_for(session, principal, ws)
+        _check_models(session, workspace, body.allowed_models)
+        _check_quota(session, workspace, body.token_quota)
+        secret = issue(API_KEY_PREFIX)
+        key = ApiKey(
+            public_id=secret.public_id,
+            secret_hash=services.hasher.digest(secret.secret),
+            last4=secret.secret[-4:],
+            workspace_id=workspace.id,
+            name=body.name,
+            created_by=principal.username,
+            expires_at=body.expires_at,
+            enabled=True,
+            allowed_models=body.allowed_models,
+            token_quota=body.token_quota,
+            used_tokens=0,
+        )
+        session.add(key)
+        session.flush()
+        audit.record(
+            session,
+            actor=principal.username,
+            action="CreateWSAPIKey",
+            resource_type="APIKey",
+            resource_id=key.public_id,
+            workspace=ws,
+            after=_state(key, ws),
+        )
+    return ApiKeyCreated(**_out(key, ws).model_dump(), secret_key=secret.value)
+
+
+@router.get("", response_model=Page[ApiKeyOut])
+def list_api_keys(
+    ws: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    paging: Annotated[PageParams, Depends(page_params)],
+) -> Page[ApiKeyOut]:
+    """Workspace admins see every key of the workspace; members see the keys they created."""
+    workspace = workspace_for(session, principal, ws)
+    query = select(ApiKey).where(ApiKey.workspace_id == workspace.id)
+    if not _is_admin(principal, ws):
+        query = query.where(ApiKey.created_by == principal.username)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(ApiKey.id).offset(paging.offset).limit(paging.page_size)).all()
+    return Page(items=[_out(k, ws) for k in rows], total=total, page=paging.page, page_size=paging.page_size)
+
+
+@router.get("/{key_id}", response_model=ApiKeyOut)
+def get_api_key(ws: str, key_id: str, session: SessionDep, principal: PrincipalDep) -> ApiKeyOut:
+    workspace = workspace_for(session, principal, ws)
+    return _out(_key_for(session, principal, workspace, key_id), ws)
+
+
+@router.put("/{key_id}/status", response_model=ApiKeyOut)
+def update_api_key_status(
+    ws: str, key_id: str, body: StatusIn, session: SessionDep, principal: PrincipalDep
+) -> ApiKeyOut:
+    with session.begin():
+        workspace = workspace_for(session, principal, ws)
+        key = _key_for(session, principal, workspace, key_id)
+        before = _state(key, ws)
+        key.enabled = body.enabled
+        audit.record(
+            session,
+            actor=principal.username,
+            action="UpdateWSAPIKeyStatus",
+            resource_type="APIKey",
+            resource_id=key.public_id,
+            workspace=ws,
+            before=before,
+            after=_state(key, ws),
+        )
+    return _out(key, ws)
+
+
+@router.put("/{key_id}/quota", response_model=ApiKeyOut)
+def update_api_key_quota(
+    ws: str, key_id: str, body: KeyQuotaIn, session: SessionDep, principal: PrincipalDep
+) -> ApiKeyOut:
+    with session.begin():
+        workspace = workspace_for(session, principal, ws)
+        key = _key_for(session, principal, workspace, key_id)
+        _check_quota(session, workspace, body.token_quota, exclude=key.id)
+        before = _state(key, ws)
+        key.token_quota = body.token_quota
+        audit.record(
+            session,
+            actor=principal.username,
+            action="UpdateWSAPIKeyQuota",
+            resource_type="APIKey",
+            resource_id=key.public_id,
+            workspace=ws,
+            before=before,
+            after=_state(key, ws),
+        )
+    return _out(key, ws)
+
+
+@router.delete("/{key_id}", status_code=204)
+def delete_api_key(ws: str, key_id: str, session: SessionDep, principal: PrincipalDep) -> Response:
+    """Irreversible: the key stops working at once, and the rate-limit rules naming it go with it."""
+    with session.begin():
+        workspace = workspace_for(session, principal, ws)
+        key = _key_for(session, principal, workspace, key_id)
+        rules = session.scalars(
+            select(RateLimitRule.id).where(RateLimitRule.scope == "api_key", RateLimitRule.subject == key_id)
+        ).all()
+        before = {**_state(key, ws), "expired": is_expired(key), "rate_limit_rules": list(rules)}
+        session.execute(delete(RateLimitRule).where(RateLimitRule.id.in_(rules)))
+        session.delete(key)
+        audit.record(
+            session,
+            actor=principal.username,
+            action="DeleteWSAPIKey",
+            resource_type="APIKey",
+            resource_id=key_id,
+            workspace=ws,
+            before=before,
+        )
+    return Response(status_code=204)

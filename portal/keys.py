@@ -1,0 +1,58 @@
+"""API keys as the gateway sees them: the one function that turns a presented `sk-…` into a key row.
+
+The public id part finds the row; the secret part is compared as HMAC-SHA256(pepper, secret) in
+constant time. An unknown public id still costs one HMAC and one comparison, so response times do
+not tell an attacker which public ids exist.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal.db import utcnow
+from portal.models import ApiKey
+from portal.security import API_KEY_PREFIX, SECRET_LEN, Hasher, split
+
+_UNKNOWN_DIGEST = "0" * 64  # compared against when no row matches, to spend the same time
+
+
+def aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def is_expired(key: ApiKey, now: datetime | None = None) -> bool:
+    return key.expires_at is not None and aware(key.expires_at) <= (now or utcnow())
+
+
+def status(key: ApiKey, now: datetime | None = None) -> str:
+    """What a key can do right now: active, disabled, expired, or exhausted (quota used up)."""
+    if not key.enabled:
+        return "disabled"
+    if is_expired(key, now):
+        return "expired"
+    if key.token_quota is not None and key.used_tokens >= key.token_quota:
+        return "exhausted"
+    return "active"
+
+
+def verify_api_key(session: Session, hasher: Hasher, presented: str) -> ApiKey | None:
+    """The enabled, unexpired key whose full value is `presented`, or None.
+
+    Quota is not checked here: a key with no tokens left is still *this* key, and the gateway answers
+    it with an insufficient-quota error rather than an authentication error.
+    """
+    parts = split(presented.strip(), API_KEY_PREFIX)
+    public_id, secret = parts if parts is not None else ("", "x" * SECRET_LEN)
+    row = session.scalar(select(ApiKey).where(ApiKey.public_id == public_id)) if parts else None
+    digest = hasher.digest(secret)
+    stored = row.secret_hash if row is not None else _UNKNOWN_DIGEST
+    if not hmac.compare_digest(digest, stored) or row is None:
+        return None
+    if not row.enabled or is_expired(row):
+        return None
+    return row
