@@ -2,6 +2,13 @@
 
 from fastapi import APIRouter
 
-from portal.api import health, identity
+from portal.api import apikeys, audit, health, identity, limits, maas
 
-ROUTERS: list[APIRouter] = [health.router, identity.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    identity.router,
+    apikeys.router,
+    maas.router,
+    limits.router,
+    audit.router,
+]
