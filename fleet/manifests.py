@@ -74,7 +74,9 @@ def _probe(launch: EngineLaunch, period: int, failures: int, timeout: int = 5) -
     }
 
 
-def _model_source(fleet: Fleet, s: ModelServing, region: Region) -> str:
+def model_source(fleet: Fleet, s: ModelServing, region: Region) -> str:
+    """Where the region's model-fetch init container reads the weights: `s3://bucket/prefix/<id>`
+    (an explicit `s3://` model uri as written). The portal's model-store check looks at the same keys."""
     model = s.model
     if isinstance(model, ModelSource) and model.uri.startswith("s3://"):
         return model.uri.rstrip("/")
@@ -100,7 +102,7 @@ def _fetch_container(fleet: Fleet, s: ModelServing, region: Region, mount: str) 
             "--endpoint-url",
             store.endpoint,
             "sync",
-            f"{_model_source(fleet, s, region)}/*",
+            f"{model_source(fleet, s, region)}/*",
             f"{mount}/{model_id}/",
         ],
         "env": [

@@ -234,6 +234,21 @@ def _check_serving(
     return model_facts(s, path, issues)
 
 
+def check_serving(fleet: Fleet, path: str, raw: Any) -> tuple[ModelServing, ModelFacts]:
+    """One serving against an already-built fleet's regions, pools and templates, with exactly the
+    checks `build_fleet` runs on it (so checking a change costs that serving, not the stack); raises
+    SpecError listing every issue, each under `path`."""
+    issues: list[Issue] = []
+    serving = _validate(ModelServing, raw, path, issues)
+    # A built fleet holds every object its files declare (else it would not have built), so nothing
+    # declared-but-invalid needs sparing from "unknown ..." reports.
+    nothing: dict[str, set[str]] = {"regions": set(), "pools": set(), "templates": set()}
+    model = _check_serving(path, serving, fleet, nothing, issues) if serving is not None else None
+    if issues or serving is None or model is None:
+        raise SpecError(dict.fromkeys(issues))
+    return serving, model
+
+
 @collector_paused
 def build_fleet(
     stack: str,

@@ -73,14 +73,16 @@ def _type(obj: pods.Obj) -> str:
     return f"kubernetes:{pods.at(obj, 'apiVersion')}:{pods.kind(obj)}"
 
 
+def object_id(region: str, obj: pods.Obj) -> str:
+    """How findings name a rendered object: `region/Kind/namespace/name`."""
+    meta = pods.mapping(obj.get("metadata"))
+    ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{region}/{pods.kind(obj)}/{ns}{meta.get('name')}"
+
+
 def rendered_objects(rendering: Rendering) -> list[tuple[str, pods.Obj]]:
-    """(id, object) for every rendered object; the id reads `region/Kind/namespace/name`."""
-    out: list[tuple[str, pods.Obj]] = []
-    for region, obj in rendering.objects():
-        meta = pods.mapping(obj.get("metadata"))
-        ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
-        out.append((f"{region}/{pods.kind(obj)}/{ns}{meta.get('name')}", obj))
-    return out
+    """(id, object) for every rendered object (see `object_id`)."""
+    return [(object_id(region, obj), obj) for region, obj in rendering.objects()]
 
 
 def check_rendering(
@@ -191,6 +193,7 @@ __all__ = [
     "RULES",
     "check_objects",
     "check_rendering",
+    "object_id",
     "plan_findings",
     "preflight",
     "rendered_objects",
