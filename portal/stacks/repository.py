@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from fleet.errors import Issue, SpecError
+from fleet.errors import Issue, IssuesError, SpecError
+from fleet.incremental import StackIndex, index_stack
 from fleet.loader import load_fleet
 from fleet.pipeline import Rendering, render_fleet
 from fleet.stack import Fleet
@@ -44,6 +45,15 @@ class StackSnapshot:
     @functools.cached_property
     def rendering(self) -> Rendering:
         return render_fleet(self.fleet)
+
+    @functools.cached_property
+    def index(self) -> StackIndex:
+        """The rendering indexed by serving, pool and rule group, so preflight and preview of one
+        serving cost that serving (`fleet.incremental`); built once per commit."""
+        try:
+            return index_stack(self.fleet, self.rendering)
+        except IssuesError as exc:  # a committed stack that does not plan or render
+            return StackIndex(self.fleet, None, exc)
 
 
 class StackRepository:
