@@ -21,8 +21,9 @@ _UNKNOWN_DIGEST = "0" * 64  # compared against when no row matches, to spend the
 
 
 def aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    """`value` in UTC. Naive times are UTC: SQLite hands stored times back without an offset, and
+    it stores an aware time's wall clock without converting it, so times are normalised before saving."""
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def is_expired(key: ApiKey, now: datetime | None = None) -> bool:

@@ -77,15 +77,15 @@ def _out(key: ApiKey, workspace: str) -> ApiKeyOut:
         key=f"{API_KEY_PREFIX}{key.public_id}…{key.last4}",
         workspace=workspace,
         created_by=key.created_by,
-        created_at=key.created_at,
-        expires_at=key.expires_at,
+        created_at=aware(key.created_at),
+        expires_at=aware(key.expires_at) if key.expires_at else None,
         enabled=key.enabled,
         status=status(key),
         allowed_models=key.allowed_models,
         token_quota=key.token_quota,
         used_tokens=key.used_tokens,
         remaining_tokens=None if key.token_quota is None else max(key.token_quota - key.used_tokens, 0),
-        last_used_at=key.last_used_at,
+        last_used_at=aware(key.last_used_at) if key.last_used_at else None,
     )
 
 
@@ -168,7 +168,7 @@ def create_api_key(
             workspace_id=workspace.id,
             name=body.name,
             created_by=principal.username,
-            expires_at=body.expires_at,
+            expires_at=aware(body.expires_at) if body.expires_at else None,
             enabled=True,
             allowed_models=body.allowed_models,
             token_quota=body.token_quota,

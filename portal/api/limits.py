@@ -21,6 +21,7 @@ from portal import audit
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import AdminDep, Principal, SessionDep
 from portal.errors import Conflict, Invalid, NotFound
+from portal.keys import aware
 from portal.models import ApiKey, MaasModel, RateLimitRule, Workspace
 
 router = APIRouter(prefix="/api/rate-limits", tags=["rate-limits"])
@@ -85,8 +86,8 @@ def _out(session: Session, rule: RateLimitRule) -> RuleOut:
         period_seconds=rule.period_seconds,
         enabled=rule.enabled,
         description=rule.description,
-        created_at=rule.created_at,
-        updated_at=rule.updated_at,
+        created_at=aware(rule.created_at),
+        updated_at=aware(rule.updated_at),
     )
 
 

@@ -22,6 +22,7 @@ from portal import audit
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import AdminDep, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.errors import Conflict, Invalid, NotFound
+from portal.keys import aware
 from portal.models import MaasModel, MaasTarget, PlazaModel, RateLimitRule, Workspace
 from portal.services import Services
 
@@ -170,8 +171,8 @@ def _out(m: MaasModel) -> MaasModelOut:
         enabled=m.enabled,
         visibility=m.visibility,
         workspaces=list(m.visible_workspaces or []),
-        created_at=m.created_at,
-        updated_at=m.updated_at,
+        created_at=aware(m.created_at),
+        updated_at=aware(m.updated_at),
     )
 
 

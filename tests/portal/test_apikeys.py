@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text, update
@@ -123,6 +123,12 @@ def test_create_validates_expiry_and_allowed_models(client: TestClient) -> None:
     assert past.json()["error"]["fields"][0]["field"] == "expires_at"
     naive_future = (datetime.now(UTC) + timedelta(days=1)).replace(tzinfo=None).isoformat()
     assert _key(client, "team-a", expires_at=naive_future)["status"] == "active"
+    # An offset is honoured: one hour from now, written as New York time, is still in the future.
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    offset = _key(client, "team-a", expires_at=soon.astimezone(timezone(timedelta(hours=-5))).isoformat())
+    stored = client.get(f"/api/workspaces/team-a/api-keys/{offset['id']}").json()
+    assert stored["status"] == "active"
+    assert abs(datetime.fromisoformat(stored["expires_at"]) - soon) < timedelta(seconds=1)
 
     client.post("/api/maas-models", json={"public_id": "qwen/chat", "targets": [EXTERNAL]})
     only_b = {
