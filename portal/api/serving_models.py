@@ -12,6 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from portal.errors import Invalid, Unavailable
+from portal.stacks.repository import StackRepository
+
 SERVING_NAME = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -108,3 +111,17 @@ class ServingSpecIn(_Body):
             ordered["autoscaling"] = data["autoscaling"]
         ordered["placements"] = data["placements"]
         return ordered
+
+
+def resolve_stack(repository: StackRepository, requested: str | None) -> str:
+    """The stack a request is about: the one named, or the repository's only stack."""
+    stacks = repository.stacks()
+    if requested is not None:
+        if requested not in stacks:
+            raise Invalid.field("stack", f"no stack {requested!r} (have: {', '.join(stacks) or 'none'})")
+        return requested
+    if len(stacks) == 1:
+        return stacks[0]
+    if not stacks:
+        raise Unavailable("the stacks repository holds no stack yet")
+    raise Invalid.field("stack", f"the repository holds several stacks ({', '.join(stacks)}); name one")
