@@ -85,3 +85,7 @@ def run(services: Services) -> None:
     _admin_token(services)
     # A fresh embedded install starts from the demo stacks with --demo, from an empty repository otherwise.
     services.repository.ensure(DEMO_STACKS if services.settings.demo else None)
+    if services.settings.demo:
+        from portal.demo import load_demo  # the demo pulls in the API layer; plain starts skip it
+
+        load_demo(services)

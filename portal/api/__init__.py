@@ -2,13 +2,28 @@
 
 from fastapi import APIRouter
 
-from portal.api import apikeys, audit, health, identity, limits, maas
+from portal.api import (
+    apikeys,
+    audit,
+    deploy_templates,
+    health,
+    identity,
+    limits,
+    maas,
+    plaza,
+    previews,
+    regions,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
     identity.router,
+    plaza.router,
+    deploy_templates.router,
     apikeys.router,
     maas.router,
     limits.router,
     audit.router,
+    previews.router,
+    regions.router,
 ]
