@@ -11,8 +11,6 @@ from portal.api import (
     limits,
     maas,
     plaza,
-    previews,
-    regions,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -24,6 +22,4 @@ ROUTERS: list[APIRouter] = [
     maas.router,
     limits.router,
     audit.router,
-    previews.router,
-    regions.router,
 ]
