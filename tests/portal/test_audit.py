@@ -1,0 +1,211 @@
+"""The audit API and CLI: filters, paging newest first, who sees which rows, a CSV export whose
+hash chain re-verifies from the file alone, and tamper detection (changed and deleted rows)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from portal.audit import CSV_COLUMNS, GENESIS, row_hash
+from portal.services import Services
+from portal.settings import Settings
+from tests.portal.helpers import as_user, make_member
+
+
+def _setup(client: TestClient) -> dict[str, str]:
+    for slug in ("team-a", "team-b"):
+        assert client.post("/api/workspaces", json={"slug": slug, "name": slug}).status_code == 201
+    tokens = {
+        "alice": make_member(client, "alice", "team-a", "member"),
+        "carol": make_member(client, "carol", "team-a", "admin"),
+        "dave": make_member(client, "dave", "team-b", "member"),
+    }
+    with as_user(client, tokens["alice"]):
+        client.post(
+            "/api/workspaces/team-a/api-keys",
+            json={"name": "alice-key"},
+            headers={"X-Request-ID": "req-alice-1"},
+        )
+    with as_user(client, tokens["dave"]):
+        client.post("/api/workspaces/team-b/api-keys", json={"name": "dave-key"})
+    return tokens
+
+
+def _items(client: TestClient, **params: Any) -> list[dict[str, Any]]:
+    response = client.get("/api/audit", params={"page_size": 500, **params})
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+def test_filters_and_paging_newest_first(client: TestClient) -> None:
+    _setup(client)
+    everything = _items(client)
+    ids = [e["id"] for e in everything]
+    assert ids == sorted(ids, reverse=True) and len(ids) == ids[0]
+    page2 = client.get("/api/audit", params={"page": 2, "page_size": 3}).json()
+    assert [e["id"] for e in page2["items"]] == ids[3:6] and page2["total"] == len(ids)
+
+    keys = _items(client, action="CreateWSAPIKey")
+    assert [e["actor"] for e in keys] == ["dave", "alice"]
+    both = _items(client, action=["CreateWSAPIKey", "CreateWorkspace"])
+    assert {e["action"] for e in both} == {"CreateWSAPIKey", "CreateWorkspace"} and len(both) == 4
+    daves = _items(client, actor="dave")
+    assert {e["actor"] for e in daves} == {"dave"} and {e["action"] for e in daves} == {
+        "Login",
+        "CreateWSAPIKey",
+    }
+    assert {e["workspace"] for e in _items(client, workspace="team-b")} == {"team-b"}
+    assert {e["resource_type"] for e in _items(client, resource_type="Workspace")} == {"Workspace"}
+    assert [e["action"] for e in _items(client, resource_id="team-a", resource_type="Workspace")] == [
+        "CreateWorkspace"
+    ]
+    by_request = _items(client, request_id="req-alice-1")  # her sign-in and the key, one request
+    assert [(e["actor"], e["action"]) for e in by_request] == [
+        ("alice", "CreateWSAPIKey"),
+        ("alice", "Login"),
+    ]
+    assert _items(client, result="failure") == []
+    assert client.get("/api/audit", params={"result": "maybe"}).status_code == 422
+
+    newest = everything[0]["at"]
+    assert _items(client, since=(datetime.fromisoformat(newest) + timedelta(seconds=1)).isoformat()) == []
+    assert len(_items(client, until=(datetime.now(UTC) + timedelta(minutes=1)).isoformat())) == len(ids)
+    # Bounds without an offset are UTC.
+    naive_past = (datetime.now(UTC) - timedelta(hours=1)).replace(tzinfo=None).isoformat()
+    assert len(_items(client, since=naive_past)) == len(ids)
+
+
+def test_who_sees_which_rows(client: TestClient) -> None:
+    tokens = _setup(client)
+    with as_user(client, tokens["alice"]):  # a plain member: only what she did herself
+        mine = _items(client)
+        assert mine and {e["actor"] for e in mine} == {"alice"}
+        assert _items(client, workspace="team-a") == [e for e in mine if e["workspace"] == "team-a"]
+        assert client.get("/api/audit", params={"workspace": "team-b"}).status_code == 404
+        assert client.get("/api/audit/verify").status_code == 403
+        exported = list(csv.DictReader(io.StringIO(client.get("/api/audit/export.csv").text)))
+        assert {r["actor"] for r in exported} == {"alice"}
+    with as_user(client, tokens["carol"]):  # a workspace admin: the workspace's rows and her own
+        rows = _items(client)
+        assert {e["workspace"] for e in rows if e["actor"] != "carol"} == {"team-a"}
+        assert any(e["actor"] == "alice" for e in rows) and not any(e["actor"] == "dave" for e in rows)
+        assert client.get("/api/audit", params={"workspace": "team-b"}).status_code == 404
+    assert any(e["actor"] == "dave" for e in _items(client))  # platform admins see everything
+
+
+def _verify_csv(body: str) -> int:
+    """Re-check the chain from an exported file alone; returns the number of rows checked."""
+    reader = csv.reader(io.StringIO(body))
+    assert tuple(next(reader)) == CSV_COLUMNS
+    prev, count = GENESIS, 0
+    for row in reader:
+        fields: dict[str, Any] = dict(zip(CSV_COLUMNS, row, strict=True))
+        fields["id"] = int(fields["id"])
+        for name in ("before", "after"):
+            fields[name] = json.loads(fields[name]) if fields[name] else None
+        for name in ("workspace", "request_id"):
+            fields[name] = fields[name] or None
+        assert fields["prev_hash"] == prev
+        assert row_hash(prev, fields) == fields["hash"], fields["id"]
+        prev, count = fields["hash"], count + 1
+    return count
+
+
+def test_csv_export_streams_the_filtered_rows_in_chain_order(client: TestClient) -> None:
+    _setup(client)
+    export = client.get("/api/audit/export.csv")
+    assert export.status_code == 200
+    assert export.headers["content-type"].startswith("text/csv")
+    assert "attachment" in export.headers["content-disposition"]
+    assert _verify_csv(export.text) == len(_items(client))
+    filtered = list(
+        csv.DictReader(
+            io.StringIO(client.get("/api/audit/export.csv", params={"action": "CreateWSAPIKey"}).text)
+        )
+    )
+    assert [r["actor"] for r in filtered] == ["alice", "dave"]
+    assert json.loads(filtered[0]["after"])["name"] == "alice-key"
+
+
+def _tamper_after(services: Services, row_id: int) -> None:
+    value = json.dumps({"slug": "team-a", "name": "rewritten"})
+    cast = "CAST(:v AS JSONB)" if services.engine.dialect.name == "postgresql" else ":v"
+    with services.engine.begin() as c:
+        changed = c.execute(
+            text(f'UPDATE audit_events SET "after" = {cast} WHERE id = :id'), {"v": value, "id": row_id}
+        )
+        assert changed.rowcount == 1
+
+
+def _delete_row(services: Services, row_id: int) -> None:
+    with services.engine.begin() as c:
+        assert c.execute(text("DELETE FROM audit_events WHERE id = :id"), {"id": row_id}).rowcount == 1
+
+
+def _workspace_row(client: TestClient) -> int:
+    return int(_items(client, action="CreateWorkspace", resource_id="team-a")[0]["id"])
+
+
+def test_api_verify_reports_changed_and_removed_rows(client: TestClient, services: Services) -> None:
+    _setup(client)
+    intact = client.get("/api/audit/verify").json()
+    assert intact["ok"] is True and intact["checked"] == len(_items(client)) and intact["broken_at"] is None
+    row = _workspace_row(client)
+    _tamper_after(services, row)
+    broken = client.get("/api/audit/verify").json()
+    assert broken == {
+        "ok": False,
+        "checked": row - 1,
+        "broken_at": row,
+        "reason": "row content does not match its hash",
+    }
+
+
+def test_api_verify_reports_a_truncated_tail(client: TestClient, services: Services) -> None:
+    _setup(client)
+    last = _items(client)[0]["id"]
+    _delete_row(services, last)
+    report = client.get("/api/audit/verify").json()
+    assert report["ok"] is False and report["broken_at"] == last and "removed" in report["reason"]
+
+
+@pytest.mark.parametrize("tamper", ["change", "delete"])
+def test_cli_verify_audit_detects_tampering(
+    client: TestClient, services: Services, settings: Settings, tamper: str
+) -> None:
+    _setup(client)
+    env = {
+        **os.environ,
+        "MODELFLEET_DATABASE_URL": settings.resolved_database_url,
+        "MODELFLEET_DATA_DIR": str(settings.data_dir),
+        "COLUMNS": "200",
+    }
+
+    def verify_audit() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "portal", "verify-audit"]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    row = _workspace_row(client)
+    if tamper == "change":
+        ok = verify_audit()
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "intact" in ok.stdout
+        _tamper_after(services, row)
+    else:
+        _delete_row(services, row)
+    broken = verify_audit()
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    said = " ".join(broken.stdout.split())
+    assert f"broken at row {row}" in said
+    assert ("does not match its hash" if tamper == "change" else f"row {row} is missing") in said
