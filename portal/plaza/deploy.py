@@ -120,6 +120,8 @@ def check_flags(template: DeployTemplate, extra_args: list[str]) -> None:
         schema = load_schema(template.engine, template.engine_version)
     except FlagError as exc:
         raise Invalid.field("stack_template", str(exc.issues[0])) from exc
+    engine = catalog.engines().get(template.engine)
+    platform = set(engine.platform_flags) if engine is not None else set()
     issues: list[Issue] = []
     starts = [i for i, token in enumerate(extra_args) if token.startswith("--")]
     if not starts or starts[0] != 0:
@@ -134,6 +136,11 @@ def check_flags(template: DeployTemplate, extra_args: list[str]) -> None:
         if flag in seen:
             issues.append(Issue(where, f"{flag} is given more than once (also extra_args[{seen[flag]}])"))
         seen.setdefault(flag, start)
+        if flag in platform:
+            issues.append(
+                Issue(where, f"{flag} is set by the platform from the template's fields; remove it")
+            )
+            continue
         issues += validate_args(schema, extra_args[start:end], where)
     if issues:
         fields = [FieldError(field=i.path, message=i.message) for i in issues]
