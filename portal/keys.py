@@ -26,6 +26,17 @@ def aware(value: datetime) -> datetime:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
 
+def utc_field(value: datetime | None) -> datetime | None:
+    """For request models (`AfterValidator`): a time given with any offset, as UTC; a time that
+    falls outside what Python can represent once converted is a validation error, not a crash."""
+    if value is None:
+        return None
+    try:
+        return aware(value)
+    except OverflowError as exc:
+        raise ValueError("out of range") from exc
+
+
 def is_expired(key: ApiKey, now: datetime | None = None) -> bool:
     return key.expires_at is not None and aware(key.expires_at) <= (now or utcnow())
 

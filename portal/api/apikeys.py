@@ -21,7 +21,7 @@ from portal.api.maas import visible_to
 from portal.auth import Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.db import utcnow
 from portal.errors import Invalid, NotFound
-from portal.keys import aware, is_expired, status
+from portal.keys import aware, is_expired, status, utc_field
 from portal.models import ApiKey, MaasModel, RateLimitRule, Workspace, WorkspaceRole
 from portal.security import API_KEY_PREFIX, issue
 
@@ -34,7 +34,9 @@ def _unique(models: list[str] | None) -> list[str] | None:
 
 class ApiKeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
-    expires_at: datetime | None = Field(None, description="must be in the future; null never expires")
+    expires_at: Annotated[datetime | None, AfterValidator(utc_field)] = Field(
+        None, description="must be in the future; null never expires; without an offset, UTC"
+    )
     allowed_models: Annotated[list[str] | None, AfterValidator(_unique)] = Field(
         None, max_length=200, description="MaaS model ids this key may call; null: every visible model"
     )
@@ -154,7 +156,7 @@ def _check_quota(
 def create_api_key(
     ws: str, body: ApiKeyIn, session: SessionDep, principal: PrincipalDep, services: ServicesDep
 ) -> ApiKeyCreated:
-    if body.expires_at is not None and aware(body.expires_at) <= utcnow():
+    if body.expires_at is not None and body.expires_at <= utcnow():
         raise Invalid.field("expires_at", "must be in the future")
     with session.begin():
         workspace = workspace_for(session, principal, ws)
@@ -168,7 +170,7 @@ def create_api_key(
             workspace_id=workspace.id,
             name=body.name,
             created_by=principal.username,
-            expires_at=aware(body.expires_at) if body.expires_at else None,
+            expires_at=body.expires_at,
             enabled=True,
             allowed_models=body.allowed_models,
             token_quota=body.token_quota,

@@ -13,13 +13,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 from sqlalchemy import Select, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from portal import audit
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import AdminDep, Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
+from portal.keys import utc_field
 from portal.models import AuditEvent, WorkspaceRole
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
@@ -45,8 +46,12 @@ def audit_filters(
     resource_type: Annotated[str | None, Query(max_length=32)] = None,
     resource_id: Annotated[str | None, Query(max_length=255)] = None,
     result: Annotated[Literal["success", "failure"] | None, Query()] = None,
-    since: Annotated[datetime | None, Query(description="inclusive; without an offset, UTC")] = None,
-    until: Annotated[datetime | None, Query(description="exclusive; without an offset, UTC")] = None,
+    since: Annotated[
+        datetime | None, Query(description="inclusive; without an offset, UTC"), AfterValidator(utc_field)
+    ] = None,
+    until: Annotated[
+        datetime | None, Query(description="exclusive; without an offset, UTC"), AfterValidator(utc_field)
+    ] = None,
     request_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> AuditFilters:
     return AuditFilters(
@@ -118,9 +123,9 @@ def _query(session: Session, principal: Principal, f: AuditFilters) -> Select[Au
         if value is not None:
             query = query.where(column == value)
     if f.since is not None:
-        query = query.where(AuditEvent.at >= _utc(f.since))
+        query = query.where(AuditEvent.at >= f.since)
     if f.until is not None:
-        query = query.where(AuditEvent.at < _utc(f.until))
+        query = query.where(AuditEvent.at < f.until)
     return query
 
 

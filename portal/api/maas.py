@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import AnyHttpUrl, BaseModel, Field
+from pydantic import AnyHttpUrl, BaseModel, Field, UrlConstraints
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -43,7 +43,9 @@ class TargetIn(BaseModel):
     stack: str | None = Field(None, max_length=63)
     serving: str | None = Field(None, max_length=63)
     region: str | None = Field(None, max_length=63, description="one of the serving's regions; null: all")
-    base_url: AnyHttpUrl | None = Field(None, description="OpenAI-compatible base, e.g. https://host/v1")
+    base_url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2048)] | None = Field(
+        None, description="OpenAI-compatible base, e.g. https://host/v1"
+    )
     upstream_model: str | None = Field(None, max_length=200, description="the model name upstream")
     secret_ref: str | None = Field(
         None, max_length=200, description="where the upstream key is: env:NAME or file:/path (never the key)"

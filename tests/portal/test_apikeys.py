@@ -146,6 +146,10 @@ def test_create_validates_expiry_and_allowed_models(client: TestClient) -> None:
         assert bad.json()["error"]["fields"][0]["field"] == field
         assert "unknown model" in bad.json()["error"]["message"]
     assert client.post("/api/workspaces/team-a/api-keys", json={"name": ""}).status_code == 422
+    overflow = client.post(
+        "/api/workspaces/team-a/api-keys", json={"name": "k", "expires_at": "9999-12-31T23:59:59-01:00"}
+    )
+    assert overflow.status_code == 422 and overflow.json()["error"]["fields"][0]["field"] == "expires_at"
     assert (
         client.post("/api/workspaces/team-a/api-keys", json={"name": "k", "token_quota": -1}).status_code
         == 422

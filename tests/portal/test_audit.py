@@ -209,3 +209,10 @@ def test_cli_verify_audit_detects_tampering(
     said = " ".join(broken.stdout.split())
     assert f"broken at row {row}" in said
     assert ("does not match its hash" if tamper == "change" else f"row {row} is missing") in said
+
+
+def test_out_of_range_times_are_invalid_not_errors(client: TestClient) -> None:
+    for name, value in (("since", "0001-01-01T00:00:00+01:00"), ("until", "9999-12-31T23:59:59-01:00")):
+        response = client.get("/api/audit", params={name: value})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["fields"][0]["field"] == name
