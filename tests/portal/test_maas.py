@@ -107,6 +107,7 @@ def test_create_with_serving_and_external_targets(client: TestClient, demo_stack
             "targets[0].base_url",
             "credentials",
         ),
+        ({"targets": [{**EXTERNAL, "base_url": "https://h/" + "a" * 2100}]}, "targets[0].base_url", "2048"),
         ({"targets": [{**EXTERNAL, "secret_ref": "sk-" + "a" * 40}]}, "targets[0].secret_ref", "raw API key"),
         ({"targets": [{**EXTERNAL, "secret_ref": "Bearer abc"}]}, "targets[0].secret_ref", "raw API key"),
         ({"targets": [{**EXTERNAL, "secret_ref": "A1b2" * 10}]}, "targets[0].secret_ref", "raw API key"),
