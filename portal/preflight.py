@@ -1,7 +1,16 @@
 """Preflight: everything wrong with applying a serving change to a stack, before anything is queued.
 
-Today: the core's rules (`fleet.rules.preflight`: spec, plan, flags, policies) against the stack at
-HEAD. The portal refuses a request whose report is blocking and keeps the report with it.
+Two sources of checks:
+
+- the core's rules (spec, plan and capacity, engine flags, policies) through the incremental path
+  (`fleet.incremental.check_change` on the snapshot's cached index): the findings of a full rebuild
+  of the stack, for the cost of the one serving;
+- the model store of every region the serving is placed in (`portal.modelstore`): the weights the
+  pods will fetch are there (missing files block; a store the portal cannot ask is advice).
+
+The portal refuses a request whose report is blocking and keeps the report with it. `facts` carries
+what the checks learnt: the plan of each placement, the pools' use after the change, the model and
+its files (count and bytes) per region.
 """
 
 from __future__ import annotations
@@ -9,9 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.rules import preflight as core_preflight
+from fleet.incremental import Change, check_change
+from fleet.planner import PlacementPlan
+from fleet.spec import ModelServing
+from portal import modelstore
 from portal.services import Services
 from portal.stacks.repository import StackSnapshot
+
+NAME_TAKEN = "serving-name"
+MODEL_STORE = "model-store"
+DEFAULT_WORKSPACE = ModelServing.model_fields["workspace"].default
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +54,84 @@ class PreflightReport:
         return any(c.blocking for c in self.checks)
 
 
-def run(services: Services, snapshot: StackSnapshot, desired: dict[str, Any]) -> PreflightReport:
-    """Check `desired` (a serving file's content) as a new serving or a replacement of its namesake."""
-    del services  # used by the model-store check
-    findings = core_preflight(snapshot.fleet, desired, snapshot.policy_config)
-    checks = [Check(f.rule, f.level, f.subject, f.message) for f in findings]
-    return PreflightReport(str(desired.get("name", "")), snapshot.commit, checks)
+def run(
+    services: Services,
+    snapshot: StackSnapshot,
+    desired: dict[str, Any],
+    *,
+    model_store: bool = True,
+) -> PreflightReport:
+    """Check `desired` (a serving file's content) as a new serving or a replacement of its namesake.
+
+    `model_store=False` leaves the stores alone (no network), e.g. for a dry run of many requests."""
+    name = str(desired.get("name", ""))
+    taken = _taken_by_another_workspace(snapshot, desired)
+    if taken is not None:
+        return PreflightReport(name, snapshot.commit, [taken], {"stack": snapshot.stack})
+    change = check_change(snapshot.index, desired, snapshot.policy_config)
+    checks = [Check(f.rule, f.level, f.subject, f.message) for f in change.findings]
+    facts = _facts(snapshot, change)
+    if model_store and change.serving is not None and change.view is not None:
+        regions = [p.region for p in change.serving.placements]
+        stores = modelstore.check_model_store(services.settings, change.view, change.serving, regions)
+        checks += [Check(MODEL_STORE, f.level, f.subject, f.message) for f in modelstore.findings(stores)]
+        facts["model_store"] = {c.region: c.fact() for c in stores}
+        found = next((c for c in stores if c.files), None)
+        if found is not None:
+            facts["model_files"] = found.files
+            facts["model_bytes"] = found.bytes
+    checks.sort(key=lambda c: not c.blocking)  # stable: blocking first, each source's order kept
+    return PreflightReport(name, snapshot.commit, checks, facts)
+
+
+def _taken_by_another_workspace(snapshot: StackSnapshot, desired: dict[str, Any]) -> Check | None:
+    """A serving name belongs to one workspace: a request from another may not replace (or look
+    at) it. The message does not say whose it is."""
+    name = desired.get("name")
+    current = snapshot.index.servings.get(name) if isinstance(name, str) else None
+    if current is None or current.workspace == desired.get("workspace", DEFAULT_WORKSPACE):
+        return None
+    return Check(
+        NAME_TAKEN,
+        "mandatory",
+        f"servings[{name}].name",
+        f"servings[{name}].name: the name {name!r} is taken in this stack; choose another",
+    )
+
+
+def _placement_fact(p: PlacementPlan) -> dict[str, Any]:
+    m = p.memory
+    return {
+        "region": p.region,
+        "pool": p.pool,
+        "replicas": p.replicas,
+        "parallelism": {"tensor": p.tensor, "pipeline": p.pipeline, "data": p.data, "chosen": p.chosen},
+        "nodes_per_replica": p.nodes,
+        "devices_per_replica": p.devices_per_replica,
+        "devices": p.replicas * p.devices_per_replica,
+        "max_model_len": p.max_model_len,
+        "memory_gib": {
+            "weights": round(m.weights_gib, 2),
+            "kv_cache": round(m.kv_cache_gib, 2) if m.kv_cache_gib is not None else None,
+            "overhead": round(m.overhead_gib, 2),
+            "required": round(m.required_gib, 2),
+            "budget": round(m.budget_gib, 2),
+        },
+    }
+
+
+def _facts(snapshot: StackSnapshot, change: Change) -> dict[str, Any]:
+    facts: dict[str, Any] = {"stack": snapshot.stack}
+    if change.serving is not None:
+        facts["action"] = "update" if change.name in snapshot.index.servings else "create"
+    if change.model is not None:
+        m = change.model
+        facts["model"] = {"id": m.id, "params_b": m.params_b, "dtype": m.dtype, "source": m.uri}
+    if change.plans:
+        facts["placements"] = [_placement_fact(p) for p in change.plans]
+    if change.pools:
+        facts["pools"] = {
+            name: {"capacity": u.capacity, "used": u.used, "free": u.free, "peak": u.peak}
+            for name, u in change.pools.items()
+        }
+    return facts

@@ -11,6 +11,8 @@ from portal.api import (
     limits,
     maas,
     plaza,
+    previews,
+    regions,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -22,4 +24,6 @@ ROUTERS: list[APIRouter] = [
     maas.router,
     limits.router,
     audit.router,
+    previews.router,
+    regions.router,
 ]
