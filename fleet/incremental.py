@@ -188,6 +188,7 @@ class Change:
     pools: dict[str, PoolUse] = field(default_factory=dict)
     rendered: tuple[RenderedPlacement, ...] | None = None
     error: IssuesError | None = None
+    view: Fleet | None = None  # the stack as the candidate sees it (its model facts in `models`)
 
     @property
     def blocking(self) -> bool:
@@ -219,13 +220,11 @@ def check_change(
     relevant = [path, *(f"pools[{p.pool}]" for p in candidate.placements)]
     if len(plans) < len(candidate.placements):  # a placement cannot run at all: nothing to render
         findings = _issues(PlanError.kind, _relevant(issues, relevant))
-        return Change(name, tuple(findings), candidate, model, tuple(plans), pools, None, PlanError(issues))
+        error = PlanError(issues)
+        return Change(name, tuple(findings), candidate, model, tuple(plans), pools, None, error, view)
     rendered, render_issues = _render(view, candidate, plans)
-    if render_issues:
-        error: IssuesError | None = RenderError(render_issues)
-        done: tuple[RenderedPlacement, ...] | None = None
-    else:
-        error, done = None, tuple(rendered)
+    failed: IssuesError | None = RenderError(render_issues) if render_issues else None
+    done = None if render_issues else tuple(rendered)
     if issues:  # over capacity: the planner refuses before anything is rendered
         findings = _issues(PlanError.kind, _relevant(issues, relevant))
     elif render_issues:
@@ -234,7 +233,7 @@ def check_change(
     else:
         findings = plan_findings(view, plans, [name])
         findings += check_objects(_rule_objects(index, name, rendered, config), config, servings=[name])
-    return Change(name, tuple(findings), candidate, model, tuple(plans), pools, done, error)
+    return Change(name, tuple(findings), candidate, model, tuple(plans), pools, done, failed, view)
 
 
 def _plan(view: Fleet, s: ModelServing, path: str) -> tuple[list[PlacementPlan], list[Issue]]:
