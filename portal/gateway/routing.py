@@ -21,8 +21,9 @@ higher tier); inside a tier the strategy orders them:
 - `locality`: the caller's region first (smooth weighted inside it), spilling over to the other
   regions when the local targets are drained, unhealthy, saturated or open-circuit.
 
-Pure (no I/O) and not thread-safe: a router lives in one event loop. The gateway brackets each attempt
-with `start(target)` / `finish(target)` so in-flight counters drive least_outstanding and saturation.
+Pure (no I/O) and not thread-safe: a router lives in one event loop. `attempts(region)` drives a
+retry/failover loop: it claims each target's breaker permit lazily, counts the attempt in flight (for
+least_outstanding and saturation) and takes the verdict back to the breaker.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
-from portal.gateway.breaker import BreakerBoard
+from portal.gateway.breaker import BreakerBoard, Permit
 
 
 class Strategy(StrEnum):
@@ -193,6 +194,18 @@ class Router:
         )
         return [best, *rest]
 
+    def attempts(self, region: str | None = None) -> Iterator[Attempt]:
+        """The candidates as attempts, for a retry/failover loop. Each target's breaker permit is
+        claimed only when the loop reaches it (a half-open target whose single probe is taken by then
+        is skipped) and the attempt counts in flight until it is closed."""
+        for target in self.candidates(region):
+            permit = None
+            if self.breakers is not None:
+                permit = self.breakers[target.name].try_acquire()
+                if permit is None:
+                    continue
+            yield Attempt(self, target, permit)
+
     # -- in-flight accounting --------------------------------------------------------------------
     def start(self, target: Target) -> None:
         target.in_flight += 1
@@ -208,3 +221,47 @@ class Router:
             yield target
         finally:
             self.finish(target)
+
+
+class Attempt:
+    """One try of one target: report a verdict for its circuit breaker, then close it.
+
+    `succeeded()` once the target answered well (for a stream: the 200 and its headers arrived),
+    `failed(retry_after)` on a transport error, a timeout or a status `is_failure_status` accepts.
+    Closing without a verdict (the client went away first) frees a half-open probe without judging
+    the target. `with attempt:` closes it at the end of the block; closing twice is harmless.
+    """
+
+    __slots__ = ("_closed", "_verdict", "permit", "router", "target")
+
+    def __init__(self, router: Router, target: Target, permit: Permit | None) -> None:
+        self.router, self.target, self.permit = router, target, permit
+        self._verdict = False
+        self._closed = False
+        router.start(target)
+
+    def succeeded(self) -> None:
+        if not self._verdict:
+            self._verdict = True
+            if self.permit is not None and self.router.breakers is not None:
+                self.router.breakers[self.target.name].record_success(self.permit)
+
+    def failed(self, retry_after: float | None = None) -> None:
+        if not self._verdict:
+            self._verdict = True
+            if self.permit is not None and self.router.breakers is not None:
+                self.router.breakers[self.target.name].record_failure(self.permit, retry_after)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self._verdict and self.permit is not None and self.router.breakers is not None:
+            self.router.breakers[self.target.name].release(self.permit)
+        self.router.finish(self.target)
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -280,52 +280,73 @@ class Simulator:
     async def _stream(
         self, plan: _Plan, profile: ModelProfile, include_usage: bool
     ) -> AsyncGenerator[bytes, None]:
+        """Paced events. Unpaced (no decode delay), due events go out in batches: one chunk per write
+        is what a real engine's TCP stream rarely looks like, and it would make the simulator, not the
+        gateway, the bottleneck of a benchmark."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         ttft = profile.ttft_ms / 1000
         per_token = 1 / profile.tokens_per_second if profile.tokens_per_second else 0.0
+        pending: list[bytes] = []
+        for due, event in self._events(plan, include_usage, ttft, per_token):
+            wait = start + due - loop.time()
+            if wait > 0:
+                if pending:
+                    yield b"".join(pending)
+                    pending.clear()
+                await asyncio.sleep(wait)
+            if event is None:
+                if pending:
+                    yield b"".join(pending)
+                raise _Abort
+            if per_token:
+                yield event
+                continue
+            pending.append(event)
+            if len(pending) >= 32:
+                yield b"".join(pending)
+                pending.clear()
+        if pending:
+            yield b"".join(pending)
+
+    def _events(
+        self, plan: _Plan, include_usage: bool, ttft: float, per_token: float
+    ) -> Iterator[tuple[float, bytes | None]]:
+        """(seconds after the start when due, event bytes); None for `drop the connection`."""
         faults = plan.faults
         usage_inline = include_usage and faults.usage != "none"
         usage_key: dict[str, Any] = {"usage": None} if usage_inline else {}
         n = len(plan.tokens)
         if plan.kind == "chat":  # the role opens the stream, with the first token (after prefill)
-            if ttft:
-                await asyncio.sleep(ttft)
-            yield plan.chunk({"role": "assistant", "content": ""}, None, usage_key)
+            yield ttft, plan.chunk({"role": "assistant", "content": ""}, None, usage_key)
+        content, reasoning = plan.token_templates(usage_inline)
         for i, token in enumerate(plan.tokens):
+            due = ttft + i * per_token
             if faults.fail_after_chunks is not None and i >= faults.fail_after_chunks:
                 if faults.fail_mode == "disconnect":
-                    raise _Abort
-                error = {
-                    "error": {
-                        "object": "error",
-                        "message": "simulated engine failure",
-                        "type": "server_error",
-                    }
-                }
-                yield _sse(error)
-                yield b"data: [DONE]\n\n"
+                    yield due, None
+                    return
+                error = {"object": "error", "message": "simulated engine failure", "type": "server_error"}
+                yield due, _sse({"error": error})
+                yield due, b"data: [DONE]\n\n"
                 return
-            due = start + ttft + i * per_token
-            wait = due - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
             self.stats.generated_tokens += 1
-            last = i == n - 1
-            finish = plan.finish_reason if last and plan.kind == "text" else None
-            extra = usage_key
-            if last and plan.kind == "text" and usage_inline and faults.usage == "last_chunk":
-                extra = {"usage": plan.usage()}
-            yield plan.chunk(token, finish, extra, reasoning=i < plan.reasoning)
+            if i < n - 1 or plan.kind == "chat":
+                prefix, suffix = reasoning if i < plan.reasoning else content
+                yield due, prefix + json.dumps(token).encode() + suffix
+                continue
+            extra = {"usage": plan.usage()} if usage_inline and faults.usage == "last_chunk" else usage_key
+            yield due, plan.chunk(token, plan.finish_reason, extra)  # /v1/completions: finish on the last
+        end = ttft + max(0, n - 1) * per_token
         if plan.kind == "chat":
             extra = {"usage": plan.usage()} if usage_inline and faults.usage == "last_chunk" else usage_key
-            yield plan.chunk({}, plan.finish_reason, extra)
+            yield end, plan.chunk({}, plan.finish_reason, extra)
         if usage_inline and faults.usage == "separate":
             payload = plan.envelope(chunk=True)
             payload["choices"] = []
             payload["usage"] = plan.usage()
-            yield _sse(payload)
-        yield b"data: [DONE]\n\n"
+            yield end, _sse(payload)
+        yield end, b"data: [DONE]\n\n"
 
 
 @dataclass
@@ -366,6 +387,17 @@ class _Plan:
         if self.faults.reasoning_tokens:
             usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning}
         return usage
+
+    def token_templates(self, usage_inline: bool) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+        """(prefix, suffix) around a JSON-encoded token for content and reasoning chunks: the same
+        bytes `chunk` produces, without building and encoding a dict per token."""
+        marker = "\x00"
+        out = []
+        for reasoning in (False, True):
+            event = self.chunk(marker, None, {"usage": None} if usage_inline else {}, reasoning=reasoning)
+            prefix, suffix = event.split(json.dumps(marker).encode())
+            out.append((prefix, suffix))
+        return out[0], out[1]
 
     def chunk(
         self,

@@ -266,3 +266,48 @@ def test_candidates_are_each_eligible_target_once(weights: list[int], strategy: 
         assert {t.name for t in ordered} == eligible
         tiers = [t.priority for t in ordered]
         assert tiers == sorted(tiers)
+
+
+def test_attempts_fail_over_feed_the_breakers_and_count_in_flight() -> None:
+    clock = VirtualClock()
+    board = BreakerBoard(BreakerConfig(consecutive_failures=1, cooldown_seconds=5), clock)
+    router = Router([Target("a", weight=2), Target("b", weight=1)], Strategy.WEIGHTED, breakers=board)
+    tried = []
+    for attempt in router.attempts():
+        with attempt:
+            tried.append(attempt.target.name)
+            assert attempt.target.in_flight == 1
+            if attempt.target.name == "a":
+                attempt.failed(retry_after=8)  # e.g. a 429 with retry-after: 8
+                continue
+            attempt.succeeded()
+            break
+    assert tried == ["a", "b"]
+    assert all(t.in_flight == 0 for t in router.targets)
+    assert board["a"].retry_in() == 8
+    assert attempt_names(router) == ["b"]
+    assert all(t.in_flight == 0 for t in router.targets)
+
+
+def test_attempts_skip_a_half_open_target_whose_probe_is_out_and_closing_without_verdict_frees_it() -> None:
+    clock = VirtualClock()
+    board = BreakerBoard(BreakerConfig(consecutive_failures=1, cooldown_seconds=5), clock)
+    router = Router([Target("a", weight=5), Target("b", weight=1)], Strategy.WEIGHTED, breakers=board)
+    board["a"].record_failure(board["a"].try_acquire() or pytest.fail("closed breaker refused"))
+    clock.now += 5
+    first = router.attempts()
+    probe = next(first)
+    assert probe.target.name == "a" and probe.permit is not None and probe.permit.probe
+    assert attempt_names(router) == ["b"]  # the probe is out
+    probe.close()  # the client went away: no verdict, the slot is free again
+    probe.close()
+    assert [t.in_flight for t in router.targets] == [0, 0]
+    assert attempt_names(router)[0] == "a"
+
+
+def attempt_names(router: Router) -> list[str]:
+    names = []
+    for attempt in router.attempts():
+        with attempt:
+            names.append(attempt.target.name)
+    return names
