@@ -21,6 +21,7 @@ engine refused, is not metered here.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -147,9 +148,10 @@ class StreamMeter:
         self.error: str | None = None
         self.events = 0
         self._buffer = bytearray()
-        self._line = 0  # where the current line starts in the buffer
-        self._search = 0  # where the next newline search starts
-        self._event_start = 0  # where the current event starts
+        self._line_mode = False  # False: LF-only stream, split at blank lines; True: line by line
+        self._line = 0  # line mode: where the current line starts in the buffer
+        self._search = 0  # where the next search for an event (or line) end starts
+        self._event_start = 0  # line mode: where the current event starts
         self._data: list[bytes] = []  # the current event's data lines
         self._usage: Any = None
         self._text: list[str] = []  # generated content, for the estimate
@@ -165,15 +167,47 @@ class StreamMeter:
 
     def feed(self, data: bytes) -> bytes:
         """Take upstream bytes; return the complete events to forward now (possibly b"")."""
-        buffer = self._buffer
-        buffer += data
+        self._buffer += data
         out = bytearray()
+        if not self._line_mode and b"\r" in data:
+            self._line_mode = True  # CRLF line ends: the general line parser from here on
+            self._search = 0
+        if self._line_mode:
+            self._feed_lines(out)
+        else:
+            self._feed_blocks(out)
+        return bytes(out)
+
+    def _feed_blocks(self, out: bytearray) -> None:
+        """LF-only streams (what engines send): events are the blocks between blank lines."""
+        buffer = self._buffer
+        start = 0
+        end = buffer.find(b"\n\n", self._search)
+        while end >= 0:
+            raw = bytes(buffer[start : end + 2])
+            if raw.startswith(b"data:") and raw.find(b"\n") == len(raw) - 2:  # a single data line
+                self._event(raw, raw[6:-2] if raw[5] == 0x20 else raw[5:-2], out)
+            else:
+                self._event(raw, _data_of(raw), out)
+            start = end + 2
+            end = buffer.find(b"\n\n", start)
+        if start:
+            del buffer[:start]
+        self._search = max(0, len(buffer) - 1)  # a trailing "\n" may pair with the next byte
+
+    def _feed_lines(self, out: bytearray) -> None:
+        """Any mix of LF and CRLF line ends, line by line."""
+        buffer = self._buffer
         line = self._line  # start of the current (incomplete) line
         newline = buffer.find(b"\n", self._search)
         while newline >= 0:
-            end = newline - 1 if newline > line and buffer[newline - 1] == 0x0D else newline  # CRLF
+            end = newline - 1 if newline > line and buffer[newline - 1] == 0x0D else newline
             if end == line:  # a blank line ends the event
-                self._dispatch(buffer, newline + 1, out)
+                raw = bytes(buffer[self._event_start : newline + 1])
+                self._event_start = newline + 1
+                data = b"\n".join(self._data)
+                self._data.clear()
+                self._event(raw, data, out)
             elif buffer.startswith(b"data:", line):
                 start = line + 6 if buffer.startswith(b"data: ", line) else line + 5
                 self._data.append(bytes(buffer[start:end]))
@@ -186,41 +220,37 @@ class StreamMeter:
             self._event_start = 0
         self._line = line
         self._search = len(buffer)  # a long line fed in pieces is searched once, not again and again
-        return bytes(out)
 
     def close(self) -> bytes:
         """The upstream ended: a last event without its blank line is forwarded, terminated; one cut
         off in the middle (its data is not complete JSON) is dropped rather than sent broken."""
-        buffer = self._buffer
-        if self._line < len(buffer):  # a last line without its newline
-            line = bytes(buffer[self._line :]).rstrip(b"\r")
-            if line.startswith(b"data:"):
-                self._data.append(line[6:] if line.startswith(b"data: ") else line[5:])
-            buffer += b"\n"
-        if not buffer.strip():
-            buffer.clear()
-            return b""
-        data = b"\n".join(self._data)
-        if data != b"[DONE]" and not _is_json(data):
-            self._data.clear()
-            buffer.clear()
-            return b""
-        buffer += b"\n"
-        out = bytearray()
-        self._dispatch(buffer, len(buffer), out)
-        buffer.clear()
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        self._data.clear()
         self._line = self._search = self._event_start = 0
+        if not rest.strip():
+            return b""
+        data = _data_of(rest.replace(b"\r\n", b"\n"))
+        if data != b"[DONE]" and not _is_json(data):
+            return b""
+        out = bytearray()
+        raw = rest.rstrip(b"\r\n") + (b"\r\n\r\n" if b"\r" in rest else b"\n\n")
+        self._event(raw, data, out)
         return bytes(out)
 
-    def _dispatch(self, buffer: bytearray, end: int, out: bytearray) -> None:
-        raw = buffer[self._event_start : end]
-        self._event_start = end
-        data = b"\n".join(self._data) if len(self._data) != 1 else self._data[0]
-        self._data.clear()
+    def _event(self, raw: bytes, data: bytes, out: bytearray) -> None:
         if not data:
             out += raw  # comments, keep-alives
             return
         self.events += 1
+        if self.first_token_at is not None and _plain_content(data):
+            # The bulk of a stream: a content chunk with nothing else to learn. Take its text with a
+            # regular expression instead of decoding the whole chunk (3x cheaper per event).
+            for match in _TEXT_FIELDS.finditer(data):
+                text = _unescape(match.group(2))
+                (self._reasoning if match.group(1).startswith(b"reasoning") else self._text).append(text)
+            out += raw
+            return
         if data == b"[DONE]":
             self.done = True
             out += raw
@@ -233,8 +263,8 @@ class StreamMeter:
         if not isinstance(chunk, dict):
             out += raw
             return
-        if "error" in chunk:
-            error = chunk["error"]
+        if "error" in chunk or chunk.get("object") == "error":  # vLLM wraps it in "error"; older ones did not
+            error = chunk.get("error", chunk)
             self.error = str(error.get("message", error) if isinstance(error, Mapping) else error)
         usage = chunk.get("usage")
         if usage is not None:
@@ -302,6 +332,32 @@ class StreamMeter:
         if not completion and not bill_prompt_without_output:
             prompt = 0
         return Usage(prompt, completion, 0, reasoning, estimated=True)
+
+
+# A JSON string value of a generated-text field; JSON escapes every quote inside a string, so
+# `"content":"` can only start such a value (logprobs' "content" is an array, not matched).
+_TEXT_FIELDS = re.compile(rb'"(content|reasoning_content|reasoning|text|name|arguments)":"((?:[^"\\]|\\.)*)"')
+_NULL_USAGE = re.compile(rb'"usage":\s*null')
+
+
+def _plain_content(data: bytes) -> bool:
+    """A chunk that is still generating (`"finish_reason":null`), carries no error and no usage."""
+    if not data.startswith(b"{") or b'"finish_reason":null' not in data or b'"error"' in data:
+        return False
+    usage = data.count(b'"usage"')
+    return usage == 0 or (usage == 1 and _NULL_USAGE.search(data) is not None)
+
+
+def _unescape(value: bytes) -> str:
+    return json.loads(b'"' + value + b'"') if b"\\" in value else value.decode("utf-8", "replace")
+
+
+def _data_of(raw: bytes) -> bytes:
+    """The data of one event: its `data:` lines joined by newlines (LF line ends)."""
+    lines = raw.rstrip(b"\n").split(b"\n")
+    return b"\n".join(
+        line[6:] if line.startswith(b"data: ") else line[5:] for line in lines if line.startswith(b"data:")
+    )
 
 
 def _is_json(data: bytes) -> bool:

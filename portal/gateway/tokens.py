@@ -10,7 +10,8 @@ The estimate splits text the way cl100k's pre-tokenizer does (words with their l
 up to three digits, punctuation runs, whitespace runs, one piece per CJK character) and charges each
 piece what cl100k typically charges it. Measured against cl100k_base (docs/gateway/
 simulator-routing-metering.md): within -10 %..+12 % on whole documents of English, French, German,
-Russian, Chinese, Japanese prose, Python and JSON; about ±30 % on 300-character snippets.
+Russian, Chinese, Japanese prose, Python and JSON; -22 %..+35 % (5th..95th percentile) on
+300-character snippets.
 """
 
 from __future__ import annotations

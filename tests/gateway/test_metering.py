@@ -28,7 +28,7 @@ from portal.gateway.metering import (
     prepare_upstream_body,
 )
 from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
-from portal.gateway.tokens import estimate_prompt_tokens
+from portal.gateway.tokens import estimate_prompt_tokens, estimate_tokens
 
 SIM = Simulator({"m": ModelProfile(completion_tokens=10)})
 MESSAGES = [
@@ -351,3 +351,42 @@ def test_prompt_estimate_counts_token_ids_exactly() -> None:
     assert estimate_prompt_tokens({"prompt": [1, 2, 3]}) == 3
     assert estimate_prompt_tokens({"input": [[1, 2], [3]]}) == 3
     assert estimate_prompt_tokens({}) == 0
+
+
+def test_an_unwrapped_error_object_counts_as_an_upstream_error() -> None:
+    meter = StreamMeter({}, hide_usage_chunk=False)
+    meter.feed(b'data: {"object":"error","message":"CUDA out of memory","type":"InternalServerError"}\n\n')
+    meter.feed(b"data: [DONE]\n\n")
+    metered = meter.finish()
+    assert metered.outcome is Outcome.UPSTREAM_ERROR and metered.error == "CUDA out of memory"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    pieces=st.lists(
+        st.tuples(st.sampled_from(["content", "reasoning_content"]), st.text(min_size=1)), max_size=12
+    ),
+    ascii_only=st.booleans(),
+)
+def test_the_fast_path_reads_the_same_text_as_a_json_decoder(
+    pieces: list[tuple[str, str]], ascii_only: bool
+) -> None:
+    """Content chunks are read with a regular expression; escapes, quotes and any Unicode must
+    come out exactly as json.loads would decode them."""
+    meter = StreamMeter({}, hide_usage_chunk=True)
+    raw = bytearray()
+    for key, text in [("content", "first"), *pieces]:
+        chunk = {
+            "id": "x",
+            "choices": [{"index": 0, "delta": {key: text}, "finish_reason": None}],
+            "usage": None,
+        }
+        raw += (
+            b"data: " + json.dumps(chunk, ensure_ascii=ascii_only, separators=(",", ":")).encode() + b"\n\n"
+        )
+    meter.feed(bytes(raw))
+    usage = meter.finish(Outcome.CLIENT_DISCONNECTED).usage
+    content = "first" + "".join(t for k, t in pieces if k == "content")
+    reasoning = "".join(t for k, t in pieces if k == "reasoning_content")
+    assert usage.reasoning_tokens == estimate_tokens(reasoning)
+    assert usage.completion_tokens == estimate_tokens(reasoning) + estimate_tokens(content)
