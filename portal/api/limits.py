@@ -23,11 +23,16 @@ from portal.auth import AdminDep, Principal, SessionDep
 from portal.errors import Conflict, Invalid, NotFound
 from portal.keys import aware
 from portal.models import ApiKey, MaasModel, RateLimitRule, Workspace
+from portal.models.gateway import PERIOD_SECONDS
 
 router = APIRouter(prefix="/api/rate-limits", tags=["rate-limits"])
 
 Scope = Literal["global", "model", "workspace", "api_key"]
-Unit = Literal["rps", "rpm", "tpm", "concurrency"]
+Unit = Literal["rps", "rpm", "tpm", "tpd", "concurrency"]
+# The gateway keeps exact integer arithmetic inside Redis' Lua doubles: limits fit in 31 bits, and a
+# burst may not take more than 30 days to refill.
+MAX_LIMIT = 2**31 - 1
+MAX_REFILL_SECONDS = 30 * 86_400
 
 
 class RuleIn(BaseModel):
@@ -37,9 +42,9 @@ class RuleIn(BaseModel):
         None, max_length=128, description="workspace slug (scope workspace) or API key id (scope api_key)"
     )
     unit: Unit
-    limit: int = Field(ge=1, le=10**12, description="requests or tokens per period, or requests in flight")
+    limit: int = Field(ge=1, le=MAX_LIMIT, description="requests or tokens per period, or requests in flight")
     burst: int | None = Field(
-        None, ge=1, le=10**12, description="rates only: how many may come at once; null: the limit"
+        None, ge=1, le=MAX_LIMIT, description="rates only: how many may come at once; null: the limit"
     )
     enabled: bool = True
     description: str = Field("", max_length=500)
@@ -124,7 +129,14 @@ def _validate(session: Session, body: RuleIn) -> None:
     ):
         raise Invalid.field("model", f"no MaaS model {body.model!r}")
     if body.unit == "concurrency" and body.burst is not None:
-        raise Invalid.field("burst", "only for rates (rps, rpm, tpm), not concurrency")
+        raise Invalid.field("burst", "only for rates (rps, rpm, tpm, tpd), not concurrency")
+    period = PERIOD_SECONDS.get(body.unit)
+    if (
+        body.burst is not None
+        and period is not None
+        and body.burst * period > MAX_REFILL_SECONDS * body.limit
+    ):
+        raise Invalid.field("burst", "too large for the rate: the bucket would take over 30 days to refill")
 
 
 def _duplicate(body: RuleIn) -> Conflict:

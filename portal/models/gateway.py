@@ -87,7 +87,7 @@ class RateLimitRule(Base):
     | workspace | workspace slug    | the workspace's traffic to X    | the workspace's traffic, all models|
     | api_key   | key public id     | the key's traffic to X          | the key's traffic, all models      |
 
-    `rps`/`rpm`/`tpm` are rates (GCRA: `limit` per period, bursts up to `burst`, default `limit`);
+    `rps`/`rpm`/`tpm`/`tpd` are rates (GCRA: `limit` per period, bursts up to `burst`, default `limit`);
     `concurrency` caps requests in flight. Tokens count prompt + completion tokens.
     """
 
@@ -97,7 +97,7 @@ class RateLimitRule(Base):
     scope: Mapped[str] = mapped_column(String(16))  # global | model | workspace | api_key
     model: Mapped[str | None] = mapped_column(String(128), default=None)  # MaaS public id; None: all
     subject: Mapped[str | None] = mapped_column(String(128), default=None)  # workspace slug / key id
-    unit: Mapped[str] = mapped_column(String(16))  # rps | rpm | tpm | concurrency
+    unit: Mapped[str] = mapped_column(String(16))  # rps | rpm | tpm | tpd | concurrency
     limit: Mapped[int] = mapped_column(BigInteger)
     burst: Mapped[int | None] = mapped_column(BigInteger, default=None)  # None: same as limit
     enabled: Mapped[bool] = mapped_column(default=True)
@@ -131,7 +131,7 @@ class RateLimitRule(Base):
         return ":".join(parts)
 
 
-PERIOD_SECONDS = {"rps": 1, "rpm": 60, "tpm": 60}
+PERIOD_SECONDS = {"rps": 1, "rpm": 60, "tpm": 60, "tpd": 86_400}
 
 
 def applicable(

@@ -33,6 +33,7 @@ def test_rules_of_every_scope(client: TestClient, world: dict[str, str]) -> None
     bodies = [
         {"scope": "global", "unit": "rps", "limit": 1000, "burst": 2000},
         {"scope": "model", "unit": "tpm", "limit": 1_000_000},
+        {"scope": "model", "unit": "tpd", "limit": 50_000_000, "burst": 60_000_000},
         {"scope": "model", "model": world["model"], "unit": "concurrency", "limit": 64},
         {"scope": "workspace", "subject": world["workspace"], "unit": "rpm", "limit": 600},
         {
@@ -49,12 +50,13 @@ def test_rules_of_every_scope(client: TestClient, world: dict[str, str]) -> None
         assert created.status_code == 201, created.text
         made.append(created.json())
     assert made[0]["period_seconds"] == 1 and made[0]["burst"] == 2000 and made[0]["workspace"] is None
-    assert made[1]["period_seconds"] == 60 and made[2]["period_seconds"] is None
-    assert made[3]["workspace"] == "team-a" and made[4]["workspace"] == "team-a"
+    assert made[1]["period_seconds"] == 60 and made[2]["period_seconds"] == 86_400
+    assert made[3]["period_seconds"] is None
+    assert made[4]["workspace"] == "team-a" and made[5]["workspace"] == "team-a"
     listed = client.get("/api/rate-limits", params={"scope": "model"}).json()
-    assert [r["id"] for r in listed["items"]] == [made[1]["id"], made[2]["id"]]
+    assert [r["id"] for r in listed["items"]] == [made[1]["id"], made[2]["id"], made[3]["id"]]
     by_subject = client.get("/api/rate-limits", params={"subject": world["key"]}).json()["items"]
-    assert [r["id"] for r in by_subject] == [made[4]["id"]]
+    assert [r["id"] for r in by_subject] == [made[5]["id"]]
     assert client.get(f"/api/rate-limits/{made[0]['id']}").json() == made[0]
     assert client.get("/api/rate-limits/999999").status_code == 404
 
@@ -75,6 +77,8 @@ def test_rules_of_every_scope(client: TestClient, world: dict[str, str]) -> None
         ({"scope": "tenant"}, "scope", "global"),
         ({"scope": "global", "unit": "concurrency", "burst": 5}, "burst", "only for rates"),
         ({"scope": "global", "burst": 0}, "burst", "greater than or equal to 1"),
+        ({"scope": "global", "limit": 2**31}, "limit", "less than or equal to 2147483647"),
+        ({"scope": "global", "limit": 1, "burst": 43_201}, "burst", "over 30 days to refill"),
     ],
 )
 def test_invalid_rules_name_the_field(
