@@ -98,7 +98,25 @@ class Faults:
         unknown = set(overrides) - known
         if unknown:
             raise _BadRequest(f"unknown simulator option(s): {', '.join(sorted(unknown))}", "simulator")
+        for name, value in overrides.items():
+            if not _FAULT_CHECKS[name](value):
+                raise _BadRequest(f"simulator.{name}: invalid value {value!r}", f"simulator.{name}")
         return replace(self, **overrides)
+
+
+def _count_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+_FAULT_CHECKS: dict[str, Any] = {
+    "status": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 400 <= v <= 599),
+    "retry_after": lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v >= 0),
+    "fail_after_chunks": _count_or_none,
+    "fail_mode": lambda v: v in ("error_event", "disconnect"),
+    "usage": lambda v: v in ("separate", "last_chunk", "none"),
+    "cached_tokens": lambda v: v is not None and _count_or_none(v),
+    "reasoning_tokens": lambda v: v is not None and _count_or_none(v),
+}
 
 
 @dataclass

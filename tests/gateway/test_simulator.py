@@ -205,8 +205,8 @@ def test_time_to_first_token_and_decode_rate(client: openai.OpenAI) -> None:
 
 
 def test_hundreds_of_concurrent_streams(sim: Simulator, base_url: str) -> None:
-    """300 streams of 0.52 s each overlap: all are open at once, and the lot takes a fraction of the
-    156 s they would take one after another (the bound is loose: CI machines are shared)."""
+    """256 streams of 0.52 s each overlap: all are open at once, and the lot takes a fraction of the
+    133 s they would take one after another (the bound is loose: CI machines are shared)."""
 
     async def run() -> list[int]:
         limits = httpx.Limits(max_connections=400)
@@ -218,13 +218,13 @@ def test_hundreds_of_concurrent_streams(sim: Simulator, base_url: str) -> None:
                     raw = await response.aread()
                 return raw.count(b'"content":" ')
 
-            return await asyncio.gather(*(one(i) for i in range(300)))
+            return await asyncio.gather(*(one(i) for i in range(256)))
 
     start = time.perf_counter()
     counts = asyncio.run(run())
     elapsed = time.perf_counter() - start
-    assert counts == [2] * 300
-    assert sim.stats.max_active_streams >= 250
+    assert counts == [2] * 256
+    assert sim.stats.max_active_streams >= 220
     assert elapsed < 40, elapsed
 
 
@@ -316,6 +316,8 @@ def test_client_disconnect_is_noticed(sim: Simulator, base_url: str) -> None:
         ({"model": "fast", "messages": HELLO, "max_tokens": 0}, 400, "max_tokens"),
         ({"model": "fast", "messages": HELLO, "n": 2}, 400, "n"),
         ({"model": "fast", "messages": HELLO, "simulator": {"bogus": 1}}, 400, "simulator"),
+        ({"model": "fast", "messages": HELLO, "simulator": {"status": "x"}}, 400, "simulator.status"),
+        ({"model": "fast", "messages": HELLO, "simulator": {"usage": "all"}}, 400, "simulator.usage"),
     ],
 )
 def test_bad_requests_get_openai_errors(base_url: str, body: dict[str, Any], status: int, param: str) -> None:
