@@ -17,13 +17,14 @@ from portal.security import Hasher, load_or_create_pepper
 from portal.services import Services
 from portal.settings import Settings
 from portal.stacks.repository import StackRepository
+from portal.stacks.worker import worker_starter
 
 log = logging.getLogger("modelfleet.portal")
 
 # Parts that start with the app and stop with it (the stack worker, later the gateway): each gets
 # the services and returns a stop function.
 Starter = Callable[[Services], Callable[[], None] | None]
-STARTERS: list[Starter] = []
+STARTERS: list[Starter] = [worker_starter]  # each checks its own settings
 
 
 def build_services(settings: Settings) -> Services:

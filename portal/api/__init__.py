@@ -8,11 +8,13 @@ from portal.api import (
     deploy_templates,
     health,
     identity,
+    jobs,
     limits,
     maas,
     plaza,
     previews,
     regions,
+    servings,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -26,4 +28,6 @@ ROUTERS: list[APIRouter] = [
     audit.router,
     previews.router,
     regions.router,
+    servings.router,
+    jobs.router,
 ]

@@ -103,6 +103,16 @@ class StackRepository:
     def head(self) -> str:
         return self.git("rev-parse", "HEAD")
 
+    def pull(self) -> bool:
+        """Fast-forward from `origin` when the repository has one: how pull requests merged
+        elsewhere reach the copy the portal reads. False when there is no remote."""
+        with self.lock:
+            if "origin" not in self.git("remote").split():
+                return False
+            branch = self.git("rev-parse", "--abbrev-ref", "HEAD")
+            self.git("pull", "--ff-only", "--quiet", "origin", branch)
+            return True
+
     @property
     def stacks_dir(self) -> Path:
         return self.root / self.subdir

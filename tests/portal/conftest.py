@@ -20,7 +20,9 @@ from portal.app import build_services, create_app
 from portal.security import USER_TOKEN_PREFIX, issue
 from portal.services import Services
 from portal.settings import Settings
+from portal.stacks.repository import StackRepository
 
+PROJECT_STACKS = Path(__file__).resolve().parents[2] / "stacks"
 PG_ADMIN_URL = os.environ.get("MODELFLEET_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -62,8 +64,7 @@ def admin_token() -> str:
     return issue(USER_TOKEN_PREFIX).value
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path, admin_token: str) -> Settings:
+def _test_settings(database_url: str, tmp_path: Path, admin_token: str) -> Settings:
     return Settings(
         data_dir=tmp_path / "var",
         database_url=database_url,
@@ -71,6 +72,21 @@ def settings(database_url: str, tmp_path: Path, admin_token: str) -> Settings:
         pepper="test-pepper",  # type: ignore[arg-type]
         worker_enabled=False,
     )
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, admin_token: str) -> Settings:
+    return _test_settings(database_url, tmp_path, admin_token)
+
+
+@pytest.fixture
+def demo_repo_settings(database_url: str, tmp_path: Path, admin_token: str) -> Settings:
+    """Like `settings`, with a stacks repository of the test's own seeded from the project's stacks/.
+    Use it by overriding `settings` in a test module: `def settings(demo_repo_settings): return …`."""
+    base = _test_settings(database_url, tmp_path, admin_token)
+    repo = tmp_path / "stacks-repo"
+    StackRepository(repo, base.stacks_subdir, base.git_author).ensure(seed=PROJECT_STACKS)
+    return base.model_copy(update={"stacks_repo": repo})
 
 
 @pytest.fixture
