@@ -1,0 +1,168 @@
+"""The Redis scripts: acquire (all buckets or none), settle (reconcile/release, once), renew.
+
+Time is Redis `TIME` (µs), never a client clock, so replicas with skewed clocks agree. A rate bucket is
+one string `"W r d"`: its theoretical arrival time is W + r/d µs (W whole µs, 0 <= r < d, T = a + b/d µs
+per cell). Every number stays an integer below 2**53, so Lua's doubles compute it exactly: the Python
+side bounds limits (< 2**31), token charges (<= 4e6) and debt (`cap`). A lease set is a ZSET of
+reservation ids scored by expiry; expired leases are dropped before counting, so a dead replica's
+leases free themselves.
+
+Each script starts with `PRELUDE` (the clock). Tests swap that one line for a virtual clock read from
+the last ARGV; production never registers that variant, so no production call can set the time.
+"""
+
+from __future__ import annotations
+
+PRELUDE = """\
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local SLACK_MS = 1
+"""
+
+# (w, r) <- max(TAT, now), converting a TAT stored under another rate (d) up to the next whole µs.
+_READ = """\
+local function tat(key, d)
+  local s = redis.call('GET', key)
+  if s then
+    local sw, sr, sd = string.match(s, '^(%d+) (%d+) (%d+)$')
+    sw, sr = tonumber(sw), tonumber(sr)
+    if sr > 0 and tonumber(sd) ~= d then sw, sr = sw + 1, 0 end
+    if sw > now or (sw == now and sr > 0) then return sw, sr end
+  end
+  return now, 0
+end
+local function store(key, w, r, d)
+  if w > now or (w == now and r > 0) then
+    local ttl = math.floor((w - now) / 1000) + SLACK_MS
+    redis.call('SET', key, string.format('%.0f %.0f %d', w, r, d), 'PX', ttl)
+  else
+    redis.call('DEL', key)
+  end
+end
+"""
+
+# KEYS: rate buckets (nr), lease sets (nc), [pending reservation marker]
+# ARGV: nr, nc, rid, lease µs, pending ms, probe, then per rate: cost, a, b, d, tw, tr (tolerance
+# burst*T = tw + tr/d µs), then per lease set: limit.
+# Returns {admitted, per rate: whole µs and remainder of max(TAT, now) - now, per lease set: leases
+# held and µs until the earliest expires (when full)} -- the state before this request.
+ACQUIRE_BODY = """\
+local nr, nc = tonumber(ARGV[1]), tonumber(ARGV[2])
+local lease_us, pending_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
+local ok = ARGV[6] ~= '1'
+local out = {0}
+local nw, nrem, nd = {}, {}, {}
+for i = 1, nr do
+  local j = 6 + (i - 1) * 6
+  local c, a = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+  local b, d = tonumber(ARGV[j + 3]), tonumber(ARGV[j + 4])
+  local w, r = tat(KEYS[i], d)
+  out[#out + 1] = w - now
+  out[#out + 1] = r
+  local x = r + c * b
+  local rem = math.fmod(x, d)
+  w = w + c * a + (x - rem) / d
+  local dw, tw = w - now, tonumber(ARGV[j + 5])
+  if dw > tw or (dw == tw and rem > tonumber(ARGV[j + 6])) then ok = false end
+  nw[i], nrem[i], nd[i] = w, rem, d
+end
+local nowtext = string.format('%.0f', now)
+for i = 1, nc do
+  local key = KEYS[nr + i]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', nowtext)
+  local held = redis.call('ZCARD', key)
+  local first = 0
+  if held >= tonumber(ARGV[6 + nr * 6 + i]) then
+    ok = false
+    first = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]) - now
+  end
+  out[#out + 1] = held
+  out[#out + 1] = first
+end
+if ok then
+  for i = 1, nr do
+    if nw[i] > now or nrem[i] > 0 then store(KEYS[i], nw[i], nrem[i], nd[i]) end  -- never below now
+  end
+  local expiry = string.format('%.0f', now + lease_us)
+  for i = 1, nc do
+    redis.call('ZADD', KEYS[nr + i], expiry, ARGV[3])
+    redis.call('PEXPIRE', KEYS[nr + i], math.floor(lease_us / 1000) + SLACK_MS)
+  end
+  if KEYS[nr + nc + 1] then redis.call('SET', KEYS[nr + nc + 1], '1', 'PX', pending_ms) end
+  out[1] = 1
+end
+return out
+"""
+
+# KEYS: token rate buckets (nt), lease sets (nc), [pending reservation marker]
+# ARGV: nt, nc, rid, delta (actual - reserved tokens), then per token bucket: a, b, d, cap µs.
+# The marker is deleted by the first settlement only, so tokens are reconciled once; ZREM is
+# idempotent by itself. Returns the number of things freed (0: already settled).
+SETTLE_BODY = """\
+local nt, nc = tonumber(ARGV[1]), tonumber(ARGV[2])
+local delta = tonumber(ARGV[4])
+local freed = 0
+for i = 1, nc do freed = freed + redis.call('ZREM', KEYS[nt + i], ARGV[3]) end
+local marker = KEYS[nt + nc + 1]
+if marker and redis.call('DEL', marker) == 1 then
+  freed = freed + 1
+  for i = 1, nt do
+    if delta == 0 then break end
+    local j = 4 + (i - 1) * 4
+    local a, b = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+    local d, cap = tonumber(ARGV[j + 3]), tonumber(ARGV[j + 4])
+    local w, r = tat(KEYS[i], d)
+    if delta > 0 then
+      if delta * a > cap then
+        w, r = now + cap, 0
+      else
+        local x = r + delta * b
+        r = math.fmod(x, d)
+        w = w + delta * a + (x - r) / d
+        if w - now > cap or (w - now == cap and r > 0) then w, r = now + cap, 0 end
+      end
+    else
+      local x = r + delta * b
+      local rem = math.fmod(x, d)
+      if rem < 0 then rem = rem + d end
+      w = w + delta * a + (x - rem) / d
+      r = rem
+    end
+    store(KEYS[i], w, r, d)
+  end
+end
+return freed
+"""
+
+# KEYS: lease sets (nc), [pending marker]; ARGV: nc, rid, lease µs, pending ms.
+# Extends live leases only: a lease that already expired may have been given to someone else.
+RENEW_BODY = """\
+local nc = tonumber(ARGV[1])
+local lease_us = tonumber(ARGV[3])
+local renewed = 1
+for i = 1, nc do
+  local score = redis.call('ZSCORE', KEYS[i], ARGV[2])
+  if score and tonumber(score) > now then
+    redis.call('ZADD', KEYS[i], string.format('%.0f', now + lease_us), ARGV[2])
+    redis.call('PEXPIRE', KEYS[i], math.floor(lease_us / 1000) + SLACK_MS)
+  else
+    redis.call('ZREM', KEYS[i], ARGV[2])
+    renewed = 0
+  end
+end
+local marker = KEYS[nc + 1]
+if marker and redis.call('PEXPIRE', marker, tonumber(ARGV[4])) == 0 then renewed = 0 end
+return renewed
+"""
+
+
+def build(prelude: str) -> tuple[str, str, str]:
+    """(acquire, settle, renew) sources around a clock prelude."""
+    return (
+        prelude + _READ + ACQUIRE_BODY,
+        prelude + _READ + SETTLE_BODY,
+        prelude + RENEW_BODY,
+    )
+
+
+ACQUIRE, SETTLE, RENEW = build(PRELUDE)
