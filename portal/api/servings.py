@@ -561,7 +561,7 @@ def create_serving(
     with session.begin():
         workspace = workspace_for(session, principal, ws)
         replay = _replay(session, workspace, idempotency_key, fingerprint)
-        taken = body.name in _committed(snapshot) or any(
+        taken = any(s.name == body.name for s in snapshot.fleet.servings) or any(
             r.action == "create" for r in _pending(session, stack_name, body.name)
         )
     if replay is not None:

@@ -15,11 +15,12 @@ import os
 import socket
 import threading
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -59,9 +60,31 @@ def _mark_running(job: StackJob, worker: str) -> None:
     job.status, job.worker, job.started_at, job.heartbeat_at = JobStatus.running, worker, now, now
 
 
-def claim(services: Services, worker: str) -> int | None:
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """When a stack's queued requests are worth a job: once none has arrived for `quiet` seconds, or
+    the oldest has waited `longest` seconds. A burst of requests then becomes one stack update
+    instead of one per poll; a lone request waits `quiet` seconds more."""
+
+    quiet: float = 0.0
+    longest: float = 0.0
+
+    def ready(self, now: datetime, oldest: datetime, newest: datetime) -> bool:
+        return (now - newest).total_seconds() >= self.quiet or (now - oldest).total_seconds() >= self.longest
+
+
+NOW = Settle()  # tests and one-shot runs: claim whatever is queued
+BURSTS = Settle(quiet=0.3, longest=2.0)  # the worker thread
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # SQLite returns naive UTC
+
+
+def claim(services: Services, worker: str, settle: Settle = NOW) -> int | None:
     """Start one job, if any stack has work and no running job: a recovered job first (it keeps its
-    own requests), else a new job taking every request queued for the stack."""
+    own requests), else a new job taking every request queued for the stack (once `settle` says the
+    burst is over)."""
     with transaction(services.sessions) as session:
         busy = set(session.scalars(select(StackJob.stack).where(StackJob.status == JobStatus.running)))
         recovered = session.scalars(
@@ -92,12 +115,14 @@ def claim(services: Services, worker: str) -> int | None:
                     JobEvent(job_id=job_id, kind="status", message="running", data={"status": "running"})
                 )
                 return job_id
-        stacks = session.scalars(
-            select(StackRequest.stack)
+        waiting = session.execute(
+            select(StackRequest.stack, func.min(StackRequest.created_at), func.max(StackRequest.created_at))
             .where(StackRequest.status == RequestStatus.queued, StackRequest.job_id.is_(None))
-            .distinct()
+            .group_by(StackRequest.stack)
         ).all()
-        for stack in sorted(set(stacks) - busy):
+        now = utcnow()
+        ready = [stack for stack, oldest, newest in waiting if settle.ready(now, _utc(oldest), _utc(newest))]
+        for stack in sorted(set(ready) - busy):
             job = StackJob(stack=stack, backend=services.settings.stack_backend, attempts=1, result={})
             _mark_running(job, worker)
             try:

@@ -19,11 +19,11 @@ log = logging.getLogger("modelfleet.portal.worker")
 HOUSEKEEPING_SECONDS = 60.0  # stale-job recovery and pull-request polling
 
 
-def run_once(services: Services, worker: str | None = None) -> int:
+def run_once(services: Services, worker: str | None = None, settle: jobs.Settle = jobs.NOW) -> int:
     """Claim and run jobs until no stack has work left; the number of jobs run."""
     worker = worker or jobs.new_worker_id()
     done = 0
-    while (job_id := jobs.claim(services, worker)) is not None:
+    while (job_id := jobs.claim(services, worker, settle)) is not None:
         jobs.execute(services, job_id, worker)
         done += 1
     return done
@@ -56,7 +56,7 @@ def start_worker(
         next_housekeeping = time.monotonic() + housekeeping_seconds
         while not stop.is_set():
             try:
-                run_once(services, worker)
+                run_once(services, worker, jobs.BURSTS)
                 if time.monotonic() >= next_housekeeping:
                     next_housekeeping = time.monotonic() + housekeeping_seconds
                     housekeeping(services)
