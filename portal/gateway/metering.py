@@ -245,7 +245,7 @@ class StreamMeter:
         self.events += 1
         if self.first_token_at is not None and _plain_content(data):
             # The bulk of a stream: a content chunk with nothing else to learn. Take its text with a
-            # regular expression instead of decoding the whole chunk (3x cheaper per event).
+            # regular expression instead of decoding the whole chunk (about half the cost per event).
             for match in _TEXT_FIELDS.finditer(data):
                 text = _unescape(match.group(2))
                 (self._reasoning if match.group(1).startswith(b"reasoning") else self._text).append(text)

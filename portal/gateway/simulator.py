@@ -196,8 +196,8 @@ class Simulator:
             body, model, profile, faults = await self._admit(request, "embeddings")
             inputs = _inputs(body.get("input"))
             dims = body.get("dimensions", profile.embedding_dimensions)
-            if not isinstance(dims, int) or dims < 1:
-                raise _BadRequest("dimensions must be a positive integer", "dimensions")
+            if not isinstance(dims, int) or isinstance(dims, bool) or not 1 <= dims <= 65536:
+                raise _BadRequest("dimensions must be an integer in [1, 65536]", "dimensions")
             encoding = body.get("encoding_format", "float")
             if encoding not in ("float", "base64"):
                 raise _BadRequest("encoding_format must be 'float' or 'base64'", "encoding_format")
@@ -230,7 +230,8 @@ class Simulator:
             return err.response()
         if not body.get("stream"):
             return await self._complete(plan, profile)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
         return _EventStream(self._stream(plan, profile, include_usage), self)
 
     async def _admit(

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from portal.gateway.simulator import Faults, ModelProfile, Simulator, serve_in_thread
 from portal.gateway.tokens import estimate_tokens
@@ -316,6 +318,7 @@ def test_client_disconnect_is_noticed(sim: Simulator, base_url: str) -> None:
         ({"model": "fast", "messages": HELLO, "max_tokens": 0}, 400, "max_tokens"),
         ({"model": "fast", "messages": HELLO, "n": 2}, 400, "n"),
         ({"model": "fast", "messages": HELLO, "simulator": {"bogus": 1}}, 400, "simulator"),
+        ({"model": "fast", "messages": HELLO, "simulator": "fail"}, 400, "simulator"),
         ({"model": "fast", "messages": HELLO, "simulator": {"status": "x"}}, 400, "simulator.status"),
         ({"model": "fast", "messages": HELLO, "simulator": {"usage": "all"}}, 400, "simulator.usage"),
     ],
@@ -325,6 +328,11 @@ def test_bad_requests_get_openai_errors(base_url: str, body: dict[str, Any], sta
     assert response.status_code == status
     assert response.json()["error"]["param"] == param
     assert httpx.post(f"{base_url}/v1/chat/completions", content=b"{").status_code == 400
+    assert httpx.post(f"{base_url}/v1/chat/completions", content=b"[]").status_code == 400
+    odd_options = {"model": "fast", "messages": HELLO, "stream": True, "stream_options": "yes"}
+    assert httpx.post(f"{base_url}/v1/chat/completions", json=odd_options).status_code == 200
+    too_wide = {"model": "fast", "input": "x", "dimensions": 10**9}
+    assert httpx.post(f"{base_url}/v1/embeddings", json=too_wide).json()["error"]["param"] == "dimensions"
 
 
 def test_command_line_serves_on_the_given_port() -> None:
@@ -347,3 +355,34 @@ def test_command_line_serves_on_the_given_port() -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+FIELDS = ["model", "messages", "prompt", "input", "max_tokens", "stream", "stream_options", "n", "dimensions"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    endpoint=st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]),
+    body=st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=6),
+    real_model=st.booleans(),
+)
+def test_no_input_makes_the_simulator_fail_with_a_500(
+    endpoint: str, body: dict[str, Any], real_model: bool
+) -> None:
+    if real_model:
+        body["model"] = "fast"
+
+    async def post() -> int:
+        transport = httpx.ASGITransport(app=FUZZ_SIM.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
+            return (await http.post(endpoint, json=body)).status_code
+
+    assert asyncio.run(post()) in (200, 400, 404)
+
+
+FUZZ_SIM = Simulator({"fast": ModelProfile(completion_tokens=3)})
