@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -189,10 +190,6 @@ def _stack_name(services: Services, given: str | None) -> str:
     return resolve_stack(services.repository, given)
 
 
-def _committed(snapshot: StackSnapshot) -> dict[str, dict[str, Any]]:
-    return {s.name: s.model_dump(mode="json", exclude_none=True) for s in snapshot.fleet.servings}
-
-
 def _pending(session: Session, stack: str, name: str | None = None) -> list[StackRequest]:
     query = select(StackRequest).where(StackRequest.stack == stack, StackRequest.status.in_(PENDING))
     if name is not None:
@@ -224,20 +221,27 @@ def _fold(
     return state
 
 
-def _states(session: Session, snapshot: StackSnapshot, name: str | None = None) -> dict[str, ServingState]:
-    committed = _committed(snapshot)
-    pending = _pending(session, snapshot.stack, name)
+def _states(
+    session: Session, snapshot: StackSnapshot, *, name: str | None = None, workspace: Workspace | None = None
+) -> dict[str, ServingState]:
+    """Each serving (or just `name`; or those of `workspace`) folded with its pending requests."""
+    committed = {
+        s.name: s.model_dump(mode="json", exclude_none=True)
+        for s in snapshot.fleet.servings
+        if (name is None or s.name == name) and (workspace is None or s.workspace == workspace.slug)
+    }
+    pending: dict[str, list[StackRequest]] = defaultdict(list)
+    for request in _pending(session, snapshot.stack, name):
+        pending[request.serving].append(request)
     records = session.scalars(
         select(ServingRecord).where(
             ServingRecord.stack == snapshot.stack, *([ServingRecord.name == name] if name else [])
         )
     )
     stopped = {r.name: r.stopped_replicas for r in records}
-    names = {name} if name else set(committed) | {r.serving for r in pending}
     return {
-        n: _fold(n, committed.get(n), stopped.get(n), [r for r in pending if r.serving == n])
-        for n in names
-        if n in committed or any(r.serving == n for r in pending)
+        n: _fold(n, committed.get(n), stopped.get(n), pending.get(n, []))
+        for n in set(committed) | set(pending)
     }
 
 
@@ -486,7 +490,7 @@ def _target(
     with session.begin():
         workspace = workspace_for(session, principal, ws)
         replay = _replay(session, workspace, key, fingerprint)
-        state = _states(session, snapshot, name).get(name)
+        state = _states(session, snapshot, name=name).get(name)
     if replay is not None:
         return Target(workspace, snapshot, state or ServingState(name, None, None), replay)
     if state is None or not state.belongs_to(workspace):
@@ -513,7 +517,9 @@ def list_servings(
     snapshot = services.repository.snapshot(stack_name)
     with session.begin():
         workspace = workspace_for(session, principal, ws)
-        states = [s for s in _states(session, snapshot).values() if s.belongs_to(workspace)]
+        states = [
+            s for s in _states(session, snapshot, workspace=workspace).values() if s.belongs_to(workspace)
+        ]
         states.sort(key=lambda s: s.name)
         window = states[paging.offset : paging.offset + paging.page_size]
         items = [_serving_out(session, stack_name, s, workspace, detail=False) for s in window]
@@ -535,7 +541,7 @@ def get_serving(
     snapshot = services.repository.snapshot(stack_name)
     with session.begin():
         workspace = workspace_for(session, principal, ws)
-        state = _states(session, snapshot, name).get(name)
+        state = _states(session, snapshot, name=name).get(name)
         latest = _latest(session, stack_name, name, workspace)
         if state is None or not state.belongs_to(workspace):
             if latest is None:  # never here, or not theirs: the same answer either way

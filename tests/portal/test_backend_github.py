@@ -20,6 +20,7 @@ from werkzeug import Request, Response
 from portal.models import AuditEvent, ServingRecord
 from portal.services import Services
 from portal.settings import Settings
+from portal.stacks import jobs
 from portal.stacks.repository import serving_yaml
 from portal.stacks.worker import run_once
 from tests.portal.stackops_support import commits, deploy, git, workspaces
@@ -202,6 +203,27 @@ def test_sync_records_a_merge_as_applied(
             for a in session.scalars(select(AuditEvent).where(AuditEvent.action == "ApplyStackUpdate"))
         ]
     assert results[-1] == ("success", "pull request #42 merged")
+
+
+def test_a_job_run_again_after_a_crash_reuses_the_pull_request_it_opened(
+    client: TestClient, services: Services, httpserver: HTTPServer
+) -> None:
+    workspaces(client, "team-a")
+    request = client.post("/api/workspaces/team-a/servings", json=deploy("chat")).json()
+    assert jobs.claim(services, "dead-worker") == 1  # ...which opened #42 and died before recording it
+    assert jobs.recover(services, stale_after=None) == [1]
+    httpserver.expect_ordered_request(
+        f"{REPO}/pulls",
+        "GET",
+        headers=HEADERS,
+        query_string={"head": "acme:modelfleet/job-1", "state": "all"},
+    ).respond_with_json([{"number": 42, "html_url": "https://github.example/acme/fleet/pull/42"}])
+    assert run_once(services) == 1
+    httpserver.check_assertions()
+    assert not httpserver.ordered_handlers  # no second branch, commit or pull request
+    job = client.get("/api/jobs/1").json()
+    assert (job["status"], job["attempts"], job["result"]["pull_request"]["number"]) == ("succeeded", 2, 42)
+    assert client.get(request["links"]["request"]).json()["status"] == "proposed"
 
 
 def test_webhook_checks_the_signature_and_records_a_close_as_rejected(

@@ -178,3 +178,13 @@ def test_the_worker_thread_started_with_the_app_applies_requests(settings: Setti
             assert committed_file(live, "demo", "chat") is not None
     finally:
         live.engine.dispose()
+
+
+def test_a_burst_settles_before_its_job_starts() -> None:
+    settle = jobs.Settle(quiet=0.3, longest=2.0)
+    now = utcnow()
+    ago = lambda seconds: now - timedelta(seconds=seconds)  # noqa: E731
+    assert not settle.ready(now, oldest=ago(1.0), newest=ago(0.1))  # requests still arriving
+    assert settle.ready(now, oldest=ago(1.0), newest=ago(0.5))  # quiet for long enough
+    assert settle.ready(now, oldest=ago(2.5), newest=ago(0.0))  # a steady stream still gets a job
+    assert jobs.NOW.ready(now, oldest=now, newest=now)
