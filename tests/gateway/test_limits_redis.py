@@ -13,6 +13,7 @@ import asyncio
 import socket
 import time
 import uuid
+from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,8 +25,10 @@ from portal.gateway.limits import (
     Demand,
     FailurePolicy,
     LimiterUnavailable,
+    LocalLimiter,
     OnFailure,
     RedisLimiter,
+    Reservation,
     Rule,
     Scope,
     Unit,
@@ -39,6 +42,8 @@ from tests.gateway.test_limits_helpers import (
     Step,
     VirtualClockRedisLimiter,
     delete_prefix,
+    demand_of,
+    normalised,
     prefix,
     redis_keys,
     redis_url,
@@ -282,3 +287,65 @@ def test_local_fallback_enforces_each_replicas_share() -> None:
             await limiter.aclose()
 
     asyncio.run(run())
+
+
+def test_redis_and_local_agree_when_rules_change_midway(redis_url: str) -> None:
+    """A rule edit keeps each bucket's state (a stored TAT is read under the new rate, rounded up to the
+    µs); both limiters must do it identically, including for reservations made under the old rules."""
+    loop = asyncio.new_event_loop()
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(
+            before=rules(),
+            factors=st.lists(st.sampled_from([(1, 3), (2, 3), (3, 2), (7, 1)]), min_size=6, max_size=6),
+            steps=st.lists(STEP, min_size=2, max_size=30),
+            switch=st.integers(1, 8),
+        )
+        def check(before: list[Rule], factors: list[tuple[int, int]], steps: list[Step], switch: int) -> None:
+            # The same buckets at other rates (so stored TATs must be converted), plus a rule set swap.
+            after = [
+                replace(rule, limit=min(2**31 - 1, max(1, rule.limit * k // j)), burst=None)
+                for rule, (k, j) in zip(before, factors, strict=False)
+            ]
+            name = f"test:limits:{uuid.uuid4().hex[:12]}"
+            now = [BASE_US]
+            options = {"lease_ttl_s": 30.0, "pending_ttl_s": 864_000.0}
+            shared = VirtualClockRedisLimiter(client, before, lambda: now[0], prefix=name, **options)
+            local = LocalLimiter(before, clock=lambda: now[0], **options)
+            held: list[tuple[Reservation, Reservation]] = []
+
+            async def run() -> None:
+                for number, step in enumerate(steps):
+                    if number == switch:
+                        shared.update_rules(after)
+                        local.update_rules(after)
+                    now[0] += step.advance_us
+                    if step.action == "acquire":
+                        got, expected = (
+                            await shared.acquire(demand_of(step)),
+                            await local.acquire(demand_of(step)),
+                        )
+                        assert normalised(got) == normalised(expected), f"step {number}: {step}"
+                        if got.reservation and expected.reservation:
+                            held.append((got.reservation, expected.reservation))
+                    elif held:
+                        mine, theirs = held[step.which % len(held)]
+                        actual = step.actual if step.action == "reconcile" else 0
+                        if step.action == "renew":
+                            assert await shared.renew(mine) == await local.renew(theirs), step
+                        else:
+                            assert await shared.reconcile(mine, actual) == await local.reconcile(
+                                theirs, actual
+                            )
+
+            try:
+                loop.run_until_complete(run())
+            finally:
+                delete_prefix(name)
+
+        check()
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.close()
