@@ -90,3 +90,47 @@ def test_three_processes_admit_together_exactly_what_the_reference_admits(redis_
     assert sum(admitted for _, _, admitted, _ in outcomes) == 45
     assert all(admitted <= 20 for _, _, admitted, _ in outcomes)  # no key passed its own limit either
     assert sum(leases for _, _, _, leases in outcomes) == 7
+
+
+def _holder(url: str, prefix: str, results: Any) -> None:
+    """A replica that takes every lease and then hangs until it is killed."""
+
+    async def run() -> None:
+        limiter = RedisLimiter.from_url(url, LEASED, prefix=prefix, lease_ttl_s=2.0)
+        decisions = [await limiter.acquire(Demand("m", "w", "k")) for _ in range(3)]
+        results.put(sum(d.admitted for d in decisions))
+        await asyncio.sleep(3600)
+
+    asyncio.run(run())
+
+
+LEASED = [Rule(Scope.API_KEY, Unit.CONCURRENCY, 3, subject="k")]
+
+
+def test_leases_of_a_killed_replica_expire(redis_url: str) -> None:
+    prefix = f"test:limits:{uuid.uuid4().hex[:12]}"
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    holder = context.Process(target=_holder, args=(redis_url, prefix, results))
+    holder.start()
+    try:
+        assert results.get(timeout=60) == 3
+        holder.kill()  # SIGKILL: no release, no cleanup
+        holder.join(timeout=30)
+
+        async def probe() -> tuple[bool, bool]:
+            limiter = RedisLimiter.from_url(redis_url, LEASED, prefix=prefix, lease_ttl_s=2.0)
+            try:
+                before = await limiter.acquire(Demand("m", "w", "k"))
+                await asyncio.sleep(2.05)
+                after = await limiter.acquire(Demand("m", "w", "k"))
+                return before.admitted, after.admitted
+            finally:
+                await limiter.aclose()
+
+        assert asyncio.run(probe()) == (False, True)
+    finally:
+        if holder.is_alive():
+            holder.kill()
+        results.close()
+        delete_prefix(prefix)
