@@ -20,6 +20,7 @@ changes). A committed stack that does not plan or render has nothing to reuse: t
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from fleet.manifests import endpoint, placement_objects
 from fleet.pipeline import RenderedPlacement, Rendering, render_fleet
 from fleet.planner import PlacementPlan, PoolUse, plan_placement
 from fleet.rules import pods
+from fleet.rules import resource as resource_rules
 from fleet.rules import stack as stack_rules
 from fleet.rules.base import Finding, level, per_workspace, section, settings
 from fleet.rules.preflight import (
@@ -108,7 +110,7 @@ class StackIndex:
     )  # pool -> (serving, "name RxD")
     keys: dict[str, frozenset[GroupKey]] = field(default_factory=dict)  # serving -> groups it is in
 
-    @property
+    @functools.cached_property
     def servings(self) -> dict[str, ModelServing]:
         return {s.name: s for s in self.fleet.servings}
 
@@ -200,8 +202,13 @@ def check_change(
     index: StackIndex,
     serving: Mapping[str, Any] | ModelServing,
     config: Mapping[str, Any] | None = None,
+    *,
+    rules: bool = True,
 ) -> Change:
-    """What `fleet.rules.preflight(index.fleet, serving, config)` reports, for the cost of `serving`."""
+    """What `fleet.rules.preflight(index.fleet, serving, config)` reports, for the cost of `serving`.
+
+    `rules=False` stops after rendering (a preview needs the objects, not the policies): findings
+    then hold only what stopped the spec, the plan or the rendering."""
     name = _serving_name(serving)
     if index.rendering is None:
         return Change(name, tuple(full_preflight(index.fleet, serving, config)), error=index.error)
@@ -230,9 +237,11 @@ def check_change(
     elif render_issues:
         where = [path, f"templates[{candidate.template}]"]
         findings = _issues(RenderError.kind, _relevant(render_issues, where))
-    else:
+    elif rules:
         findings = plan_findings(view, plans, [name])
-        findings += check_objects(_rule_objects(index, name, rendered, config), config, servings=[name])
+        findings += _rule_findings(index, name, rendered, config)
+    else:
+        findings = []
     return Change(name, tuple(findings), candidate, model, tuple(plans), pools, done, failed, view)
 
 
@@ -311,43 +320,56 @@ def _enabled(config: Mapping[str, Any] | None, rule: str) -> bool:
         return True  # a bad level fails the check itself, as it would in the full path
 
 
-def _rule_objects(
+def _rule_findings(
     index: StackIndex,
     name: str,
     rendered: list[RenderedPlacement],
     config: Mapping[str, Any] | None,
-) -> list[tuple[str, Obj]]:
-    """The candidate's objects, after those of every committed serving it shares a rule group with
-    (in the committed order, which a full rebuild keeps): what the rules need to judge it."""
+) -> list[Finding]:
+    """`check_objects` over the whole stack, `servings=[name]`, from a few objects: the resource
+    rules see the candidate's objects only (they judge one object at a time), and each stack rule
+    sees the candidate's objects after those of every committed serving it shares one of the rule's
+    groups with, in the committed order (which a full rebuild keeps).
+
+    The result is in `check_objects`' order: it sorts its findings stably, resource rules before
+    stack rules, so sorting the concatenation of the per-rule runs gives the same list."""
     mine = [(object_id(p.plan.region, obj), obj) for p in rendered for obj in p.objects]
+    stack_checks = set(stack_rules.CHECKS)
+    out = check_objects(mine, config, skip=OFFLINE_SKIP | stack_checks, servings=[name])
+    groups = {ident: _group_keys(ident, obj) for ident, obj in mine}
     limits = pods.mapping(settings("workspace-devices", section(config, "workspace-devices"))["maxDevices"])
-    wanted: set[GroupKey] = set()
-    everything = False
     for rule in stack_rules.CHECKS:
         if rule in OFFLINE_SKIP or not _enabled(config, rule):
             continue
         kinds = RULE_GROUPS.get(rule)
-        if kinds is None:
-            everything = True
-            continue
-        for ident, obj in mine:
-            for key in _group_keys(ident, obj):
-                if key[0] not in kinds:
-                    continue
-                if key[0] == "workspace" and per_workspace(limits, key[1]) is None:
-                    continue  # no limit: the rule has nothing to say about this workspace
-                wanted.add(key)
-    if everything:
-        positions = [i for s, held in index.positions.items() if s != name for i in held]
-    else:
-        involved: set[str] = set()
-        for key in wanted:
-            involved |= index.groups.get(key, frozenset())
-        # An autoscaler counts for the workload it targets, whichever serving it came with.
-        for serving in list(involved):
-            for key in index.keys.get(serving, frozenset()):
-                if key[0] == "target":
-                    involved |= index.groups[key]
-        involved.discard(name)
-        positions = [i for s in involved for i in index.positions.get(s, ())]
-    return [index.objects[i] for i in sorted(positions)] + mine
+        if kinds is None:  # a rule without declared groups sees everything
+            positions = [i for s, held in index.positions.items() if s != name for i in held]
+        else:
+            wanted = {
+                key
+                for keys in groups.values()
+                for key in keys
+                if key[0] in kinds
+                # a workspace without a device limit has nothing for the rule to say
+                and not (key[0] == "workspace" and per_workspace(limits, key[1]) is None)
+            }
+            positions = _positions(index, name, wanted)
+        subset = [index.objects[i] for i in sorted(positions)] + mine
+        others = set(resource_rules.CHECKS) | stack_checks - {rule}
+        out += check_objects(subset, config, skip=others, servings=[name])
+    return sorted(out, key=lambda f: (not f.blocking, f.rule, f.subject))
+
+
+def _positions(index: StackIndex, name: str, wanted: set[GroupKey]) -> list[int]:
+    """Positions of the objects of the committed servings (but `name`, which is replaced) in any of
+    the `wanted` groups."""
+    involved: set[str] = set()
+    for key in wanted:
+        involved |= index.groups.get(key, frozenset())
+    # An autoscaler counts for the workload it targets, whichever serving it came with.
+    for serving in list(involved):
+        for key in index.keys.get(serving, frozenset()):
+            if key[0] == "target":
+                involved |= index.groups[key]
+    involved.discard(name)
+    return [i for s in involved for i in index.positions.get(s, ())]

@@ -141,7 +141,7 @@ def preview_change(snapshot: StackSnapshot, name: str, desired: dict[str, Any] |
         return Preview(name, snapshot.stack, snapshot.commit, "delete", tuple(changes), unchanged)
     if desired.get("name") != name:
         raise Invalid.field("name", f"must be {name!r}, the serving being previewed")
-    change = check_change(index, desired, snapshot.policy_config)
+    change = check_change(index, desired, snapshot.policy_config, rules=False)
     if change.rendered is None:
         raise change.error or IssuesError([])
     changes, unchanged = diff_objects(deployed, change.rendered)
