@@ -149,15 +149,17 @@ class RedisLimiter:
         *,
         timeout_s: float = 0.25,
         max_connections: int = 64,
+        pool_timeout_s: float = 1.0,
         **options: Any,
     ) -> RedisLimiter:
-        """A limiter with its own bounded connection pool (requests queue for a connection instead of
-        opening one each), short timeouts and no client-side retries: a retried acquire could charge
-        twice, and a slow answer is worse than the failure policy."""
+        """A limiter with its own bounded connection pool (requests queue for a connection, up to
+        `pool_timeout_s`, instead of opening one each), short socket timeouts and no client-side
+        retries: a retried acquire could charge twice, and a slow answer is worse than the failure
+        policy."""
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout_s,
+            timeout=pool_timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
