@@ -85,11 +85,6 @@ def _group_keys(ident: str, obj: Obj) -> list[GroupKey]:
     return keys
 
 
-def _serving_of(obj: Obj) -> str | None:
-    value = pods.labels(obj).get(f"{pods.LABEL}/serving")
-    return str(value) if value is not None else None
-
-
 @dataclass(frozen=True)
 class StackIndex:
     """A committed stack's plan and rendering, indexed by serving, pool and rule group."""
@@ -97,18 +92,19 @@ class StackIndex:
     fleet: Fleet
     rendering: Rendering | None  # None when the committed stack does not plan or render
     error: IssuesError | None = None  # why, then
-    objects: tuple[tuple[str, Obj], ...] = ()  # (id, object) of every placement, in rendering order
-    positions: dict[str, tuple[int, ...]] = field(default_factory=dict)  # serving -> its objects
-    rendered: dict[str, tuple[RenderedPlacement, ...]] = field(
-        default_factory=dict
-    )  # serving -> its placements
-    groups: dict[GroupKey, frozenset[str]] = field(default_factory=dict)  # group -> servings in it
-    used: dict[str, int] = field(default_factory=dict)  # pool -> devices the committed plan uses
-    peak: dict[str, int] = field(default_factory=dict)  # pool -> with autoscalers at their maximum
-    users: dict[str, tuple[tuple[str, str], ...]] = field(
-        default_factory=dict
-    )  # pool -> (serving, "name RxD")
-    keys: dict[str, frozenset[GroupKey]] = field(default_factory=dict)  # serving -> groups it is in
+    # (id, object) of every placement, in rendering order; positions of each serving's objects in it
+    objects: tuple[tuple[str, Obj], ...] = ()
+    positions: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # serving -> its rendered placements (what preview compares with)
+    rendered: dict[str, tuple[RenderedPlacement, ...]] = field(default_factory=dict)
+    # rule group -> the servings in it, and serving -> the groups it is in
+    groups: dict[GroupKey, frozenset[str]] = field(default_factory=dict)
+    keys: dict[str, frozenset[GroupKey]] = field(default_factory=dict)
+    # pool -> devices the committed plan uses, the same with autoscalers at their maximum, and its
+    # users as the planner lists them: (serving, "name RxD")
+    used: dict[str, int] = field(default_factory=dict)
+    peak: dict[str, int] = field(default_factory=dict)
+    users: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     @functools.cached_property
     def servings(self) -> dict[str, ModelServing]:
@@ -152,10 +148,10 @@ def index_stack(fleet: Fleet, rendering: Rendering | None = None) -> StackIndex:
         {k: tuple(v) for k, v in positions.items()},
         {k: tuple(v) for k, v in rendered.items()},
         {k: frozenset(v) for k, v in groups.items()},
+        {k: frozenset(v) for k, v in keys.items()},
         dict(used),
         dict(peak),
         {k: tuple(v) for k, v in users.items()},
-        {k: frozenset(v) for k, v in keys.items()},
     )
 
 
