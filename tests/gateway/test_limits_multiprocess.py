@@ -30,8 +30,8 @@ def _worker(url: str, prefix: str, key: str, start: Barrier, results: Any) -> No
     """One replica: its own limiter and connection pool; waits for the others, then fires its burst."""
 
     async def run() -> tuple[str, int, int, int]:
-        burst = RedisLimiter.from_url(url, RULES, prefix=prefix, timeout_s=10)
-        held = RedisLimiter.from_url(url, HELD, prefix=prefix + ":held", timeout_s=10)
+        burst = RedisLimiter.from_url(url, RULES, prefix=prefix, timeout_s=10, pool_timeout_s=60)
+        held = RedisLimiter.from_url(url, HELD, prefix=prefix + ":held", timeout_s=10, pool_timeout_s=60)
         try:
             await burst._client.ping()  # connect before the start line
             await asyncio.to_thread(start.wait)

@@ -101,7 +101,7 @@ def test_redis_limiter_answers_exactly_like_the_reference(redis_url: str) -> Non
 async def burst(redis_url: str, rules: list[Rule], demand: Demand, n: int) -> tuple[list[Decision], int]:
     """`n` concurrent acquires on a fresh prefix; also returns how long they took by Redis' clock (µs)."""
     name = f"test:limits:{uuid.uuid4().hex[:12]}"
-    limiter = RedisLimiter.from_url(redis_url, rules, prefix=name, timeout_s=5)
+    limiter = RedisLimiter.from_url(redis_url, rules, prefix=name, timeout_s=5, pool_timeout_s=60)
     try:
         seconds, micros = await limiter._client.time()
         decisions = await asyncio.gather(*(limiter.acquire(demand) for _ in range(n)))
