@@ -5,6 +5,7 @@ from portal.models.gateway import ApiKey, MaasModel, MaasTarget, RateLimitRule
 from portal.models.identity import Membership, User, UserToken, Workspace, WorkspaceRole
 from portal.models.plaza import ModelDeployTemplate, PlazaModel, Provider
 from portal.models.stackops import JobEvent, JobStatus, RequestStatus, ServingRecord, StackJob, StackRequest
+from portal.models.usage import UsageRecord, UsageRollup
 
 __all__ = [
     "ApiKey",
@@ -23,6 +24,8 @@ __all__ = [
     "ServingRecord",
     "StackJob",
     "StackRequest",
+    "UsageRecord",
+    "UsageRollup",
     "User",
     "UserToken",
     "Workspace",

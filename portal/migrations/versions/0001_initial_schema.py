@@ -115,6 +115,66 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "usage_records",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("request_id", sa.String(length=64), nullable=False),
+        sa.Column("api_key", sa.String(length=16), nullable=False),
+        sa.Column("workspace", sa.String(length=63), nullable=False),
+        sa.Column("model", sa.String(length=128), nullable=False),
+        sa.Column("endpoint", sa.String(length=32), nullable=False),
+        sa.Column("target", sa.String(length=255), nullable=True),
+        sa.Column("region", sa.String(length=63), nullable=True),
+        sa.Column("status", sa.Integer(), nullable=False),
+        sa.Column("error_type", sa.String(length=32), nullable=True),
+        sa.Column("stream", sa.Boolean(), nullable=False),
+        sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cached_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("reasoning_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("estimated", sa.Boolean(), nullable=False),
+        sa.Column("ttft_ms", sa.Double(), nullable=True),
+        sa.Column("latency_ms", sa.Double(), nullable=False),
+        sa.Column("price_input_per_m", sa.Numeric(precision=20, scale=9), nullable=False),
+        sa.Column("price_output_per_m", sa.Numeric(precision=20, scale=9), nullable=False),
+        sa.Column("price_cached_per_m", sa.Numeric(precision=20, scale=9), nullable=False),
+        sa.Column("cost", sa.Numeric(precision=20, scale=9), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_records")),
+        sa.UniqueConstraint("request_id", name=op.f("uq_usage_records_request_id")),
+    )
+    with op.batch_alter_table("usage_records", schema=None) as batch_op:
+        batch_op.create_index("ix_usage_records_api_key_at", ["api_key", "at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_usage_records_at"), ["at"], unique=False)
+        batch_op.create_index("ix_usage_records_model_at", ["model", "at"], unique=False)
+        batch_op.create_index("ix_usage_records_workspace_at", ["workspace", "at"], unique=False)
+
+    op.create_table(
+        "usage_rollups",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("period", sa.String(length=8), nullable=False),
+        sa.Column("bucket", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("workspace", sa.String(length=63), nullable=False),
+        sa.Column("api_key", sa.String(length=16), nullable=False),
+        sa.Column("model", sa.String(length=128), nullable=False),
+        sa.Column("requests", sa.BigInteger(), nullable=False),
+        sa.Column("errors", sa.BigInteger(), nullable=False),
+        sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cached_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("reasoning_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("estimated_requests", sa.BigInteger(), nullable=False),
+        sa.Column("cost", sa.Numeric(precision=20, scale=9), nullable=False),
+        sa.Column("latency_ms_sum", sa.Double(), nullable=False),
+        sa.Column("ttft_ms_sum", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_rollups")),
+        sa.UniqueConstraint(
+            "period", "bucket", "workspace", "api_key", "model", name=op.f("uq_usage_rollups_period")
+        ),
+    )
+    with op.batch_alter_table("usage_rollups", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_usage_rollups_bucket"), ["bucket"], unique=False)
+
+    op.create_table(
         "users",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("username", sa.String(length=200), nullable=False),
@@ -474,6 +534,17 @@ def downgrade() -> None:
     op.drop_table("api_keys")
     op.drop_table("workspaces")
     op.drop_table("users")
+    with op.batch_alter_table("usage_rollups", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_usage_rollups_bucket"))
+
+    op.drop_table("usage_rollups")
+    with op.batch_alter_table("usage_records", schema=None) as batch_op:
+        batch_op.drop_index("ix_usage_records_workspace_at")
+        batch_op.drop_index("ix_usage_records_model_at")
+        batch_op.drop_index(batch_op.f("ix_usage_records_at"))
+        batch_op.drop_index("ix_usage_records_api_key_at")
+
+    op.drop_table("usage_records")
     with op.batch_alter_table("stack_jobs", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_stack_jobs_running",
