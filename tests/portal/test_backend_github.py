@@ -155,11 +155,12 @@ def test_a_job_becomes_one_pull_request_with_these_exact_calls(
     assert commits(services) == before  # nothing is committed locally: the merge does that
 
     [pull] = pulls
-    assert {k: pull[k] for k in ("title", "head", "base", "draft")} == {
+    assert {k: v for k, v in pull.items() if k != "body"} == {
         "title": "Modelfleet: 2 serving changes on demo",
         "head": "modelfleet/job-1",
         "base": "main",
         "draft": False,
+        "maintainer_can_modify": True,
     }
     assert f"- #{created['id']} create chat (admin, workspace team-a)" in pull["body"]
     assert "```diff" in pull["body"]
