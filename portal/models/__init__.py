@@ -5,7 +5,7 @@ from portal.models.gateway import ApiKey, MaasModel, MaasTarget, RateLimitRule
 from portal.models.identity import Membership, User, UserToken, Workspace, WorkspaceRole
 from portal.models.plaza import ModelDeployTemplate, PlazaModel, Provider
 from portal.models.stackops import JobEvent, JobStatus, RequestStatus, ServingRecord, StackJob, StackRequest
-from portal.models.usage import UsageRecord, UsageRollup
+from portal.models.usage import UsageRecord, UsageRollup, UsageRollupState
 
 __all__ = [
     "ApiKey",
@@ -26,6 +26,7 @@ __all__ = [
     "StackRequest",
     "UsageRecord",
     "UsageRollup",
+    "UsageRollupState",
     "User",
     "UserToken",
     "Workspace",

@@ -47,10 +47,17 @@ class UsageRecord(Base):
 
 
 class UsageRollup(Base):
-    """Sums per period bucket (hour or day) × workspace × API key × model."""
+    """Sums per period bucket (hour or day) × workspace × API key × model, kept by `portal.usage.rollup`.
+
+    Cost is summed as an integer number of nano-units (1e-9 of the price's currency): SQLite has no
+    decimal type (a `Numeric` column is a float there), integers add exactly on every backend.
+    """
 
     __tablename__ = "usage_rollups"
-    __table_args__ = (UniqueConstraint("period", "bucket", "workspace", "api_key", "model"),)
+    __table_args__ = (
+        UniqueConstraint("period", "bucket", "workspace", "api_key", "model"),
+        Index("ix_usage_rollups_workspace_period_bucket", "workspace", "period", "bucket"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
     period: Mapped[str] = mapped_column(String(8))  # hour | day
@@ -59,12 +66,24 @@ class UsageRollup(Base):
     api_key: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(128))
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
-    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)  # status >= 400
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     estimated_requests: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost: Mapped[Decimal] = mapped_column(COST, default=Decimal(0))
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)  # exact: cost × 10^9
     latency_ms_sum: Mapped[float] = mapped_column(default=0.0)
     ttft_ms_sum: Mapped[float] = mapped_column(default=0.0)
+    ttft_requests: Mapped[int] = mapped_column(BigInteger, default=0)  # requests with a ttft (the mean's n)
+
+
+class UsageRollupState(Base):
+    """How far the rollups have read `usage_records`: every row with `id <= last_id` is in them, no
+    row above it is. Advanced in the same transaction as the sums, so a rerun never counts twice."""
+
+    __tablename__ = "usage_rollup_state"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -149,6 +149,13 @@ def upgrade() -> None:
         batch_op.create_index("ix_usage_records_workspace_at", ["workspace", "at"], unique=False)
 
     op.create_table(
+        "usage_rollup_state",
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("last_id", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_usage_rollup_state")),
+    )
+    op.create_table(
         "usage_rollups",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("period", sa.String(length=8), nullable=False),
@@ -163,9 +170,10 @@ def upgrade() -> None:
         sa.Column("cached_tokens", sa.BigInteger(), nullable=False),
         sa.Column("reasoning_tokens", sa.BigInteger(), nullable=False),
         sa.Column("estimated_requests", sa.BigInteger(), nullable=False),
-        sa.Column("cost", sa.Numeric(precision=20, scale=9), nullable=False),
+        sa.Column("cost_nanos", sa.BigInteger(), nullable=False),
         sa.Column("latency_ms_sum", sa.Double(), nullable=False),
         sa.Column("ttft_ms_sum", sa.Double(), nullable=False),
+        sa.Column("ttft_requests", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_rollups")),
         sa.UniqueConstraint(
             "period", "bucket", "workspace", "api_key", "model", name=op.f("uq_usage_rollups_period")
@@ -173,6 +181,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("usage_rollups", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_usage_rollups_bucket"), ["bucket"], unique=False)
+        batch_op.create_index(
+            "ix_usage_rollups_workspace_period_bucket", ["workspace", "period", "bucket"], unique=False
+        )
 
     op.create_table(
         "users",
@@ -535,9 +546,11 @@ def downgrade() -> None:
     op.drop_table("workspaces")
     op.drop_table("users")
     with op.batch_alter_table("usage_rollups", schema=None) as batch_op:
+        batch_op.drop_index("ix_usage_rollups_workspace_period_bucket")
         batch_op.drop_index(batch_op.f("ix_usage_rollups_bucket"))
 
     op.drop_table("usage_rollups")
+    op.drop_table("usage_rollup_state")
     with op.batch_alter_table("usage_records", schema=None) as batch_op:
         batch_op.drop_index("ix_usage_records_workspace_at")
         batch_op.drop_index("ix_usage_records_model_at")
