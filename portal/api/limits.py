@@ -1,8 +1,9 @@
 """Rate-limit rules (ops): what the gateway enforces per request, on top of token quotas.
 
-A rule names a scope (global, model, workspace, api_key), optionally a MaaS model, the subject the
-scope needs (a workspace slug or an API key's public id), a unit (rps, rpm, tpm, concurrency) and a
-limit. `portal.models.gateway.applicable` is the selection the gateway applies; the table in
+A rule names a scope (global, model, workspace, api_key, or api_key_model: a key's limit for each
+model separately), optionally a MaaS model, the subject the scope needs (a workspace slug or an API
+key's public id), a unit (rps, rpm, tpm, tpd, concurrency) and a limit.
+`portal.models.gateway.applicable` is the selection the gateway applies; the table in
 `RateLimitRule`'s docstring says which traffic each combination counts.
 """
 
@@ -27,7 +28,7 @@ from portal.models.gateway import PERIOD_SECONDS
 
 router = APIRouter(prefix="/api/rate-limits", tags=["rate-limits"])
 
-Scope = Literal["global", "model", "workspace", "api_key"]
+Scope = Literal["global", "model", "workspace", "api_key", "api_key_model"]
 Unit = Literal["rps", "rpm", "tpm", "tpd", "concurrency"]
 # The gateway keeps exact integer arithmetic inside Redis' Lua doubles: limits fit in 31 bits, and a
 # burst may not take more than 30 days to refill.
@@ -69,7 +70,7 @@ class RuleOut(BaseModel):
 def _subject_workspace(session: Session, rule: RateLimitRule) -> str | None:
     if rule.scope == "workspace":
         return rule.subject
-    if rule.scope == "api_key":
+    if rule.scope in ("api_key", "api_key_model"):
         return session.scalar(
             select(Workspace.slug)
             .join(ApiKey, ApiKey.workspace_id == Workspace.id)
@@ -119,9 +120,9 @@ def _validate(session: Session, body: RuleIn) -> None:
             raise Invalid.field("subject", "scope 'workspace' needs a workspace slug")
         if session.scalar(select(Workspace.id).where(Workspace.slug == body.subject)) is None:
             raise Invalid.field("subject", f"no workspace {body.subject!r}")
-    if body.scope == "api_key":
+    if body.scope in ("api_key", "api_key_model"):
         if body.subject is None:
-            raise Invalid.field("subject", "scope 'api_key' needs an API key id")
+            raise Invalid.field("subject", f"scope {body.scope!r} needs an API key id")
         if session.scalar(select(ApiKey.id).where(ApiKey.public_id == body.subject)) is None:
             raise Invalid.field("subject", f"no API key {body.subject!r}")
     if body.model is not None and (

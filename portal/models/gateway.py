@@ -28,8 +28,15 @@ class ApiKey(Base):
     enabled: Mapped[bool] = mapped_column(default=True)
     allowed_models: Mapped[list[str] | None] = mapped_column(default=None)  # None: every visible model
     token_quota: Mapped[int | None] = mapped_column(BigInteger, default=None)  # None: unlimited
-    used_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_tokens: Mapped[int] = mapped_column(BigInteger, default=0)  # in the current quota period
+    # Quota refresh cycle: day | week | month (UTC calendar periods); None: the quota never refreshes.
+    quota_refresh: Mapped[str | None] = mapped_column(String(8), default=None)
+    # Start of the period `used_tokens` counts (None: no period yet / lifetime quota). The gateway's
+    # usage writer resets `used_tokens` when it charges a newer period.
+    quota_period_start: Mapped[datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Bumped by every ORM change; the gateway polls max(updated_at) to see edits made by other processes.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class MaasModel(Base):
@@ -86,6 +93,7 @@ class RateLimitRule(Base):
     | model     | (none)            | traffic to X                    | each model, its own bucket         |
     | workspace | workspace slug    | the workspace's traffic to X    | the workspace's traffic, all models|
     | api_key   | key public id     | the key's traffic to X          | the key's traffic, all models      |
+    | api_key_model | key public id | the key's traffic to X          | the key's traffic, each model apart|
 
     `rps`/`rpm`/`tpm`/`tpd` are rates (GCRA: `limit` per period, bursts up to `burst`, default `limit`);
     `concurrency` caps requests in flight. Tokens count prompt + completion tokens.
@@ -94,7 +102,7 @@ class RateLimitRule(Base):
     __tablename__ = "rate_limit_rules"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    scope: Mapped[str] = mapped_column(String(16))  # global | model | workspace | api_key
+    scope: Mapped[str] = mapped_column(String(16))  # global | model | workspace | api_key | api_key_model
     model: Mapped[str | None] = mapped_column(String(128), default=None)  # MaaS public id; None: all
     subject: Mapped[str | None] = mapped_column(String(128), default=None)  # workspace slug / key id
     unit: Mapped[str] = mapped_column(String(16))  # rps | rpm | tpm | tpd | concurrency
@@ -122,11 +130,15 @@ class RateLimitRule(Base):
         return self.burst if self.burst is not None else self.limit
 
     def bucket(self, model: str) -> str:
-        """The counter this rule charges for a request to `model` (stable across processes)."""
-        parts = [self.unit, self.scope]
+        """The counter this rule charges for a request to `model` (stable across processes).
+
+        `api_key_model` (a key's limit for each model separately) shares the `api_key` family's
+        counters, like the gateway's limiter: the same key and model always land in one bucket."""
+        per_model = self.scope in ("model", "api_key_model")
+        parts = [self.unit, "api_key" if self.scope == "api_key_model" else self.scope]
         if self.subject is not None:
             parts.append(self.subject)
-        if self.model is not None or self.scope == "model":
+        if self.model is not None or per_model:
             parts.append(f"model={self.model or model}")
         return ":".join(parts)
 
@@ -145,6 +157,12 @@ def applicable(
     rules = list(rules)
     chosen: list[RateLimitRule] = []
     specific_model_units = {r.unit for r in rules if r.enabled and r.scope == "model" and r.model == model}
+    # An `api_key` rule naming the model is the same bucket as the key's `api_key_model` rule: it wins.
+    key_model_units = {
+        r.unit
+        for r in rules
+        if r.enabled and r.scope == "api_key" and r.subject == api_key and r.model == model
+    }
     for rule in rules:
         if not rule.enabled or rule.model not in (None, model):
             continue
@@ -152,6 +170,9 @@ def applicable(
             chosen.append(rule)
         elif rule.scope == "model":
             if rule.model is not None or rule.unit not in specific_model_units:
+                chosen.append(rule)
+        elif rule.scope == "api_key_model":
+            if rule.subject == api_key and (rule.model is not None or rule.unit not in key_model_units):
                 chosen.append(rule)
         elif (rule.scope == "workspace" and rule.subject == workspace) or (
             rule.scope == "api_key" and rule.subject == api_key

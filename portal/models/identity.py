@@ -24,7 +24,11 @@ class Workspace(Base):
     name: Mapped[str] = mapped_column(String(200))
     token_quota: Mapped[int | None] = mapped_column(BigInteger, default=None)  # None: unlimited
     quota_refresh: Mapped[str] = mapped_column(String(8), default="month")  # day | week | month
+    used_tokens: Mapped[int] = mapped_column(BigInteger, default=0)  # in the period below (gateway)
+    quota_period_start: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Bumped by every ORM change; the gateway polls max(updated_at) to see edits made by other processes.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class User(Base):

@@ -207,7 +207,10 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("token_quota", sa.BigInteger(), nullable=True),
         sa.Column("quota_refresh", sa.String(length=8), nullable=False),
+        sa.Column("used_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("quota_period_start", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workspaces")),
         sa.UniqueConstraint("slug", name=op.f("uq_workspaces_slug")),
     )
@@ -230,7 +233,10 @@ def upgrade() -> None:
         ),
         sa.Column("token_quota", sa.BigInteger(), nullable=True),
         sa.Column("used_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("quota_refresh", sa.String(length=8), nullable=True),
+        sa.Column("quota_period_start", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
