@@ -193,6 +193,9 @@ def run_program(
     """Install fresh mocks, a fresh root stack and `config` (`<namespace>:<key>` or a bare
     `modelfleet` key -> value); run `program`; wait for every registration and output; return
     what was registered and the program's return value, resolved (its exports)."""
+    # Pulumi's SDK asks asyncio for the thread's current loop; anything that ran `asyncio.run` before
+    # (the gateway, an async test) leaves none set, so make sure one exists.
+    _ensure_event_loop()  # type: ignore[no-untyped-call]
     mocks = Echo()
     monitor = Recorder(mocks)
     settings.set_root_resource(cast(Any, None))  # a new root stack for this run, not the last one's
