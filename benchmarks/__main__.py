@@ -1,8 +1,14 @@
-"""`make bench`: the offline pipeline at 1k and 10k servings, and the Pulumi-mocks path against it."""
+"""`make bench`: every benchmark, one `BENCH <name> <value> <unit>` line per figure.
+
+The core first (the offline pipeline at 1k and 10k servings, the Pulumi-mocks path against it), then
+the portal (preflight + preview on 1,000 servings; 100 concurrent deploys) and the gateway parts.
+`python -m benchmarks core|portal|gateway` runs one group.
+"""
 
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from collections.abc import Callable
 
@@ -37,7 +43,7 @@ def bench(name: str, value: float, unit: str) -> None:
     print(f"BENCH {name} {value:.4g} {unit}", flush=True)
 
 
-def main() -> None:
+def core() -> None:
     pipeline(200)()  # warm caches: schemas, templates, catalogs
     t1k = best_of(5, pipeline(1_000))
     t10k = best_of(3, pipeline(10_000))
@@ -56,5 +62,30 @@ def main() -> None:
     bench("pulumi_mocks_over_pure_1k", mocks / pure, "x")
 
 
+def portal() -> None:
+    from benchmarks import portal_preflight, portal_updates
+
+    portal_preflight.main()
+    portal_updates.main()
+
+
+def gateway() -> None:
+    from benchmarks import gateway_limits, gateway_simulator
+
+    gateway_limits.main()
+    gateway_simulator.main()
+
+
+GROUPS: dict[str, Callable[[], None]] = {"core": core, "portal": portal, "gateway": gateway}
+
+
+def main(argv: list[str]) -> None:
+    unknown = [name for name in argv if name not in GROUPS]
+    if unknown:
+        raise SystemExit(f"unknown benchmark group(s) {unknown}; choose from {sorted(GROUPS)}")
+    for name in argv or list(GROUPS):
+        GROUPS[name]()
+
+
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
