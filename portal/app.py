@@ -13,18 +13,20 @@ from portal import bootstrap, errors
 from portal.api import ROUTERS
 from portal.context import RequestIdMiddleware
 from portal.db import make_engine, migrate, session_factory
+from portal.gateway.app import create_gateway
 from portal.security import Hasher, load_or_create_pepper
 from portal.services import Services
 from portal.settings import Settings
 from portal.stacks.repository import StackRepository
 from portal.stacks.worker import worker_starter
+from portal.usage.rollup import rollup_starter
 
 log = logging.getLogger("modelfleet.portal")
 
 # Parts that start with the app and stop with it (the stack worker, later the gateway): each gets
 # the services and returns a stop function.
 Starter = Callable[[Services], Callable[[], None] | None]
-STARTERS: list[Starter] = [worker_starter]  # each checks its own settings
+STARTERS: list[Starter] = [worker_starter, rollup_starter]  # each checks its own settings
 
 
 def build_services(settings: Settings) -> Services:
@@ -42,6 +44,9 @@ def build_services(settings: Settings) -> Services:
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     settings = settings or (services.settings if services else Settings())
     services = services or build_services(settings)
+    # The OpenAI-compatible gateway, its own ASGI app, served on the portal's port under /v1. It starts
+    # on its first request (no cost for a portal nobody calls through) and stops with the portal.
+    gateway = create_gateway(services, prefix="")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +56,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             for stop in reversed(stops):
                 stop()
+            await gateway.state.gateway.stop()
 
     app = FastAPI(
         title="Modelfleet portal",
@@ -64,6 +70,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.mount("/v1", gateway)
     return app
 
 

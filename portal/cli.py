@@ -54,6 +54,21 @@ def verify_audit() -> None:
 
 
 @app.command()
+def rollup() -> None:
+    """Fold new usage rows into the hourly and daily rollups now (the portal also does it every minute)."""
+    from portal.db import make_engine, migrate, session_factory
+    from portal.usage.rollup import rollup_once
+
+    engine = make_engine(Settings().resolved_database_url)
+    try:
+        migrate(engine)
+        run = rollup_once(session_factory(engine))
+    finally:
+        engine.dispose()
+    out.print(f"rolled up {run.rows} usage rows into {run.buckets} buckets (watermark {run.last_id})")
+
+
+@app.command()
 def token() -> None:
     """Print a fresh token value for MODELFLEET_ADMIN_TOKEN."""
     from portal.security import USER_TOKEN_PREFIX, issue

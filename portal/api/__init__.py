@@ -15,6 +15,7 @@ from portal.api import (
     previews,
     regions,
     servings,
+    usage,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -30,4 +31,5 @@ ROUTERS: list[APIRouter] = [
     regions.router,
     servings.router,
     jobs.router,
+    usage.router,
 ]

@@ -1,0 +1,6 @@
+"""Usage statistics: hourly and daily rollups of the gateway's usage rows, reports over them, CSV.
+
+`rollup` folds new `usage_records` into `usage_rollups` (incrementally, behind a watermark);
+`report` answers statistics from the rollups plus the rows not rolled up yet, so figures are current
+without scanning raw rows for long ranges; `export` renders a report as CSV.
+"""
