@@ -1,0 +1,39 @@
+"""`python -m portal.gateway --port 8080`: the gateway alone (the portal serves it too, under /v1)."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+from starlette.applications import Starlette
+
+from portal.app import build_services
+from portal.gateway.app import create_gateway
+from portal.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m portal.gateway", description="Modelfleet's MaaS gateway")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=1, help="processes (use Redis to share limits)")
+    args = parser.parse_args(argv)
+    if args.workers > 1:
+        uvicorn.run(
+            "portal.gateway.__main__:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="info",
+        )
+        return
+    uvicorn.run(app_from_env(), host=args.host, port=args.port, log_level="info")
+
+
+def app_from_env() -> Starlette:
+    return create_gateway(build_services(Settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The engine SIMULATOR behind serving targets when there is no cluster (`--demo`, or
+`MODELFLEET_GATEWAY_SIMULATE_SERVINGS=true`). Not a model: it invents text (portal/gateway/simulator.py).
+
+Started in process, on a free loopback port, in its own thread (its own event loop), by the gateway when
+it starts; every serving target's in-cluster endpoint is replaced by it. Each served model gets a
+profile that roughly matches its size, so comparing models shows different speeds.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
+
+# time to first token (ms), decode speed (tokens/s), natural answer length (tokens)
+PROFILES = {
+    "deepseek-r1": ModelProfile(ttft_ms=450, tokens_per_second=30, completion_tokens=96),
+    "qwen2.5-72b-instruct": ModelProfile(ttft_ms=250, tokens_per_second=35, completion_tokens=64),
+    "qwen3-32b": ModelProfile(ttft_ms=180, tokens_per_second=50, completion_tokens=64),
+    "qwen2.5-7b-instruct": ModelProfile(ttft_ms=60, tokens_per_second=110, completion_tokens=64),
+}
+DEFAULT_PROFILE = ModelProfile(ttft_ms=120, tokens_per_second=60, completion_tokens=64)
+
+
+def start_simulator(exits: ExitStack) -> str:
+    """Serve a simulator that answers any model name; returns its base URL (closed with `exits`)."""
+    simulator = Simulator(PROFILES, accept_any_model=True, default_profile=DEFAULT_PROFILE)
+    return exits.enter_context(serve_in_thread(simulator.app))

@@ -1,0 +1,55 @@
+"""Errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`, with OpenAI's statuses.
+
+| status | type / code | when |
+|---|---|---|
+| 400 | invalid_request_error | the body is not JSON, or a field is wrong (`param` names it) |
+| 401 | invalid_request_error / invalid_api_key | no key, an unknown, disabled or expired key |
+| 403 | invalid_request_error / model_not_found | the key may not use this model (`allowed_models`) |
+| 404 | invalid_request_error / model_not_found | no such model, disabled, or not visible to the workspace |
+| 429 | requests, tokens or concurrency / rate_limit_exceeded | a rate limit (the message names it) |
+| 429 | insufficient_quota / insufficient_quota | the key's or the workspace's token quota is used up |
+| 502 | upstream_error / upstream_error, upstream_unreachable, upstream_auth_failed | upstreams failed |
+| 503 | service_unavailable / no_upstream_available, upstream_overloaded, limiter_unavailable | |
+| 504 | upstream_error / upstream_timeout | the upstream did not answer in time |
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from starlette.responses import Response
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
+    return json.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}}).encode()
+
+
+def openai_error(
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return Response(
+        error_body(message, type_, code, param), status, headers=headers, media_type="application/json"
+    )
+
+
+def invalid_request(message: str, param: str | None = None) -> Response:
+    return openai_error(400, message, "invalid_request_error", "invalid_request_error", param)
+
+
+def invalid_api_key(message: str) -> Response:
+    return openai_error(401, message, "invalid_request_error", "invalid_api_key")
+
+
+def model_not_found(model: str, status: int = 404) -> Response:
+    message = (
+        f"The model `{model}` does not exist or you do not have access to it."
+        if status == 404
+        else f"This API key is not allowed to use the model `{model}`."
+    )
+    return openai_error(status, message, "invalid_request_error", "model_not_found", "model")
