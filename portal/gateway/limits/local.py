@@ -72,6 +72,9 @@ class LocalLimiter:
     async def renew(self, reservation: Reservation) -> bool:
         return self.try_renew(reservation)
 
+    async def cancel(self, reservation: Reservation) -> None:
+        self.try_cancel(reservation)
+
     async def aclose(self) -> None:
         return None
 
@@ -146,6 +149,17 @@ class LocalLimiter:
                     for bucket in plan.token_rates:
                         self._charge(bucket, delta, now)
         return applied
+
+    def try_cancel(self, reservation: Reservation) -> None:
+        """Undo an admission that never ran (all-or-nothing across several demands, e.g. a model
+        comparison whose other leg was refused): release it, and give back its request cells
+        (TAT - T per rps/rpm bucket, never below now). Call it once, instead of `release`."""
+        self.settle(reservation, 0)
+        with self._lock:
+            now = self._clock()
+            for bucket in reservation.plan.rates:
+                if not bucket.is_tokens:
+                    self._charge(bucket, -1, now)
 
     def try_renew(self, reservation: Reservation) -> bool:
         """Extend the leases (and the token reservation) of a long request; False if any had expired."""

@@ -1,4 +1,4 @@
-"""The Redis scripts: acquire (all buckets or none), settle (reconcile/release, once), renew.
+"""The Redis scripts: acquire (all buckets or none), settle (reconcile/release, once), renew, refund.
 
 Time is Redis `TIME` (µs), never a client clock, so replicas with skewed clocks agree. A rate bucket is
 one string `"W r d"`: its theoretical arrival time is W + r/d µs (W whole µs, 0 <= r < d, T = a + b/d µs
@@ -156,13 +156,31 @@ return renewed
 """
 
 
-def build(prelude: str) -> tuple[str, str, str]:
-    """(acquire, settle, renew) sources around a clock prelude."""
+# KEYS: request rate buckets (rps/rpm) of a cancelled admission; ARGV: per bucket a, b, d.
+# Gives back the one cell the admission took (TAT - T, never below now), so an admission undone
+# because a sibling was refused (all-or-nothing across several demands) leaves no trace.
+REFUND_BODY = """\
+for i, key in ipairs(KEYS) do
+  local j = (i - 1) * 3
+  local a, b, d = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
+  local w, r = tat(key, d)
+  local x = r - b
+  local rem = math.fmod(x, d)
+  if rem < 0 then rem = rem + d end
+  store(key, w - a + (x - rem) / d, rem, d)
+end
+return 1
+"""
+
+
+def build(prelude: str) -> tuple[str, str, str, str]:
+    """(acquire, settle, renew, refund) sources around a clock prelude."""
     return (
         prelude + _READ + ACQUIRE_BODY,
         prelude + _READ + SETTLE_BODY,
         prelude + RENEW_BODY,
+        prelude + _READ + REFUND_BODY,
     )
 
 
-ACQUIRE, SETTLE, RENEW = build(PRELUDE)
+ACQUIRE, SETTLE, RENEW, REFUND = build(PRELUDE)

@@ -75,6 +75,8 @@ class _Keys:
     lease_args: tuple[bytes, ...]
     token_keys: tuple[bytes, ...]
     settle_args: tuple[bytes, ...]  # per token bucket: a, b, d, cap
+    request_keys: tuple[bytes, ...]  # rps/rpm buckets (cancel refunds their cell)
+    refund_args: tuple[bytes, ...]  # per request bucket: a, b, d
 
 
 def _b(value: int | str) -> bytes:
@@ -95,11 +97,15 @@ def _keys(prefix: str, plan: Plan) -> _Keys:
         lease_args=tuple(_b(b.limit) for b in plan.leases),
         token_keys=tuple(_b(f"{prefix}:{b.id}") for b in plan.rates if b.is_tokens),
         settle_args=tuple(settle),
+        request_keys=tuple(_b(f"{prefix}:{b.id}") for b in plan.rates if not b.is_tokens),
+        refund_args=tuple(
+            arg for b in plan.rates if not b.is_tokens for arg in map(_b, (b.p // b.d, b.p % b.d, b.d))
+        ),
     )
 
 
 class RedisLimiter:
-    SCRIPTS: ClassVar[tuple[str, str, str]] = (lua.ACQUIRE, lua.SETTLE, lua.RENEW)
+    SCRIPTS: ClassVar[tuple[str, str, str, str]] = (lua.ACQUIRE, lua.SETTLE, lua.RENEW, lua.REFUND)
 
     def __init__(
         self,
@@ -128,10 +134,11 @@ class RedisLimiter:
         self._local_share = local_share
         self._down_until = 0.0
         self._new_id = id_factory()
-        acquire, settle, renew = self.SCRIPTS
+        acquire, settle, renew, refund = self.SCRIPTS
         self._acquire = client.register_script(acquire)
         self._settle = client.register_script(settle)
         self._renew = client.register_script(renew)
+        self._refund = client.register_script(refund)
         self._fallback = LocalLimiter(
             _shared(rules, local_share),
             lease_ttl_s=lease_ttl_s,
@@ -267,6 +274,26 @@ class RedisLimiter:
     async def release(self, reservation: Reservation) -> bool:
         """The request ended without usage (upstream error, cancelled): refund every reserved token."""
         return await self.reconcile(reservation, 0)
+
+    async def cancel(self, reservation: Reservation) -> None:
+        """Undo an admission that never ran (a sibling demand was refused): release its leases and
+        reserved tokens like `release`, and give back its request cells. Call it once, instead of
+        `release`. Never raises; if Redis is unreachable the cells refill with time."""
+        if reservation.backend == "local":
+            self._fallback.try_cancel(reservation)
+            return
+        if reservation.backend != "redis":
+            return
+        if reservation.id:
+            await self.reconcile(reservation, 0)
+        keys = self._keys_for(reservation.plan)
+        if not keys.request_keys:
+            return
+        args: list[int | str | bytes] = [*keys.refund_args, *self._clock_args()]
+        try:
+            await self._refund(keys=list(keys.request_keys), args=args)
+        except (RedisError, OSError) as err:
+            log.warning("rate limiter: Redis refund failed: %s", err)
 
     async def renew(self, reservation: Reservation) -> bool:
         """Keep a long stream's leases alive; call it well within the lease TTL."""
