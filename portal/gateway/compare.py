@@ -109,7 +109,7 @@ class CompareEndpoint:
             if isinstance(admitted, Refused):
                 with anyio.CancelScope(shield=True):
                     for leg in legs:
-                        await leg.admission.settle(0)
+                        await leg.admission.cancel()
                 sample.status, sample.error_type = admitted.response.status_code, admitted.error_type
                 gateway.record(sample)
                 return _for_leg(admitted.response, i, model.public_id)

@@ -99,6 +99,17 @@ class Admission:
     def headers(self) -> dict[str, str]:
         return self.decision.headers()
 
+    async def cancel(self) -> None:
+        """Undo the admission of a request that never ran (a sibling was refused): leases, reserved
+        tokens and request cells all come back. Counts as the settlement."""
+        if self.settled:
+            return
+        self.settled = True
+        if self.decision.reservation is not None:
+            await self.gateway.limiter.cancel(self.decision.reservation)
+        if self.hold is not NO_HOLD:
+            await self.gateway.quotas.settle(self.hold, 0)
+
     async def settle(self, actual_tokens: int) -> None:
         """Replace every reservation with the real usage (0: release). Only the first call counts."""
         if self.settled:
@@ -491,8 +502,10 @@ class Gateway:
         return Admission(self, decision, hold, self.charges(snapshot, key, now), tokens)
 
     async def _release(self, decision: Decision) -> None:
-        if decision.reservation is not None and decision.reservation.id:
-            await self.limiter.release(decision.reservation)
+        """A quota refused what the limits admitted: the request never happened, so its request
+        cells come back too (not only reserved tokens and leases)."""
+        if decision.reservation is not None:
+            await self.limiter.cancel(decision.reservation)
 
     @staticmethod
     def _unavailable(message: str, retry_after: float) -> Response:
