@@ -11,6 +11,7 @@ from portal.api import (
     jobs,
     limits,
     maas,
+    metrics,
     plaza,
     previews,
     regions,
@@ -32,4 +33,5 @@ ROUTERS: list[APIRouter] = [
     servings.router,
     jobs.router,
     usage.router,
+    metrics.router,
 ]

@@ -349,6 +349,7 @@ def create_gateway(
     gateway: Gateway | None = None,
 ) -> Starlette:
     """The gateway as an ASGI app (`app.state.gateway` is the `Gateway`)."""
+    from portal.api.metrics import ops_routes
     from portal.gateway.compare import CompareEndpoint
 
     gateway = gateway or Gateway(services, transport=transport)
@@ -362,6 +363,8 @@ def create_gateway(
         Route(f"{prefix}/embeddings", http.embeddings, methods=["POST"]),
         Route(f"{prefix}/compare", compare.handle, methods=["POST"]),
     ]
+    if prefix:  # stand-alone: probes and scrapes (inside the portal, the portal serves both)
+        routes += ops_routes()
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
