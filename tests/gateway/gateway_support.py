@@ -58,6 +58,7 @@ class Harness:
     url: str = ""
     keys: dict[str, str] = field(default_factory=dict)  # name -> full secret
     key_ids: dict[str, str] = field(default_factory=dict)  # name -> public id
+    opened: list[openai.OpenAI] = field(default_factory=list)
 
     # -- portal objects ------------------------------------------------------------------------
     def workspace(self, slug: str, **quota: Any) -> None:
@@ -104,7 +105,10 @@ class Harness:
 
     # -- clients ---------------------------------------------------------------------------------
     def sdk(self, key: str = "main", **options: Any) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.keys[key], max_retries=0, **options)
+        """A sync client (closed with the harness)."""
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.keys[key], max_retries=0, **options)
+        self.opened.append(client)
+        return client
 
     def async_sdk(self, key: str = "main", **options: Any) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=self.keys[key], max_retries=0, **options)
@@ -137,4 +141,8 @@ def harness(client: TestClient, services: Services, gateway: Gateway | None = No
     h = Harness(client, services, gateway)
     with serve(create_gateway(services, gateway=gateway)) as url:
         h.url = url
-        yield h
+        try:
+            yield h
+        finally:
+            for sdk in h.opened:
+                sdk.close()
