@@ -4,8 +4,9 @@ Everything a component applies is computed by `fleet` first (`fleet.pipeline.ren
 components only give each object a stable logical name, its region's provider and its parent.
 """
 
+from components.gateway import MaasGateway
 from components.node_pool import GpuNodePool
 from components.region import Region
 from components.serving import ModelServing
 
-__all__ = ["GpuNodePool", "ModelServing", "Region"]
+__all__ = ["GpuNodePool", "MaasGateway", "ModelServing", "Region"]

@@ -12,10 +12,12 @@ from typing import Any
 
 import pulumi
 
+from components.gateway import MaasGateway
 from components.node_pool import GpuNodePool
 from components.region import Region
 from components.serving import ModelServing
 from fleet.errors import IssuesError
+from fleet.gateway import gateway_objects
 from fleet.loader import NAMESPACE, SECTIONS, read_servings
 from fleet.manifests import object_name
 from fleet.pipeline import Rendering, render_fleet
@@ -56,7 +58,8 @@ def deploy(
     """Create every component of a rendered fleet; export and return the stack outputs.
 
     Outputs: `endpoints` {serving: {region: [url, ...]}} (what the gateway routes to),
-    `namespaces` {region: namespace}, `pools` {pool: {devices, usedDevices, freeDevices, ...}}.
+    `namespaces` {region: namespace}, `pools` {pool: {devices, usedDevices, freeDevices, ...}} and,
+    when the stack runs the MaaS gateway (`platform.gateway`), `gateways` {region: in-cluster URL}.
     """
     fleet = rendering.fleet
     if kubeconfigs is None:
@@ -78,6 +81,12 @@ def deploy(
             depends_on=[region.namespace],
         )
         endpoints.setdefault(plan.serving, {}).setdefault(plan.region, []).append(serving.endpoint)
+    gateways = {
+        name: MaasGateway(
+            f"{name}-gateway", objects, provider=regions[name].provider, depends_on=[regions[name].namespace]
+        ).endpoint
+        for name, objects in gateway_objects(fleet).items()
+    }
     exports: dict[str, Any] = {
         "endpoints": endpoints,
         "namespaces": {name: region.namespace_name for name, region in regions.items()},
@@ -93,6 +102,8 @@ def deploy(
             for name, pool in pools.items()
         },
     }
+    if gateways:  # stacks without `platform.gateway` export what they always did
+        exports["gateways"] = gateways
     for key, value in exports.items():
         pulumi.export(key, value)
     return exports

@@ -333,8 +333,71 @@ class ModelServing(Frozen):
         return placement.parallelism if placement.parallelism is not None else self.parallelism
 
 
+# -------------------------------------------------------------------------------------- gateway
+
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+
+
+class SecretKey(Frozen):
+    """One key of a Kubernetes Secret in the region's namespace (created by ops, never by the stack)."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+
+
+class GatewayAutoscaling(Frozen):
+    """A HorizontalPodAutoscaler on CPU: the gateway is CPU-bound (parsing, relaying, metering)."""
+
+    min_replicas: int = Field(default=2, ge=1, le=1000)
+    max_replicas: int = Field(default=10, ge=1, le=1000)
+    cpu_utilization: int = Field(default=70, ge=10, le=100, description="target mean CPU, % of the request")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GatewayAutoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is greater than max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class Gateway(Frozen):
+    """The MaaS gateway (`python -m portal.gateway`) on each region's cluster, several replicas
+    sharing limits through Redis and writing usage to the portal's database."""
+
+    image: str = Field(pattern=r"^[^\s]+$", description="the Modelfleet portal image")
+    regions: tuple[str, ...] | None = Field(
+        default=None, description="where to run it; default: every region"
+    )
+    replicas: int = Field(default=3, ge=1, le=1000, description="fixed replica count when autoscaling is off")
+    autoscaling: GatewayAutoscaling | None = GatewayAutoscaling()
+    port: int = Field(default=8080, ge=1024, le=65535)
+    cpu: str = Field(default="1", pattern=QUANTITY, description="CPU request (the autoscaler's 100 %)")
+    memory: str = Field(default="1Gi", pattern=QUANTITY, description="memory request")
+    memory_limit: str = Field(default="2Gi", pattern=QUANTITY)
+    database_url: SecretKey = SecretKey(name="modelfleet-gateway", key="database-url")
+    redis_url: SecretKey = SecretKey(name="modelfleet-gateway", key="redis-url")
+    pepper: SecretKey = Field(
+        default=SecretKey(name="modelfleet-gateway", key="pepper"),
+        description="the portal's MODELFLEET_PEPPER: API keys are verified with it",
+    )
+    env: EnvMap = Field(default_factory=dict, description="more MODELFLEET_* settings")
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+
+    _env = field_validator("env")(_check_env)
+
+    @property
+    def min_replicas(self) -> int:
+        return self.autoscaling.min_replicas if self.autoscaling else self.replicas
+
+    @property
+    def max_replicas(self) -> int:
+        return self.autoscaling.max_replicas if self.autoscaling else self.replicas
+
+
 class Platform(Frozen):
     """Stack-wide settings."""
 
     kubernetes_version: str = Field(default="1.33", pattern=r"^1\.[0-9]+$")
     image_pull_secrets: tuple[str, ...] = ()
+    gateway: Gateway | None = Field(default=None, description="run the MaaS gateway on the clusters")

@@ -271,6 +271,10 @@ def build_fleet(
     templates = {t.name: t for _, t in _named(DeployTemplate, config.get("templates"), "templates", issues)}
     if not regions and not any(i.path.startswith("regions") for i in issues):
         issues.append(Issue("regions", "a stack needs at least one region"))
+    gateway_regions = platform.gateway.regions if platform.gateway and platform.gateway.regions else ()
+    for i, name in enumerate(gateway_regions):
+        if name not in regions and name not in declared["regions"]:
+            issues.append(Issue(f"platform.gateway.regions[{i}]", f"unknown region {name!r}"))
 
     fleet = Fleet(stack, platform, regions, pools, templates, ())
     valid: list[ModelServing] = []
