@@ -37,7 +37,12 @@ REDIS_SKIP = _redis_reason()
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[str]:
-    simulator = Simulator({"m": ModelProfile(ttft_ms=30, tokens_per_second=100, completion_tokens=8)})
+    simulator = Simulator(
+        {
+            "m": ModelProfile(ttft_ms=30, tokens_per_second=100, completion_tokens=8),
+            "slow": ModelProfile(ttft_ms=30, tokens_per_second=4, completion_tokens=8),  # a 2 s stream
+        }
+    )
     with serve_in_thread(simulator.app) as url:
         yield url
 
@@ -130,11 +135,13 @@ def test_streams_carry_the_headers_and_tokens_are_reconciled_to_the_metered_usag
 
 def test_concurrency_leases_are_held_while_a_stream_runs(gw: Harness) -> None:
     gw.rule(scope="api_key", subject=gw.key_ids["main"], unit="concurrency", limit=1)
+    engine = gw.client.get("/api/maas-models").json()["items"][0]["targets"][0]["base_url"]
+    gw.model("slow", [{"kind": "external", "base_url": engine, "upstream_model": "slow"}])
     opened = threading.Event()
     finish = threading.Event()
 
     def hold_a_stream() -> None:
-        stream = gw.sdk().chat.completions.create(model="chat", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+        stream = gw.sdk().chat.completions.create(model="slow", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
         next(iter(stream))
         opened.set()
         finish.wait(10)

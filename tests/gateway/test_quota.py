@@ -1,0 +1,155 @@
+"""Token quotas per API key and per workspace: reserved before the call (concurrent requests cannot
+overshoot), charged to both in the database by the usage writer, refreshed per day/week/month."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import openai
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from portal.gateway.quotas import period_bounds
+from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
+from portal.models import ApiKey, Workspace
+from portal.services import Services
+from tests.gateway.gateway_support import Harness, harness
+from tests.gateway.test_gateway_limits import REDIS_SKIP
+from tests.gateway.test_limits_helpers import REDIS_URL
+
+MESSAGES = [{"role": "user", "content": "Tell me about gateways"}]
+RESERVED = 12 + 8  # the prompt estimate + max_tokens
+BILLED = 11 + 8  # what the engine reports
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[str]:
+    simulator = Simulator({"m": ModelProfile(ttft_ms=150, completion_tokens=8)})
+    with serve_in_thread(simulator.app) as url:
+        yield url
+
+
+@pytest.fixture(params=["local", "redis"])
+def gw(
+    request: pytest.FixtureRequest, client: TestClient, services: Services, engine: str
+) -> Iterator[Harness]:
+    prefix = f"mft{uuid.uuid4().hex[:8]}"
+    if request.param == "redis":
+        if REDIS_SKIP:
+            pytest.skip(REDIS_SKIP)
+        services.settings = services.settings.model_copy(
+            update={"redis_url": REDIS_URL, "gateway_redis_prefix": prefix}
+        )
+    with harness(client, services) as h:
+        h.workspace("team-a")
+        h.model("chat", [{"kind": "external", "base_url": f"{engine}/v1", "upstream_model": "m"}])
+        yield h
+    if request.param == "redis":
+        r = redis.Redis.from_url(REDIS_URL)
+        for key in r.scan_iter(f"{prefix}:*"):
+            r.delete(key)
+
+
+def chat(h: Harness, key: str = "main") -> int:
+    reply = h.sdk(key).chat.completions.create(model="chat", messages=MESSAGES, max_tokens=8)  # type: ignore[arg-type]
+    assert reply.usage is not None
+    return reply.usage.total_tokens
+
+
+def used(h: Harness) -> tuple[int, int]:
+    """(the key's, the workspace's) used tokens in the database, once the writer caught up."""
+    assert h.gateway.writer.flush()
+    with h.services.sessions() as session:
+        key = session.scalar(select(ApiKey.used_tokens).where(ApiKey.public_id == h.key_ids["main"]))
+        workspace = session.scalar(select(Workspace.used_tokens).where(Workspace.slug == "team-a"))
+    return key or 0, workspace or 0
+
+
+def test_an_exhausted_key_quota_is_insufficient_quota(gw: Harness) -> None:
+    gw.key("main", "team-a", token_quota=50)
+    assert chat(gw) == BILLED  # 0 + 20 reserved <= 50
+    assert chat(gw) == BILLED  # 19 + 20 <= 50
+    with pytest.raises(openai.RateLimitError) as refused:  # 38 + 20 > 50
+        chat(gw)
+    error = refused.value
+    assert error.code == "insufficient_quota" and error.type == "insufficient_quota"
+    assert f"API key {gw.key_ids['main']}" in error.message and "38 of 50" in error.message
+    assert error.response.headers["x-should-retry"] == "false"  # a lifetime quota never refreshes
+    assert used(gw) == (2 * BILLED, 2 * BILLED)  # charged to the key and to its workspace
+    key = gw.client.get(f"/api/workspaces/team-a/api-keys/{gw.key_ids['main']}").json()
+    assert key["used_tokens"] == 2 * BILLED and key["remaining_tokens"] == 50 - 2 * BILLED
+    rows = gw.records(3)
+    assert rows[-1].status == 429 and rows[-1].error_type == "insufficient_quota"
+
+
+def test_concurrent_requests_cannot_overshoot_a_quota(gw: Harness) -> None:
+    gw.key("main", "team-a", token_quota=100)
+
+    async def burst() -> list[BaseException | int]:
+        async with gw.async_sdk() as client:
+
+            async def one() -> int:
+                r = await client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=8)  # type: ignore[arg-type]
+                assert r.usage is not None
+                return r.usage.total_tokens
+
+            return await asyncio.gather(*(one() for _ in range(10)), return_exceptions=True)
+
+    results = asyncio.run(burst())
+    served = [r for r in results if isinstance(r, int)]
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert len(served) == 5 and len(refused) == 5  # 5 × 20 reserved = 100: the sixth does not fit
+    assert all(r.code == "insufficient_quota" for r in refused)
+    assert used(gw)[0] == 5 * BILLED <= 100
+
+
+def test_a_workspace_quota_refreshes_each_period(gw: Harness) -> None:
+    gw.workspace("team-a", token_quota=30, quota_refresh="day")
+    gw.key("main", "team-a")
+    assert chat(gw) == BILLED
+    with pytest.raises(openai.RateLimitError) as refused:  # 19 + 20 > 30
+        chat(gw)
+    assert "workspace team-a" in refused.value.message
+    retry = int(refused.value.response.headers["retry-after"])
+    now = datetime.now(UTC)
+    assert 0 < retry <= (period_bounds("day", now)[1] - now).total_seconds() + 2  # next midnight UTC
+    assert used(gw) == (BILLED, BILLED)
+    with gw.services.sessions() as session, session.begin():  # yesterday's usage, as if the day ended
+        yesterday = period_bounds("day", now)[0] - timedelta(days=1)  # type: ignore[operator]
+        session.execute(
+            update(Workspace)
+            .where(Workspace.slug == "team-a")
+            .values(used_tokens=10**6, quota_period_start=yesterday)
+        )
+    if gw.gateway.quotas.shared is not None:  # Redis: today's counter goes too (a new day has none)
+        r = redis.Redis.from_url(REDIS_URL)
+        for key in r.scan_iter(f"{gw.services.settings.gateway_redis_prefix}:quota:workspace:team-a:*"):
+            r.delete(key)
+    assert chat(gw) == BILLED  # a new period: nothing used yet
+    assert used(gw)[1] == BILLED  # the writer restarted the count for today
+    with gw.services.sessions() as session:
+        start = session.scalar(select(Workspace.quota_period_start).where(Workspace.slug == "team-a"))
+    assert start is not None and start.replace(tzinfo=UTC) == period_bounds("day", datetime.now(UTC))[0]
+
+
+def test_a_key_quota_with_a_weekly_refresh(gw: Harness) -> None:
+    gw.key("main", "team-a", token_quota=25)
+    with gw.services.sessions() as session, session.begin():
+        session.execute(
+            update(ApiKey).where(ApiKey.public_id == gw.key_ids["main"]).values(quota_refresh="week")
+        )
+    assert chat(gw) == BILLED
+    with pytest.raises(openai.RateLimitError) as refused:
+        chat(gw)
+    assert "retry-after" in refused.value.response.headers  # it refreshes next Monday
+    assert gw.gateway.writer.flush()
+    with gw.services.sessions() as session:
+        key = session.scalar(select(ApiKey).where(ApiKey.public_id == gw.key_ids["main"]))
+        assert key is not None and key.used_tokens == BILLED
+        assert key.quota_period_start is not None
+        assert key.quota_period_start.replace(tzinfo=UTC).weekday() == 0
