@@ -1,0 +1,415 @@
+"""The gateway's ADDED latency over calling the engine directly, under open-loop load, in one run.
+
+`python -m benchmarks.gateway_latency` prints `BENCH <name> <value> <unit>` lines.
+
+Three processes share the machine (2 cores here):
+
+- the engine SIMULATOR (`python -m portal.gateway.simulator`, ttft 0, 4-token answers, no pacing);
+- the gateway exactly as its Kubernetes Deployment runs it (`python -m portal.gateway`), with limits ON:
+  global, model, workspace, key and key × model rules in requests/s, requests/min, tokens/min, tokens/day
+  and concurrency, plus a key token quota — in Redis when one answers at $MODELFLEET_BENCH_REDIS_URL,
+  in process otherwise — and usage rows written to PostgreSQL (when one answers) or SQLite;
+- this process, the load generator: OPEN LOOP at a constant rate. Request i is due at start + i / rate
+  and is sent then whether or not earlier ones came back (a new keep-alive connection is opened when
+  none is idle), and its latency runs from when it was DUE to its last byte, so a stalled server or a
+  late generator shows up in the figures instead of quietly lowering the offered load (the closed-loop
+  "coordinated omission" of Locust-style tests). Offered and achieved rates are both reported.
+
+At 100, 300 and 600 requests/s the same schedule is run against the simulator directly, then through
+the gateway; `gateway_added_pXX` is the gateway's percentile minus the direct one. The client is a
+minimal HTTP/1.1 writer on asyncio streams: httpx would cost more CPU per request than the servers and
+would measure itself. Also reported: a sequential (one request at a time) baseline both ways, the
+ratio of gateway to direct latency, and the gateway's CPU time per request (from /proc).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RATES = (100, 300, 600)
+SECONDS = float(os.environ.get("MODELFLEET_BENCH_SECONDS", "6"))
+WARMUP_SECONDS = 1.0
+SEQUENTIAL = 300
+REDIS_URL = os.environ.get("MODELFLEET_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG_URL = os.environ.get("MODELFLEET_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MODEL = "bench-chat"
+HIGH = 2**31 - 1  # a limit that never refuses: the limiter runs, the benchmark measures its cost
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def bench(name: str, value: float, unit: str) -> None:
+    print(f"BENCH {name} {value:.4g} {unit}", flush=True)
+
+
+def info(message: str) -> None:
+    print(f"# gateway_latency: {message}", flush=True)
+
+
+# -- the load generator ---------------------------------------------------------------------------
+def request_bytes(port: int, path: str, body: dict[str, Any], key: str | None) -> bytes:
+    data = json.dumps(body).encode()
+    auth = f"authorization: Bearer {key}\r\n" if key else ""
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n{auth}"
+        f"content-length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    """One Content-Length response; its status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    lower = head.lower()
+    start = lower.index(b"content-length:") + len(b"content-length:")
+    await reader.readexactly(int(lower[start : lower.index(b"\r\n", start)]))
+    return status
+
+
+class Pool:
+    """Idle keep-alive connections; a request that finds none opens one (open loop: never wait).
+
+    Connections idle for longer than `MAX_IDLE` are dropped, not reused: the servers close keep-alive
+    connections after 5 s (uvicorn's default) and a request must not fail on a socket closed under it."""
+
+    MAX_IDLE = 3.0
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+        self.opened = 0
+
+    async def get(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        now = time.monotonic()
+        while self.idle:
+            reader, writer, since = self.idle.pop()
+            if now - since < self.MAX_IDLE:
+                return reader, writer
+            writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.opened += 1
+        return reader, writer
+
+    def put(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        self.idle.append((*connection, time.monotonic()))
+
+    def close(self) -> None:
+        for _, writer, _ in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+@dataclass
+class Run:
+    offered: float  # requests/s scheduled
+    achieved: float  # responses/s, first due time to last response
+    latencies_ms: list[float]  # sorted, from due time to last byte, successful requests
+    errors: int
+    late_p99_ms: float  # how late the generator itself sent (p99 of send - due)
+    connections: int
+    statuses: dict[str, int]  # non-200 answers and transport errors, by kind
+
+    def p(self, q: float) -> float:
+        values = self.latencies_ms
+        return values[min(len(values) - 1, int(q / 100 * len(values)))] if values else float("nan")
+
+
+async def open_loop(pool: Pool, request: bytes, rate: float, seconds: float) -> Run:
+    loop = asyncio.get_running_loop()
+    n = int(rate * seconds)
+    latencies: list[float] = []
+    late: list[float] = []
+    errors = 0
+    last_done = 0.0
+    statuses: dict[str, int] = {}
+
+    async def one(due: float) -> None:
+        nonlocal errors, last_done
+        connection = await pool.get()
+        late.append(loop.time() - due)
+        reader, writer = connection
+        try:
+            writer.write(request)
+            status = await read_response(reader)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            errors += 1
+            statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
+            writer.close()
+            return
+        done = loop.time()
+        last_done = max(last_done, done)
+        pool.put(connection)
+        if status == 200:
+            latencies.append((done - due) * 1000)
+        else:
+            errors += 1
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+
+    start = loop.time() + 0.02
+    tasks = []
+    for i in range(n):
+        due = start + i / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
+    late.sort()
+    return Run(
+        offered=n / (n / rate),
+        achieved=len(latencies) / max(last_done - start, 1e-9),
+        latencies_ms=sorted(latencies),
+        errors=errors,
+        late_p99_ms=late[int(0.99 * (len(late) - 1))] * 1000 if late else 0.0,
+        connections=pool.opened,
+        statuses=statuses,
+    )
+
+
+async def sequential(pool: Pool, request: bytes, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        reader, writer = connection = await pool.get()
+        started = time.perf_counter()
+        writer.write(request)
+        await read_response(reader)
+        out.append((time.perf_counter() - started) * 1000)
+        pool.put(connection)
+    return sorted(out)
+
+
+# -- the servers ----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the {what} did not start (exit {process.poll()})")
+        time.sleep(0.1)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def redis_url() -> str | None:
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+        client.ping()
+        client.close()
+        return REDIS_URL
+    except Exception:
+        return None
+
+
+@contextlib.contextmanager
+def database(tmp: Path) -> Iterator[tuple[str, str]]:
+    """A fresh PostgreSQL database when one answers, else a SQLite file: (url, kind)."""
+    from sqlalchemy import create_engine, text
+
+    try:
+        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text("SELECT 1"))
+    except Exception:
+        yield f"sqlite:///{tmp / 'bench.db'}", "sqlite"
+        return
+    name = f"mf_bench_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + f"/{name}", "postgresql"
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def set_up(database_url: str, tmp: Path, pepper: str, admin_token: str, engine_url: str) -> str:
+    """Workspace, model, key, rules and quota through the portal's own API; the key's secret."""
+    from fastapi.testclient import TestClient
+
+    from portal.app import build_services, create_app
+    from portal.settings import Settings
+
+    settings = Settings(
+        data_dir=tmp / "portal",
+        database_url=database_url,
+        pepper=pepper,  # type: ignore[arg-type]
+        admin_token=admin_token,  # type: ignore[arg-type]
+        worker_enabled=False,
+    )
+    services = build_services(settings)
+    try:
+        with TestClient(create_app(services=services)) as portal:
+            portal.headers["authorization"] = f"Bearer {admin_token}"
+
+            def call(method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+                response = portal.request(method, path, json=body)
+                assert response.status_code in (200, 201), response.text
+                out: dict[str, Any] = response.json()
+                return out
+
+            call("POST", "/api/workspaces", {"slug": "bench", "name": "Bench"})
+            call("PUT", "/api/workspaces/bench/quota", {"token_quota": 10**15, "quota_refresh": "month"})
+            target = {"kind": "external", "base_url": f"{engine_url}/v1", "upstream_model": "sim-chat"}
+            call(
+                "POST",
+                "/api/maas-models",
+                {"public_id": MODEL, "targets": [target], "enabled": True, "price_input_per_m": 1.0},
+            )
+            key = call("POST", "/api/workspaces/bench/api-keys", {"name": "bench", "token_quota": 10**15})
+            rules = [
+                {"scope": "global", "unit": "rps", "limit": HIGH},
+                {"scope": "model", "model": MODEL, "unit": "rpm", "limit": HIGH},
+                {"scope": "workspace", "subject": "bench", "unit": "tpm", "limit": HIGH},
+                {"scope": "api_key", "subject": key["id"], "unit": "rpm", "limit": HIGH},
+                {"scope": "api_key", "subject": key["id"], "unit": "tpd", "limit": HIGH},
+                {"scope": "api_key", "subject": key["id"], "unit": "concurrency", "limit": 100_000},
+            ]
+            for rule in rules:
+                call("POST", "/api/rate-limits", rule)
+            secret: str = key["secret_key"]
+            return secret
+    finally:
+        services.engine.dispose()
+
+
+@contextlib.contextmanager
+def server(command: list[str], env: dict[str, str], health: str, what: str, log: Path) -> Iterator[int]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_until_up(health, process, what)
+            yield process.pid
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+# -- the run ----------------------------------------------------------------------------------------
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="modelfleet-bench-"))
+    base_env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 4}
+    sim_port, gw_port = free_port(), free_port()
+    sim_cmd = [sys.executable, "-m", "portal.gateway.simulator", "--port", str(sim_port), "--ttft-ms", "0"]
+    sim_cmd += ["--completion-tokens", "4", "--any-model"]
+    try:
+        with (
+            database(tmp) as (database_url, db_kind),
+            server(sim_cmd, base_env, f"http://127.0.0.1:{sim_port}/health", "simulator", tmp / "sim.log"),
+        ):
+            pepper, admin_token = secrets.token_hex(16), _admin_token()
+            key = set_up(database_url, tmp, pepper, admin_token, f"http://127.0.0.1:{sim_port}")
+            redis = redis_url()
+            gw_env = {
+                **base_env,
+                "MODELFLEET_DATABASE_URL": database_url,
+                "MODELFLEET_DATA_DIR": str(tmp / "gateway"),
+                "MODELFLEET_PEPPER": pepper,
+                "MODELFLEET_ADMIN_TOKEN": admin_token,
+                "MODELFLEET_WORKER_ENABLED": "false",
+                "MODELFLEET_GATEWAY_REDIS_PREFIX": f"bench{uuid.uuid4().hex[:8]}",
+            }
+            if redis:
+                gw_env["MODELFLEET_REDIS_URL"] = redis
+            else:
+                gw_env.pop("MODELFLEET_REDIS_URL", None)
+            info(f"limits and quotas {'in Redis at ' + redis if redis else 'in process (no Redis answered)'}")
+            info(f"usage rows to {db_kind}; {os.cpu_count()} CPUs shared by simulator, gateway and load")
+            bench("gateway_limits_in_redis", 1 if redis else 0, "bool")
+            gw_cmd = [sys.executable, "-m", "portal.gateway", "--host", "127.0.0.1", "--port", str(gw_port)]
+            with server(
+                gw_cmd, gw_env, f"http://127.0.0.1:{gw_port}/healthz", "gateway", tmp / "gw.log"
+            ) as pid:
+                direct = request_bytes(sim_port, "/v1/chat/completions", body, None)
+                through = request_bytes(gw_port, "/v1/chat/completions", body, key)
+                asyncio.run(measure(sim_port, gw_port, direct, through, pid))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _admin_token() -> str:
+    from portal.security import USER_TOKEN_PREFIX, issue
+
+    return issue(USER_TOKEN_PREFIX).value
+
+
+async def measure(sim_port: int, gw_port: int, direct: bytes, through: bytes, gateway_pid: int) -> None:
+    pools = {"direct": Pool(sim_port), "gateway": Pool(gw_port)}
+    requests = {"direct": direct, "gateway": through}
+    for name, pool in pools.items():  # warm up both paths (connections, caches, the gateway's snapshot)
+        warm = await open_loop(pool, requests[name], 100, WARMUP_SECONDS)
+        if warm.errors:
+            raise RuntimeError(f"{name}: {warm.errors} errors while warming up")
+    seq = {name: await sequential(pool, requests[name], SEQUENTIAL) for name, pool in pools.items()}
+    bench("direct_sequential_p50", seq["direct"][len(seq["direct"]) // 2], "ms")
+    bench("gateway_sequential_p50", seq["gateway"][len(seq["gateway"]) // 2], "ms")
+    bench(
+        "gateway_added_sequential_p50",
+        seq["gateway"][len(seq["gateway"]) // 2] - seq["direct"][len(seq["direct"]) // 2],
+        "ms",
+    )
+    for rate in RATES:
+        runs: dict[str, Run] = {}
+        for name, pool in pools.items():
+            cpu_before = cpu_seconds(gateway_pid)
+            runs[name] = run = await open_loop(pool, requests[name], rate, SECONDS)
+            tag = f"{name}_{{}}_{rate}rps"
+            bench(tag.format("offered"), run.offered, "req/s")
+            bench(tag.format("achieved"), run.achieved, "req/s")
+            bench(tag.format("errors"), run.errors, "requests")
+            bench(tag.format("generator_late_p99"), run.late_p99_ms, "ms")
+            for q in (50, 95, 99):
+                bench(tag.format(f"p{q}"), run.p(q), "ms")
+            if run.statuses:
+                info(f"{name} at {rate} req/s: errors {run.statuses}")
+            if name == "gateway":
+                cpu = cpu_seconds(gateway_pid) - cpu_before
+                bench(f"gateway_cpu_per_request_{rate}rps", cpu / max(len(run.latencies_ms), 1) * 1000, "ms")
+        for q in (50, 95, 99):
+            bench(f"gateway_added_p{q}_{rate}rps", runs["gateway"].p(q) - runs["direct"].p(q), "ms")
+        bench(f"gateway_over_direct_p50_{rate}rps", runs["gateway"].p(50) / runs["direct"].p(50), "x")
+    for pool in pools.values():
+        pool.close()
+
+
+if __name__ == "__main__":
+    main()
