@@ -248,6 +248,7 @@ class RelayResponse(Response):
         meter = StreamMeter.for_request(self.prepared, started_at=connected.started, clock=time.perf_counter)
         outcome: Outcome | None = None
         disconnected = False
+        finished = False  # the last byte is out: a disconnect from now on is the normal end
 
         async def emit(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -261,23 +262,25 @@ class RelayResponse(Response):
                     while True:
                         message: Message = await receive()
                         if message["type"] == "http.disconnect":
-                            disconnected = True
-                            group.cancel_scope.cancel()
+                            if not finished:
+                                disconnected = True
+                                group.cancel_scope.cancel()
                             return
 
                 group.start_soon(watch)
                 group.start_soon(gateway.renew_leases, self.admission)
                 outcome = await gateway.pump(connected, meter, emit)
+                finished = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 group.cancel_scope.cancel()
         except OSError:
-            disconnected = True
+            disconnected = not finished
         except BaseException:
-            disconnected = True  # cancelled from outside: the server is stopping or the client left
+            disconnected = not finished  # cancelled from outside: the server is stopping or the client left
             raise
         finally:
-            if disconnected:
-                outcome = Outcome.CLIENT_DISCONNECTED
+            if disconnected:  # unless the upstream had failed first (the client may leave because of it)
+                outcome = Outcome.UPSTREAM_ERROR if meter.error is not None else Outcome.CLIENT_DISCONNECTED
             metered = meter.finish(
                 outcome, bill_prompt_without_output=gateway.settings.gateway_bill_prompt_without_output
             )

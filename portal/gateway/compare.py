@@ -162,6 +162,7 @@ class CompareStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lock = anyio.Lock()
         disconnected = False
+        finished = False
 
         async def emit(data: bytes) -> None:
             async with lock:
@@ -178,8 +179,9 @@ class CompareStream(Response):
                     while True:
                         message: Message = await receive()
                         if message["type"] == "http.disconnect":
-                            disconnected = True
-                            group.cancel_scope.cancel()
+                            if not finished:
+                                disconnected = True
+                                group.cancel_scope.cancel()
                             return
 
                 group.start_soon(watch)
@@ -187,6 +189,7 @@ class CompareStream(Response):
                     for leg in self.legs:
                         legs.start_soon(self._run, leg, emit, lambda: disconnected)
                 await emit(b"data: [DONE]\n\n")
+                finished = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 group.cancel_scope.cancel()
         except OSError:
@@ -232,8 +235,8 @@ class CompareStream(Response):
             outcome = Outcome.CLIENT_DISCONNECTED
             raise
         finally:
-            if gone():
-                outcome = Outcome.CLIENT_DISCONNECTED
+            if gone() or outcome is Outcome.CLIENT_DISCONNECTED:
+                outcome = Outcome.UPSTREAM_ERROR if meter.error is not None else Outcome.CLIENT_DISCONNECTED
             metered = meter.finish(
                 outcome, bill_prompt_without_output=gateway.settings.gateway_bill_prompt_without_output
             )
