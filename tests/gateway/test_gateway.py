@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,8 +16,10 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 from pytest_httpserver import HTTPServer
+from sqlalchemy import create_engine, update
 
 from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
+from portal.models import ApiKey
 from portal.services import Services
 from tests.gateway.gateway_support import Harness, harness
 
@@ -231,3 +234,31 @@ def test_every_upstream_down_is_a_502_and_an_open_circuit_a_503(gw: Harness) -> 
     assert int(unavailable.value.response.headers["retry-after"]) >= 1
     rows = gw.records(6)
     assert [r.status for r in rows] == [502] * 5 + [503] and all(r.cost == 0 for r in rows)
+
+
+def test_edits_by_another_process_are_seen_within_the_poll_interval(
+    client: TestClient, services: Services, engine: tuple[Simulator, str]
+) -> None:
+    _, url = engine
+    services.settings = services.settings.model_copy(update={"gateway_snapshot_poll_seconds": 0.1})
+    with harness(client, services) as h:
+        h.workspace("team-a")
+        h.model("chat", [{"kind": "external", "base_url": f"{url}/v1", "upstream_model": "m"}])
+        h.key("main", "team-a")
+        assert h.sdk().chat.completions.create(model="chat", messages=MESSAGES).usage is not None  # type: ignore[arg-type]
+        other = create_engine(services.settings.resolved_database_url)  # another process: no change hook
+        with other.begin() as connection:
+            connection.execute(
+                update(ApiKey).where(ApiKey.public_id == h.key_ids["main"]).values(enabled=False)
+            )
+        other.dispose()
+        started = time.monotonic()
+        while time.monotonic() - started < 5:
+            try:
+                h.sdk().models.list()
+            except openai.AuthenticationError:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the gateway never saw the key disabled")
+        assert time.monotonic() - started < 2
