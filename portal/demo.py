@@ -1,5 +1,6 @@
 """Demo data for `python -m portal --demo`: the seed plaza (published), deploy templates for the
-models the demo stack serves, a workspace `demo` and a user `demo` who administers it.
+models the demo stack serves, a workspace `demo` and a user `demo` who administers it, and the
+gateway's MaaS models (served by the engine simulator) with a demo API key.
 
 Idempotent: every start adds only what is missing, so a restart changes nothing and a deleted
 object comes back. Everything it creates is audited with the actor "system".
@@ -47,6 +48,11 @@ def load_demo(services: Services) -> None:
         log.info("demo: added %d plaza models", len(result.created))
     _deploy_templates(services)
     _workspace_and_user(services)
+    # The gateway's part: MaaS models for the stack's public model names, answered by the engine
+    # simulator, and a demo API key printed once (portal/gateway/demo.py).
+    from portal.gateway.demo import seed_demo_gateway
+
+    seed_demo_gateway(services)
 
 
 def template_bodies(services: Services) -> list[tuple[str, DeployTemplateIn]]:

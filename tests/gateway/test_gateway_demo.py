@@ -1,0 +1,78 @@
+"""`python -m portal --demo`: the demo stack's public models are served through the portal's `/v1` by
+the engine simulator, with a demo API key printed once; chat and compare work with the OpenAI SDK."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from sqlalchemy import func, select
+
+from portal.app import build_services, create_app
+from portal.demo import load_demo
+from portal.models import ApiKey, MaasModel
+from portal.services import Services
+from portal.settings import Settings
+from tests.gateway.gateway_support import serve
+
+DEMO_MODELS = ["deepseek-r1", "qwen2.5-72b-instruct", "qwen2.5-7b-instruct", "qwen3-32b"]
+
+
+@pytest.fixture
+def demo(
+    database_url: str, tmp_path: Path, admin_token: str, capfd: pytest.CaptureFixture[str]
+) -> Iterator[tuple[Services, str]]:
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        database_url=database_url,
+        admin_token=admin_token,  # type: ignore[arg-type]
+        pepper="test-pepper",  # type: ignore[arg-type]
+        demo=True,
+        worker_enabled=False,
+    )
+    services = build_services(settings)
+    printed = re.findall(r"demo API key \(shown once\): (sk-\S+)", capfd.readouterr().err)
+    assert len(printed) == 1
+    yield services, printed[0]
+    services.engine.dispose()
+
+
+def test_the_demo_serves_its_models_from_the_simulator(
+    demo: tuple[Services, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    services, key = demo
+    with (
+        serve(create_app(services=services)) as url,
+        openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as sdk,
+    ):
+        assert [m.id for m in sdk.models.list()] == DEMO_MODELS
+        reply = sdk.chat.completions.create(
+            model="qwen2.5-7b-instruct",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=5,
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens == 5
+        body = {"models": ["qwen2.5-7b-instruct", "qwen3-32b"], "prompt": "hi", "max_tokens": 3}
+        with httpx.stream(
+            "POST", f"{url}/v1/compare", json=body, headers={"authorization": f"Bearer {key}"}, timeout=10
+        ) as response:
+            done = [
+                json.loads(line[6:])
+                for line in response.iter_lines()
+                if line.startswith("data: {") and '"type":"done"' in line
+            ]
+        assert sorted(d["model"] for d in done) == ["qwen2.5-7b-instruct", "qwen3-32b"]
+        assert all(d["status"] == "completed" and d["usage"]["completion_tokens"] == 3 for d in done)
+    # loading the demo again adds nothing and prints no key
+    load_demo(services)
+    assert "demo API key" not in capfd.readouterr().err
+    with services.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(MaasModel)) == len(DEMO_MODELS)
+        assert session.scalar(select(func.count()).select_from(ApiKey)) == 1
+        stored = session.scalar(select(ApiKey.secret_hash))
+    assert stored == services.hasher.digest(key[3 + 12 :]) and key not in str(stored)
