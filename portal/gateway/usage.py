@@ -13,8 +13,8 @@ down) charges nothing twice. A failed batch is retried with back-off; rows wait 
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,66 +50,55 @@ class UsageWriter:
         self.flush_seconds = flush_seconds
         self.lock = lock or threading.Lock()  # shared with the snapshot loader (see quotas.py)
         self.on_flushed = on_flushed
-        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        # The request path appends to a deque (atomic, no lock, no thread wake-up); the thread wakes on
+        # its own every `flush_seconds`, or early when a full batch is waiting.
+        self._rows: collections.deque[dict[str, Any]] = collections.deque()
+        self._wake = threading.Event()
         self._done = threading.Condition()
-        self._queued = 0
+        self._queued = 0  # only the gateway's event loop thread adds to it
         self._written = 0  # rows handled (inserted or found already there)
         self._stopping = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         if self._thread is None:
+            self._stopping = False
             self._thread = threading.Thread(target=self._run, name="gateway-usage-writer", daemon=True)
             self._thread.start()
 
     def put(self, row: dict[str, Any]) -> None:
         """Queue one row (a dict of `UsageRecord` columns plus `_charges`). Never blocks."""
-        with self._done:
-            self._queued += 1
-        self._queue.put(row)
-        metrics.USAGE_QUEUE.inc()
+        self._queued += 1
+        self._rows.append(row)
+        if len(self._rows) >= self.batch_size:
+            self._wake.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every row queued so far is written (tests, shutdown). False on timeout."""
+        target = self._queued
+        self._wake.set()
         with self._done:
-            target = self._queued
             return self._done.wait_for(lambda: self._written >= target, timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._thread is None:
             return
         self._stopping = True
-        self._queue.put(None)
+        self._wake.set()
         self._thread.join(timeout)
         self._thread = None
 
     # -- the thread ------------------------------------------------------------------------------
     def _run(self) -> None:
-        pending: list[dict[str, Any]] = []
+        rows = self._rows
         while True:
-            first = self._queue.get()
-            if first is None:
-                if pending:
-                    self._write_until_done(pending)
-                return
-            pending.append(first)
-            deadline = time.monotonic() + self.flush_seconds
-            stop = False
-            while len(pending) < self.batch_size:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    break
-                try:
-                    row = self._queue.get(timeout=wait)
-                except queue.Empty:
-                    break
-                if row is None:
-                    stop = True
-                    break
-                pending.append(row)
-            self._write_until_done(pending)
-            pending = []
-            if stop:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            metrics.USAGE_QUEUE.set(len(rows))
+            while rows:
+                batch = [rows.popleft() for _ in range(min(self.batch_size, len(rows)))]
+                self._write_until_done(batch)
+            if self._stopping:
                 return
 
     def _write_until_done(self, rows: list[dict[str, Any]]) -> None:
@@ -126,7 +115,6 @@ class UsageWriter:
                     break
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        metrics.USAGE_QUEUE.dec(len(rows))
         with self._done:
             self._written += len(rows)
             self._done.notify_all()
