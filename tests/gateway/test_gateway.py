@@ -262,3 +262,10 @@ def test_edits_by_another_process_are_seen_within_the_poll_interval(
         else:
             pytest.fail("the gateway never saw the key disabled")
         assert time.monotonic() - started < 2
+
+
+def test_the_stand_alone_gateway_answers_probes_and_scrapes(gw: Harness) -> None:
+    assert gw.sdk().chat.completions.create(model="chat", messages=MESSAGES).usage is not None  # type: ignore[arg-type]
+    assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
+    scraped = httpx.get(f"{gw.url}/metrics").text
+    assert 'modelfleet_gateway_requests_total{endpoint="chat.completions",model="chat",status="200"}' in scraped
