@@ -136,6 +136,7 @@ class GatewayApp:
         headers = {**admission.headers, **ids}
         prepared = prepare_upstream_body(body) if stream else PreparedRequest(body, False, True)
         handed_off = False
+        metrics.IN_FLIGHT.inc()
         try:
             connected = await gateway.connect(
                 model, ENDPOINTS[endpoint], upstream_body(prepared.body, model), request_id, started
@@ -158,6 +159,7 @@ class GatewayApp:
             return RelayResponse(gateway, connected, admission, sample, prepared, headers)
         finally:
             if not handed_off:
+                metrics.IN_FLIGHT.dec()
                 used = sample.metered.usage.total_tokens if sample.metered is not None else 0
                 with anyio.CancelScope(shield=True):
                     await admission.settle(used)
@@ -290,6 +292,7 @@ class RelayResponse(Response):
                 sample.error_type = metered.outcome.value
             usage = gateway.record(sample)
             connected.attempt.close()
+            metrics.IN_FLIGHT.dec()
             with anyio.CancelScope(shield=True):
                 await connected.response.aclose()
                 await self.admission.settle(usage.total_tokens)
