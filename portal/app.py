@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from portal import bootstrap, errors
+from portal import bootstrap, console, errors
 from portal.api import ROUTERS
 from portal.context import RequestIdMiddleware
 from portal.db import make_engine, migrate, session_factory
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         responses=errors.ERROR_RESPONSES,
     )
     app.state.services = services
+    console.install(app, services)  # the web console at /console (before RequestIdMiddleware: inside it)
     app.add_middleware(RequestIdMiddleware)
     errors.install(app)
     for router in ROUTERS:

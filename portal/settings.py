@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     gateway_base_url: str = Field(
         default="http://127.0.0.1:8000", description="where applications reach the OpenAI-compatible gateway"
     )
+    console_session_hours: float = Field(
+        default=12, gt=0, le=24 * 30, description="how long a web console sign-in lasts (docs/console.md)"
+    )
 
     demo: bool = Field(default=False, description="load the demo stack, seed catalog, workspace and user")
 
