@@ -26,9 +26,12 @@ def main(argv: list[str] | None = None) -> None:
             port=args.port,
             workers=args.workers,
             log_level="info",
+            access_log=False,
         )
         return
-    uvicorn.run(app_from_env(), host=args.host, port=args.port, log_level="info")
+    # No access log: a line per request costs more than the gateway's own work; the usage rows and
+    # the Prometheus metrics record every request.
+    uvicorn.run(app_from_env(), host=args.host, port=args.port, log_level="info", access_log=False)
 
 
 def app_from_env() -> Starlette:

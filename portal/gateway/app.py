@@ -135,7 +135,6 @@ class GatewayApp:
         sample.charges = admission.charges
         headers = {**admission.headers, **ids}
         prepared = prepare_upstream_body(body) if stream else PreparedRequest(body, False, True)
-        handed_off = False
         metrics.IN_FLIGHT.inc()
         try:
             connected = await gateway.connect(
@@ -148,21 +147,24 @@ class GatewayApp:
                     connected.target,
                 )
                 gateway.record(sample)
-                return connected.response(headers)
-            sample.target = connected.spec
-            upstream = connected.response
-            if upstream.status_code != 200:
-                return await self._passthrough(connected, sample, headers)
-            if not stream:
-                return await self._complete(connected, body, sample, headers)
-            handed_off = True
-            return RelayResponse(gateway, connected, admission, sample, prepared, headers)
-        finally:
-            if not handed_off:
-                metrics.IN_FLIGHT.dec()
-                used = sample.metered.usage.total_tokens if sample.metered is not None else 0
-                with anyio.CancelScope(shield=True):
-                    await admission.settle(used)
+                response = connected.response(headers)
+            elif connected.response.status_code != 200:
+                sample.target = connected.spec
+                response = await self._passthrough(connected, sample, headers)
+            elif not stream:
+                sample.target = connected.spec
+                response = await self._complete(connected, body, sample, headers)
+            else:
+                sample.target = connected.spec
+                return RelayResponse(gateway, connected, admission, sample, prepared, headers)
+        except BaseException:
+            metrics.IN_FLIGHT.dec()
+            with anyio.CancelScope(shield=True):
+                await admission.settle(0)
+            raise
+        metrics.IN_FLIGHT.dec()
+        used = sample.metered.usage.total_tokens if sample.metered is not None else 0
+        return SettledAfter(response, admission, used)
 
     async def _complete(
         self, connected: Connected, body: Mapping[str, Any], sample: Sample, headers: dict[str, str]
@@ -211,6 +213,26 @@ class GatewayApp:
         gateway.record(sample)
         media = connected.response.headers.get("content-type", "application/json")
         return Response(data, status, headers=headers, media_type=media)
+
+
+class SettledAfter(Response):
+    """A complete answer whose reservation is settled after its last byte went out, so the limiter's
+    and the quota store's round trips are not part of the client's latency."""
+
+    def __init__(self, inner: Response, admission: Admission, used_tokens: int) -> None:
+        self.inner = inner
+        self.admission = admission
+        self.used_tokens = used_tokens
+        self.status_code = inner.status_code
+        self.background = None
+        self.raw_headers = inner.raw_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.admission.settle(self.used_tokens)
 
 
 class RelayResponse(Response):
@@ -281,8 +303,8 @@ class RelayResponse(Response):
             disconnected = not finished  # cancelled from outside: the server is stopping or the client left
             raise
         finally:
-            if disconnected:  # unless the upstream had failed first (the client may leave because of it)
-                outcome = Outcome.UPSTREAM_ERROR if meter.error is not None else Outcome.CLIENT_DISCONNECTED
+            if disconnected:
+                outcome = _after_disconnect(meter)
             metered = meter.finish(
                 outcome, bill_prompt_without_output=gateway.settings.gateway_bill_prompt_without_output
             )
@@ -296,6 +318,17 @@ class RelayResponse(Response):
             with anyio.CancelScope(shield=True):
                 await connected.response.aclose()
                 await self.admission.settle(usage.total_tokens)
+
+
+def _after_disconnect(meter: StreamMeter) -> Outcome | None:
+    """The outcome of a stream whose client went away: if the upstream had failed first (the client may
+    leave because of it) an upstream error; if the stream was already complete (`[DONE]` relayed, the
+    client closed before our last bookkeeping) read it from the stream; otherwise a disconnect."""
+    if meter.error is not None:
+        return Outcome.UPSTREAM_ERROR
+    if meter.done:
+        return None
+    return Outcome.CLIENT_DISCONNECTED
 
 
 def upstream_body(body: Mapping[str, Any], model: ModelEntry) -> Any:

@@ -236,7 +236,9 @@ class CompareStream(Response):
             raise
         finally:
             if gone() or outcome is Outcome.CLIENT_DISCONNECTED:
-                outcome = Outcome.UPSTREAM_ERROR if meter.error is not None else Outcome.CLIENT_DISCONNECTED
+                from portal.gateway.app import _after_disconnect
+
+                outcome = _after_disconnect(meter)
             metered = meter.finish(
                 outcome, bill_prompt_without_output=gateway.settings.gateway_bill_prompt_without_output
             )

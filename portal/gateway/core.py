@@ -285,9 +285,11 @@ class Gateway:
                 failure=policy,
                 local_share=s.gateway_replicas,
             )
-            self._redis = aioredis.Redis.from_url(
-                s.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25, max_connections=64
+            # Like the limiter's: a bounded pool requests wait for (up to 1 s) instead of failing.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                s.redis_url, max_connections=64, timeout=1.0, socket_timeout=0.25, socket_connect_timeout=0.25
             )
+            self._redis = aioredis.Redis(connection_pool=pool)
             self.quotas = Quotas(
                 self.local_quotas,
                 RedisQuotas(
@@ -325,6 +327,7 @@ class Gateway:
             await self.limiter.aclose()
         if self._redis is not None:
             await self._redis.aclose()
+            await self._redis.connection_pool.disconnect()
             self._redis = None
         if self._exits is not None:
             await asyncio.to_thread(self._exits.close)
