@@ -268,4 +268,5 @@ def test_the_stand_alone_gateway_answers_probes_and_scrapes(gw: Harness) -> None
     assert gw.sdk().chat.completions.create(model="chat", messages=MESSAGES).usage is not None  # type: ignore[arg-type]
     assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
     scraped = httpx.get(f"{gw.url}/metrics").text
-    assert 'modelfleet_gateway_requests_total{endpoint="chat.completions",model="chat",status="200"}' in scraped
+    sample = 'modelfleet_gateway_requests_total{endpoint="chat.completions",model="chat",status="200"}'
+    assert sample in scraped
