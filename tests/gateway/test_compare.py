@@ -24,6 +24,7 @@ from tests.gateway.test_gateway_limits import REDIS_SKIP
 from tests.gateway.test_limits_helpers import REDIS_URL
 
 MESSAGES = [{"role": "user", "content": "Tell me about gateways"}]
+BOTH = pytest.mark.parametrize("gw", ["local", "redis"], indirect=True)  # in process and on Redis
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,8 @@ def gw(
     request: pytest.FixtureRequest, client: TestClient, services: Services, engine: str
 ) -> Iterator[Harness]:
     prefix = f"mft{uuid.uuid4().hex[:8]}"
-    if request.param == "redis":
+    backend = getattr(request, "param", "local")  # tests that need both say so (indirect parametrize)
+    if backend == "redis":
         if REDIS_SKIP:
             pytest.skip(REDIS_SKIP)
         services.settings = services.settings.model_copy(
@@ -58,7 +60,7 @@ def gw(
             prices=("3", "4", "3"),
         )
         yield h
-    if request.param == "redis":
+    if backend == "redis":
         r = redis.Redis.from_url(REDIS_URL)
         for key in r.scan_iter(f"{prefix}:*"):
             r.delete(key)
@@ -122,6 +124,7 @@ def test_one_stream_with_every_event_tagged_and_per_model_figures(gw: Harness) -
     assert [r.cost for r in rows] == [Decimal("0.000027000"), Decimal("0.000057000")]
 
 
+@BOTH
 def test_all_legs_are_admitted_or_none(gw: Harness) -> None:
     gw.key("main", "team-a")
     gw.rule(scope="model", model="a", unit="rpm", limit=1)
@@ -141,6 +144,7 @@ def test_all_legs_are_admitted_or_none(gw: Harness) -> None:
     assert [(r.model, r.status) for r in rows] == [("b", 200), ("b", 429), ("a", 200)]
 
 
+@BOTH
 def test_a_quota_too_small_for_every_leg_admits_none(gw: Harness) -> None:
     gw.key("main", "team-a", token_quota=40)  # one leg reserves 12 + 20 = 32
     response, _ = compare(gw, {"models": ["a", "b"], "messages": MESSAGES, "max_tokens": 20})

@@ -23,6 +23,7 @@ from tests.gateway.test_gateway_limits import REDIS_SKIP
 from tests.gateway.test_limits_helpers import REDIS_URL
 
 MESSAGES = [{"role": "user", "content": "Tell me about gateways"}]
+BOTH = pytest.mark.parametrize("gw", ["local", "redis"], indirect=True)  # in process and on Redis
 RESERVED = 12 + 8  # the prompt estimate + max_tokens
 BILLED = 11 + 8  # what the engine reports
 
@@ -39,7 +40,8 @@ def gw(
     request: pytest.FixtureRequest, client: TestClient, services: Services, engine: str
 ) -> Iterator[Harness]:
     prefix = f"mft{uuid.uuid4().hex[:8]}"
-    if request.param == "redis":
+    backend = getattr(request, "param", "local")  # tests that need both say so (indirect parametrize)
+    if backend == "redis":
         if REDIS_SKIP:
             pytest.skip(REDIS_SKIP)
         services.settings = services.settings.model_copy(
@@ -49,7 +51,7 @@ def gw(
         h.workspace("team-a")
         h.model("chat", [{"kind": "external", "base_url": f"{engine}/v1", "upstream_model": "m"}])
         yield h
-    if request.param == "redis":
+    if backend == "redis":
         r = redis.Redis.from_url(REDIS_URL)
         for key in r.scan_iter(f"{prefix}:*"):
             r.delete(key)
@@ -70,6 +72,7 @@ def used(h: Harness) -> tuple[int, int]:
     return key or 0, workspace or 0
 
 
+@BOTH
 def test_an_exhausted_key_quota_is_insufficient_quota(gw: Harness) -> None:
     gw.key("main", "team-a", token_quota=50)
     assert chat(gw) == BILLED  # 0 + 20 reserved <= 50
@@ -87,6 +90,7 @@ def test_an_exhausted_key_quota_is_insufficient_quota(gw: Harness) -> None:
     assert rows[-1].status == 429 and rows[-1].error_type == "insufficient_quota"
 
 
+@BOTH
 def test_concurrent_requests_cannot_overshoot_a_quota(gw: Harness) -> None:
     gw.key("main", "team-a", token_quota=100)
 
@@ -108,6 +112,7 @@ def test_concurrent_requests_cannot_overshoot_a_quota(gw: Harness) -> None:
     assert used(gw)[0] == 5 * BILLED <= 100
 
 
+@BOTH
 def test_a_workspace_quota_refreshes_each_period(gw: Harness) -> None:
     gw.workspace("team-a", token_quota=30, quota_refresh="day")
     gw.key("main", "team-a")
