@@ -121,7 +121,7 @@ class Ctx:
         if not self.is_ops:
             raise OpsOnly()
 
-    def render(self, template_name: str, status: int = 200, **data: Any) -> Response:
+    def render(self, template_name: str, status_code: int = 200, **data: Any) -> Response:
         catalog_json = json.dumps(catalog(self.t.lang), ensure_ascii=False).replace("</", "<\\/")
         context = {
             "t": self.t,
@@ -136,7 +136,7 @@ class Ctx:
             "i18n_json": Markup(catalog_json),  # JSON with "</" escaped, in a JSON script tag
             **data,
         }
-        response = self.templates.TemplateResponse(self.request, template_name, context, status_code=status)
+        response = self.templates.TemplateResponse(self.request, template_name, context, status_code=status_code)
         for name, value in self.cookies.items():
             response.set_cookie(name, value, max_age=YEAR, httponly=False, samesite="lax", path="/")
         return secure(response)
