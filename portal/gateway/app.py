@@ -60,14 +60,14 @@ class GatewayApp:
 
     # -- helpers -----------------------------------------------------------------------------------
     @staticmethod
-    def _id_headers(request_id: str) -> dict[str, str]:
+    def id_headers(request_id: str) -> dict[str, str]:
         # Inside the portal its middleware already sends x-request-id (the portal's id); the usage row
         # keeps the gateway's own id, returned here as x-modelfleet-request-id in that case.
         if current_request_id() is None:
             return {"x-request-id": request_id}
         return {"x-modelfleet-request-id": request_id}
 
-    async def _caller(self, request: Request) -> tuple[Any, KeyEntry] | Response:
+    async def caller(self, request: Request) -> tuple[Any, KeyEntry] | Response:
         gateway = self.gateway
         await gateway.ensure_started()
         snapshot = await gateway.current()
@@ -79,7 +79,7 @@ class GatewayApp:
 
     # -- GET /models ---------------------------------------------------------------------------------
     async def list_models(self, request: Request) -> Response:
-        caller = await self._caller(request)
+        caller = await self.caller(request)
         if isinstance(caller, Response):
             return caller
         snapshot, key = caller
@@ -87,7 +87,7 @@ class GatewayApp:
         return JSONResponse({"object": "list", "data": [_model_object(m) for m in models]})
 
     async def get_model(self, request: Request) -> Response:
-        caller = await self._caller(request)
+        caller = await self.caller(request)
         if isinstance(caller, Response):
             return caller
         snapshot, key = caller
@@ -110,7 +110,7 @@ class GatewayApp:
         started = time.perf_counter()
         at = utcnow()
         request_id = new_request_id()
-        caller = await self._caller(request)
+        caller = await self.caller(request)
         if isinstance(caller, Response):
             return caller
         snapshot, key = caller
@@ -124,7 +124,7 @@ class GatewayApp:
         stream = endpoint != "embeddings" and body.get("stream") is True
         tokens = gateway.reservation(snapshot, key, body, endpoint)
         sample = Sample(request_id, at, started, key, model, endpoint, stream, status=200)
-        ids = self._id_headers(request_id)
+        ids = self.id_headers(request_id)
         admitted = await gateway.admit(snapshot, key, model, tokens, at)
         if isinstance(admitted, Refused):
             sample.status, sample.error_type = admitted.response.status_code, admitted.error_type

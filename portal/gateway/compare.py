@@ -70,7 +70,7 @@ class CompareEndpoint:
         started = time.perf_counter()
         at = utcnow()
         request_id = new_request_id()
-        caller = await self.http._caller(request)
+        caller = await self.http.caller(request)
         if isinstance(caller, Response):
             return caller
         snapshot, key = caller
@@ -115,7 +115,7 @@ class CompareEndpoint:
                 return _for_leg(admitted.response, i, model.public_id)
             sample.charges = admitted.charges
             legs.append(Leg(i, model, admitted, sample))
-        return CompareStream(gateway, legs, chat, request_id, self.http._id_headers(request_id))
+        return CompareStream(gateway, legs, chat, request_id, self.http.id_headers(request_id))
 
 
 def _for_leg(response: Response, index: int, model: str) -> Response:

@@ -23,7 +23,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -44,7 +44,6 @@ from portal.gateway.limits import (
     Limiter,
     LimiterUnavailable,
     OnFailure,
-    Unit,
     build_limiter,
 )
 from portal.gateway.limits.rules import TOKEN_UNITS
@@ -202,7 +201,6 @@ class Sample:
     target: TargetSpec | None = None
     metered: Metered | None = None
     charges: tuple[Counter, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Gateway:
@@ -751,4 +749,4 @@ async def _error_message(response: httpx.Response) -> str:
     return f"status {response.status_code}"
 
 
-__all__ = ["Admission", "Connected", "Gateway", "Refused", "Sample", "Unit", "UpstreamFailure"]
+__all__ = ["Admission", "Connected", "Gateway", "Refused", "Sample", "UpstreamFailure"]
