@@ -63,7 +63,9 @@ class UsageFigures(BaseModel):
     avg_ttft_ms: float | None = Field(description="mean time to first token over requests that have one")
 
 
-class UsageLine(UsageFigures):
+class UsageGroup(BaseModel):
+    """What a line is about: the dimensions grouped by (the others are null)."""
+
     bucket: datetime | None = Field(
         None, description="start of the period bucket (UTC) when grouped by period"
     )
@@ -71,6 +73,10 @@ class UsageLine(UsageFigures):
     api_key: str | None = None
     api_key_name: str | None = Field(None, description="the key's name; null once the key is deleted")
     model: str | None = None
+
+
+class UsageLine(UsageFigures, UsageGroup):  # the group's fields first (pydantic orders bases in reverse)
+    pass
 
 
 class UsageReportOut(BaseModel):
