@@ -81,7 +81,7 @@ def stacked_bars(
     bar_w = max(slot * 0.72, 1.0)
     parts = [
         f'<svg class="chart" id="{escape(chart_id)}" role="img" viewBox="0 0 {width} {height}" '
-        f'preserveAspectRatio="none" data-total="{total:g}" aria-label="{escape(unit)}: {compact(total)}">'
+        f'data-total="{total:g}" aria-label="{escape(unit)}: {compact(total)}">'
     ]
     for i in range(5):  # grid lines and y labels at 0, ¼, ½, ¾, 1 of the maximum
         value = y_max * i / 4

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -80,6 +81,16 @@ def _num(value: Any) -> str:
     return f"{int(value):,}"
 
 
+def _money(value: Any) -> str:
+    """An exact decimal string shown without its trailing zeros (0.000390500 → 0.0003905)."""
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return str(value)
+    text = format(number, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
 
@@ -87,7 +98,9 @@ def _pretty(value: Any) -> str:
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
-    env.filters.update(dt=_dt, num=_num, compact=charts.compact, markdown=markdown.render, pretty=_pretty)
+    env.filters.update(
+        dt=_dt, num=_num, money=_money, compact=charts.compact, markdown=markdown.render, pretty=_pretty
+    )
     env.globals.update(base=PREFIX, static_version=_static_version(), languages=LANGUAGES)
     env.trim_blocks = True
     env.lstrip_blocks = True
@@ -136,7 +149,9 @@ class Ctx:
             "i18n_json": Markup(catalog_json),  # JSON with "</" escaped, in a JSON script tag
             **data,
         }
-        response = self.templates.TemplateResponse(self.request, template_name, context, status_code=status_code)
+        response = self.templates.TemplateResponse(
+            self.request, template_name, context, status_code=status_code
+        )
         for name, value in self.cookies.items():
             response.set_cookie(name, value, max_age=YEAR, httponly=False, samesite="lax", path="/")
         return secure(response)

@@ -69,9 +69,11 @@ if (form) {
   }
 
   function schedule(delay = 350) {
+    if (input("name").disabled) return; // deployed: the form is done
     clearTimeout(timer);
     submit.disabled = true;
     status.textContent = t("deploy.checking");
+    preflightPanel.querySelector("[data-preflight-badge]").replaceChildren(); // stale until checked again
     timer = setTimeout(check, delay);
   }
 
@@ -107,6 +109,7 @@ if (form) {
     badge.replaceChildren(el("span", { class: `badge ${result.ok ? "badge-ok" : "badge-bad"}`, "data-testid": "preflight-result", text: result.ok ? t("deploy.ok") : t("deploy.refused") }));
     const f = result.facts || {};
     const add = (label, value) => facts.append(el("dt", { text: label }), el("dd", { text: value }));
+    if (f.action) add(t("deploy.fact_action"), t(`deploy.action_${f.action}`));
     for (const p of f.placements || []) {
       const mem = p.memory_gib || {};
       add(t("deploy.fact_layout"), `${p.pool}: ${p.replicas} × ${p.devices_per_replica} ${t("deploy.devices")} (TP ${p.parallelism?.tensor ?? "?"}, PP ${p.parallelism?.pipeline ?? "?"})`);
@@ -154,7 +157,9 @@ if (form) {
       panel.addEventListener("job:done", () => {
         status.replaceChildren(el("a", { href: `/console/services/${encodeURIComponent(payload.name)}`, "data-testid": "open-service", text: t("deploy.open_service") }));
       });
-      await followRequest(queued, panel, { reload: false });
+      const final = await followRequest(queued, panel, { reload: false });
+      if (final !== "applied" && final !== "proposed") submit.disabled = false;
+      else form.querySelectorAll("input, select").forEach((i) => { i.disabled = true; });
     } catch (err) {
       showError(form, err);
       submit.disabled = false;
