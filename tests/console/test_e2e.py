@@ -35,6 +35,11 @@ pytestmark = pytest.mark.skipif(
     reason="Debian's chromium (/usr/bin/chromium) is not installed: apt install chromium",
 )
 TIMEOUT_MS = 15_000
+INDEX = """
+models:
+  - {id: e2e-imported, name: E2E Imported, provider: qwen, capabilities: [text-generation], params_b: 1.5}
+  - {id: qwen3-8b, name: Qwen3-8B again, provider: qwen, capabilities: [text-generation]}
+"""
 
 
 class Portal:
@@ -148,6 +153,17 @@ def test_ops_and_user_journeys(portal: Portal, browser: object) -> None:
     rule.locator("input[name=limit]").fill("6000")
     rule.locator("button[type=submit]").click()
     expect(ops.locator("table").first).to_contain_text("6,000")
+    # -- ops: import from an index, previewed first (imported models start unpublished) ---------------
+    ops.goto(f"{url}/console/ops/import")
+    ops.fill("textarea[name=content]", INDEX)
+    ops.click("#import-form button[type=submit]")
+    rows = ops.locator("#import-preview [data-rows] tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(1)).to_contain_text("already in the plaza")
+    assert not rows.nth(1).locator("input").is_enabled()
+    ops.click("[data-import-run]")
+    ops.wait_for_url("**/console/ops/plaza?published=false")
+    expect(ops.locator("tr[data-model=e2e-imported]")).to_contain_text("unpublished")
     ops.goto(f"{url}/console/ops/plaza")
     shot(ops, "ops-plaza")
     ops.goto(f"{url}/console/ops/regions")
@@ -196,6 +212,22 @@ def test_ops_and_user_journeys(portal: Portal, browser: object) -> None:
     expect(user.locator("tr[data-serving=e2e-qwen3]")).to_contain_text("active")
     shot(user, "services")
 
+    # -- user: stop it, then delete it by typing its name ---------------------------------------------
+    user.goto(f"{url}/console/services/e2e-qwen3")
+    user.click("[data-testid=stop]")
+    user.click("#confirm-dialog button[value=ok]")
+    expect(user.locator(".page-head .state")).to_have_text("stopped")
+    user.click("[data-testid=delete]")
+    confirm = user.locator("#confirm-dialog button[value=ok]")
+    expect(confirm).to_be_disabled()
+    user.fill("#confirm-dialog input[name=typed]", "e2e-qwen")
+    expect(confirm).to_be_disabled()
+    user.fill("#confirm-dialog input[name=typed]", "e2e-qwen3")
+    confirm.click()
+    user.wait_for_url("**/console/services")  # followed the stack update, then back to the list
+    expect(user.locator("#flash")).to_contain_text("finished")
+    expect(user.locator("tr[data-serving=e2e-qwen3]")).to_have_count(0)
+
     # -- user: a streamed chat with the new MaaS model -------------------------------------------------------
     user.goto(f"{url}/console/chat?model=e2e-chat")
     expect(user.locator("[data-key-current]")).to_contain_text("e2e-app")
@@ -229,8 +261,14 @@ def test_ops_and_user_journeys(portal: Portal, browser: object) -> None:
 
     # -- ops: all of it is in the audit log -----------------------------------------------------------------
     for actor, actions in (
-        ("admin", ["CreateModel", "PublishModel", "CreateMAASModel", "CreateRateLimitRule"]),
-        ("demo", ["CreateWSAPIKey", "CreateWSModelServing"]),
+        (
+            "admin",
+            ["CreateModel", "PublishModel", "CreateMAASModel", "CreateRateLimitRule", "BatchCreateModels"],
+        ),
+        (
+            "demo",
+            ["CreateWSAPIKey", "CreateWSModelServing", "DoModelWSServingAction", "DeleteWSModelServing"],
+        ),
         ("modelfleet-worker", ["ApplyStackUpdate"]),
     ):
         ops.goto(f"{url}/console/ops/audit?actor={actor}")

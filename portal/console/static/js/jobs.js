@@ -57,7 +57,11 @@ export async function followRequest(requestOut, panel, { reload = true } = {}) {
   if (final.status === "applied" || final.status === "proposed") {
     flash(t("job.done", { id: current.job_id }), "ok");
     panel.dispatchEvent(new CustomEvent("job:done", { detail: final, bubbles: true }));
-    if (reload) { flashNext(t("job.done", { id: current.job_id })); setTimeout(() => location.reload(), 1200); }
+    if (reload) {
+      flashNext(t("job.done", { id: current.job_id }));
+      // A deleted service has no page any more: go back to the list.
+      setTimeout(() => (final.action === "delete" ? location.assign("/console/services") : location.reload()), 1200);
+    }
   } else {
     flash(final.error || t("job.failed", { status }), "error");
   }
