@@ -184,13 +184,13 @@ def test_ops_and_user_journeys(portal: Portal, browser: object) -> None:
     # -- user: an API key, shown once, kept for this tab ----------------------------------------------
     user.goto(f"{url}/console/keys")
     user.fill("[data-testid=key-name]", "e2e-app")
-    user.fill("input[name=token_quota]", "1000000")
+    user.fill("[data-testid=key-form] input[name=token_quota]", "1000000")
     user.click("[data-testid=key-create]")
     secret = user.locator("#secret-value")
     expect(secret).to_contain_text("sk-")
     assert user.locator("#secret-dialog input[data-slot=use]").is_checked()
     user.click("#secret-dialog button[value=ok]")
-    expect(user.locator("tr[data-key]").filter(has_text="e2e-app")).to_be_visible()
+    expect(user.locator("tr[data-key]").filter(has_text="e2e-app")).to_contain_text("1,000,000 left")
     shot(user, "api-keys")
 
     # -- user: deploy, preflight and preview first, then follow the stack update to its end ---------------

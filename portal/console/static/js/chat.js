@@ -103,7 +103,7 @@ if (root) {
   function regenerate() {
     if (controller || history.at(-1)?.role !== "assistant") return;
     history.pop();
-    list.querySelector(".msg-assistant:last-of-type, .msg:last-child")?.remove();
+    list.lastElementChild?.remove(); // the answer being regenerated is the last bubble
     answer();
   }
 
