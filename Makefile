@@ -27,7 +27,7 @@ test: $(STAMP)  ## lint, types, then the whole suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 3 -q
 
 bench: $(STAMP)  ## BENCH <name> <value> <unit> lines
 	$(BIN)/python -m benchmarks
