@@ -1,7 +1,8 @@
 """`make bench`: every benchmark, one `BENCH <name> <value> <unit>` line per figure.
 
 The core first (the offline pipeline at 1k and 10k servings, the Pulumi-mocks path against it), then
-the portal (preflight + preview on 1,000 servings; 100 concurrent deploys) and the gateway parts.
+the portal (preflight + preview on 1,000 servings; 100 concurrent deploys), the gateway (limiter,
+simulator, routing, metering, added latency under open-loop load) and the console's page times.
 `python -m benchmarks core|portal|gateway` runs one group.
 """
 
@@ -70,13 +71,25 @@ def portal() -> None:
 
 
 def gateway() -> None:
-    from benchmarks import gateway_limits, gateway_simulator
+    from benchmarks import gateway_latency, gateway_limits, gateway_simulator
 
     gateway_limits.main()
     gateway_simulator.main()
+    gateway_latency.main()
 
 
-GROUPS: dict[str, Callable[[], None]] = {"core": core, "portal": portal, "gateway": gateway}
+def console() -> None:
+    from benchmarks import console_pages
+
+    console_pages.main()
+
+
+GROUPS: dict[str, Callable[[], None]] = {
+    "core": core,
+    "portal": portal,
+    "gateway": gateway,
+    "console": console,
+}
 
 
 def main(argv: list[str]) -> None:

@@ -402,10 +402,6 @@ def create_gateway(
         Route(f"{prefix}/embeddings", http.embeddings, methods=["POST"]),
         Route(f"{prefix}/compare", compare.handle, methods=["POST"]),
     ]
-    if prefix:  # stand-alone: its own /metrics and /healthz (inside the portal, the portal has them)
-        from portal.api.metrics import ops_routes
-
-        routes += ops_routes()
     if prefix:  # stand-alone: probes and scrapes (inside the portal, the portal serves both)
         routes += ops_routes()
 
