@@ -32,7 +32,7 @@ from portal.context import current_request_id
 from portal.db import utcnow
 from portal.gateway import metrics
 from portal.gateway.core import Admission, Connected, Gateway, Refused, Sample, new_request_id
-from portal.gateway.errors import invalid_request, openai_error
+from portal.gateway.errors import SSE_HEADERS, invalid_request, openai_error
 from portal.gateway.metering import (
     Outcome,
     PreparedRequest,
@@ -261,11 +261,7 @@ class RelayResponse(Response):
         self.status_code = 200
         self.background = None
         self.raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-        self.raw_headers += [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),
-        ]
+        self.raw_headers += SSE_HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway, connected = self.gateway, self.connected

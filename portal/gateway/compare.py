@@ -40,7 +40,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from portal.db import utcnow
 from portal.gateway.core import Admission, Connected, Gateway, Refused, Sample, new_request_id
-from portal.gateway.errors import error_body, invalid_request, openai_error
+from portal.gateway.errors import SSE_HEADERS, error_body, invalid_request, openai_error
 from portal.gateway.metering import Outcome, StreamMeter, cost, prepare_upstream_body
 from portal.gateway.snapshot import ModelEntry
 
@@ -154,10 +154,7 @@ class CompareStream(Response):
         self.status_code = 200
         self.background = None
         self.raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-        self.raw_headers += [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-        ]
+        self.raw_headers += SSE_HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lock = anyio.Lock()

@@ -53,3 +53,12 @@ def model_not_found(model: str, status: int = 404) -> Response:
         else f"This API key is not allowed to use the model `{model}`."
     )
     return openai_error(status, message, "invalid_request_error", "model_not_found", "model")
+
+
+# Headers of every server-sent event stream the gateway answers (chat streams and comparisons):
+# no caching, and no buffering by a proxy in front (nginx honours `x-accel-buffering`).
+SSE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+)
