@@ -9,7 +9,7 @@ accelerator vendors), which the API validates again when the form is sent.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlencode
 
 from fastapi import APIRouter
@@ -17,27 +17,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fleet.catalog import vendors
+from portal.api.maas import Strategy
 from portal.console.charts import meter
 from portal.console.web import PREFIX, Ctx, page
+from portal.plaza.schemas import CAPABILITIES, Dtype
 
 router = APIRouter(prefix=f"{PREFIX}/ops", include_in_schema=False)
-CAPABILITIES = (
-    "text-generation",
-    "reasoning",
-    "tools",
-    "vision",
-    "embedding",
-    "rerank",
-    "image-generation",
-    "image-editing",
-    "speech-to-text",
-    "text-to-speech",
-    "audio-to-audio",
-    "video-understanding",
-    "video-generation",
-)
-DTYPES = ("bfloat16", "float16", "float32", "fp8", "int8", "int4")
-STRATEGIES = ("round_robin", "weighted", "random", "least_busy", "latency")
+# The form's choices are the API's own types, so a value the console offers is one the API accepts.
+DTYPES: tuple[str, ...] = get_args(Dtype)
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 SCOPES = ("global", "model", "workspace", "api_key", "api_key_model")
 UNITS = ("rps", "rpm", "tpm", "tpd", "concurrency")
 AUDIT_FILTERS = ("action", "actor", "workspace", "resource_type", "resource_id", "result", "since", "until")

@@ -8,25 +8,12 @@ import re
 from pathlib import Path
 
 from portal.console.i18n import CATALOG_DIR, Translator, choose
+from portal.plaza.schemas import CAPABILITIES
 
 CONSOLE = Path(__file__).resolve().parents[2] / "portal" / "console"
 # Keys built at run time from a value (t('cap.' ~ c), t(`state.${s}`)): their families must be complete.
 DYNAMIC = {
-    "cap": [
-        "text-generation",
-        "reasoning",
-        "tools",
-        "vision",
-        "embedding",
-        "rerank",
-        "image-generation",
-        "image-editing",
-        "speech-to-text",
-        "text-to-speech",
-        "audio-to-audio",
-        "video-understanding",
-        "video-generation",
-    ],
+    "cap": list(CAPABILITIES),
     "state": [
         "active",
         "deploying",
