@@ -14,7 +14,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -41,23 +41,17 @@ HASHED_FIELDS = (
 )
 
 
-def _canonical(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone().isoformat(timespec="microseconds") if value.tzinfo else value.isoformat()
-    return value
-
-
 def row_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    """`fields` as `_fields` gives them (the time already a UTC ISO string), or as read back from the
+    CSV export, so the chain can be re-verified from the file alone."""
     payload = json.dumps(
-        {k: _canonical(fields[k]) for k in HASHED_FIELDS}, sort_keys=True, separators=(",", ":"), default=str
+        {k: fields[k] for k in HASHED_FIELDS}, sort_keys=True, separators=(",", ":"), default=str
     )
     return hashlib.sha256(f"{prev_hash}\n{payload}".encode()).hexdigest()
 
 
 def _utc_stamp(value: datetime) -> datetime:
     """Timestamps are hashed at microsecond precision in UTC, as every backend stores them."""
-    from datetime import UTC
-
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
 
