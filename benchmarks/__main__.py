@@ -8,25 +8,14 @@ simulator, routing, metering, added latency under open-loop load) and the consol
 
 from __future__ import annotations
 
-import gc
 import sys
-import time
 from collections.abc import Callable
 
+from benchmarks.report import bench, best_of
 from benchmarks.synthetic import synthetic_stack
 from fleet.pipeline import render_fleet
 from fleet.planner import plan_fleet
 from fleet.stack import build_fleet
-
-
-def best_of(runs: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(runs):
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def pipeline(n: int, regions: int = 20) -> Callable[[], object]:
@@ -38,10 +27,6 @@ def pipeline(n: int, regions: int = 20) -> Callable[[], object]:
         return render_fleet(fleet, plan_fleet(fleet))
 
     return run
-
-
-def bench(name: str, value: float, unit: str) -> None:
-    print(f"BENCH {name} {value:.4g} {unit}", flush=True)
 
 
 def core() -> None:

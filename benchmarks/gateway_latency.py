@@ -43,6 +43,8 @@ from typing import Any
 
 import httpx
 
+from benchmarks.report import bench
+
 ROOT = Path(__file__).resolve().parent.parent
 RATES = (100, 300, 600)
 SECONDS = float(os.environ.get("MODELFLEET_BENCH_SECONDS", "6"))
@@ -53,10 +55,6 @@ PG_URL = os.environ.get("MODELFLEET_BENCH_PG", "postgresql+psycopg://postgres@12
 MODEL = "bench-chat"
 HIGH = 2**31 - 1  # a limit that never refuses: the limiter runs, the benchmark measures its cost
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def bench(name: str, value: float, unit: str) -> None:
-    print(f"BENCH {name} {value:.4g} {unit}", flush=True)
 
 
 def info(message: str) -> None:

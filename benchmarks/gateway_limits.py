@@ -16,6 +16,7 @@ import uuid
 import redis
 import redis.asyncio as aioredis
 
+from benchmarks.report import bench
 from portal.gateway.limits import Demand, LocalLimiter, RedisLimiter, Rule, Scope, Unit
 
 REDIS_URL = os.environ.get("MODELFLEET_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -25,10 +26,6 @@ RULES = [
     Rule(Scope.API_KEY, Unit.RPM, 2**31 - 1),
 ]
 KEYS = [f"k{i}" for i in range(100)]
-
-
-def bench(name: str, value: float, unit: str) -> None:
-    print(f"BENCH {name} {value:.4g} {unit}", flush=True)
 
 
 def local(n: int = 100_000) -> None:

@@ -11,7 +11,6 @@ The machine has 2 cores, shared by the server process and the load generator.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import random
@@ -19,11 +18,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
+from benchmarks.report import bench, best_of
 from portal.gateway.metering import StreamMeter, prepare_upstream_body
 from portal.gateway.routing import Router, Strategy, Target
 from portal.gateway.simulator import ModelProfile, Simulator
@@ -32,10 +31,6 @@ from portal.gateway.tokens import estimate_tokens
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 32
 DURATION = 3.0
-
-
-def bench(name: str, value: float, unit: str) -> None:
-    print(f"BENCH {name} {value:.4g} {unit}", flush=True)
 
 
 # -- simulator throughput ----------------------------------------------------------------------------
@@ -145,16 +140,6 @@ def _sample_stream(tokens: int) -> tuple[dict[str, object], bytes]:
             return (await http.post("/v1/chat/completions", json=prepared.body)).content
 
     return body, asyncio.run(fetch())
-
-
-def best_of(runs: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(runs):
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def metering_throughput() -> None:

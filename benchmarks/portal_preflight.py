@@ -28,6 +28,7 @@ from typing import Any
 import boto3
 import yaml
 
+from benchmarks.report import bench
 from benchmarks.synthetic import MODELS, synthetic_stack
 from fleet.errors import IssuesError
 from fleet.rules import preflight as full_preflight
@@ -43,10 +44,6 @@ SERVINGS = 1_000
 REQUESTS = 200
 STACK = "bench"
 POLICY = {"workspace-devices": {"maxDevices": {"*": 64}}, "public-model-replicas": {"minReplicas": 1}}
-
-
-def bench(name: str, value: float, unit: str) -> None:
-    print(f"BENCH {name} {value:.4g} {unit}", flush=True)
 
 
 def _commit_stack(repo: StackRepository, config: dict[str, Any], servings: list[tuple[str, Any]]) -> None:

@@ -17,6 +17,7 @@ import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from benchmarks.report import bench
 from benchmarks.synthetic import synthetic_stack
 from portal.app import build_services, create_app
 from portal.models import AuditEvent, StackRequest
@@ -27,10 +28,6 @@ from portal.stacks.repository import StackRepository
 REQUESTS = 100
 STACK = "bench"
 WAIT_SECONDS = 300.0
-
-
-def bench(name: str, value: float, unit: str) -> None:
-    print(f"BENCH {name} {value:.4g} {unit}", flush=True)
 
 
 def _seed(repo: Path) -> None:
