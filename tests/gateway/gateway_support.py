@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -21,6 +23,7 @@ from portal.gateway.app import create_gateway
 from portal.gateway.core import Gateway
 from portal.models import UsageRecord
 from portal.services import Services
+from tests.gateway.test_limits_helpers import REDIS_URL, delete_prefix, redis_reason
 
 
 @contextmanager
@@ -146,3 +149,23 @@ def harness(client: TestClient, services: Services, gateway: Gateway | None = No
         finally:
             for sdk in h.opened:
                 sdk.close()
+
+
+@contextmanager
+def limiter_backend(services: Services, backend: str) -> Iterator[None]:
+    """Run the gateway's limits and quotas in process (`local`) or on Redis under a prefix of this
+    test's own, deleted afterwards; a Redis test is skipped, with the reason, when Redis is absent."""
+    if backend != "redis":
+        yield
+        return
+    reason = redis_reason()
+    if reason:
+        pytest.skip(reason)
+    prefix = f"mft{uuid.uuid4().hex[:8]}"
+    services.settings = services.settings.model_copy(
+        update={"redis_url": REDIS_URL, "gateway_redis_prefix": prefix}
+    )
+    try:
+        yield
+    finally:
+        delete_prefix(prefix)

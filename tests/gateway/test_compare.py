@@ -13,15 +13,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from portal.gateway.limits import Demand, LocalLimiter, RedisLimiter, Rule, Scope, Unit
 from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
 from portal.services import Services
-from tests.gateway.gateway_support import Harness, harness
+from tests.gateway.gateway_support import Harness, harness, limiter_backend
 from tests.gateway.test_gateway_limits import REDIS_SKIP
-from tests.gateway.test_limits_helpers import REDIS_URL
+from tests.gateway.test_limits_helpers import REDIS_URL, delete_prefix
 
 MESSAGES = [{"role": "user", "content": "Tell me about gateways"}]
 BOTH = pytest.mark.parametrize("gw", ["local", "redis"], indirect=True)  # in process and on Redis
@@ -43,15 +42,8 @@ def engine() -> Iterator[str]:
 def gw(
     request: pytest.FixtureRequest, client: TestClient, services: Services, engine: str
 ) -> Iterator[Harness]:
-    prefix = f"mft{uuid.uuid4().hex[:8]}"
     backend = getattr(request, "param", "local")  # tests that need both say so (indirect parametrize)
-    if backend == "redis":
-        if REDIS_SKIP:
-            pytest.skip(REDIS_SKIP)
-        services.settings = services.settings.model_copy(
-            update={"redis_url": REDIS_URL, "gateway_redis_prefix": prefix}
-        )
-    with harness(client, services) as h:
+    with limiter_backend(services, backend), harness(client, services) as h:
         h.workspace("team-a")
         h.model("a", [{"kind": "external", "base_url": f"{engine}/v1", "upstream_model": "fast"}])
         h.model(
@@ -60,10 +52,6 @@ def gw(
             prices=("3", "4", "3"),
         )
         yield h
-    if backend == "redis":
-        r = redis.Redis.from_url(REDIS_URL)
-        for key in r.scan_iter(f"{prefix}:*"):
-            r.delete(key)
 
 
 def compare(
@@ -190,9 +178,7 @@ def test_cancel_gives_back_everything_an_admission_took(backend: str) -> None:
                 await limiter.cancel(first.reservation)
                 assert (await limiter.acquire(demand)).admitted  # rpm cell, tokens and lease all back
             finally:
-                r = redis.Redis.from_url(REDIS_URL)
-                for key in r.scan_iter(f"{prefix}:*"):
-                    r.delete(key)
+                delete_prefix(prefix)
                 await limiter.aclose()
 
         asyncio.run(run())

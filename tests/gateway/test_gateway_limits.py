@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -17,22 +16,14 @@ from fastapi.testclient import TestClient
 from portal.gateway.limits import LocalLimiter, RedisLimiter
 from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
 from portal.services import Services
-from tests.gateway.gateway_support import Harness, harness
-from tests.gateway.test_limits_helpers import REDIS_URL
+from tests.gateway.gateway_support import Harness, harness, limiter_backend
+from tests.gateway.test_limits_helpers import REDIS_URL, redis_reason
 
 MESSAGES = [{"role": "user", "content": "Tell me about gateways"}]
 BILLED = 11 + 8  # the simulator's prompt count + its 8 tokens
 
 
-def _redis_reason() -> str | None:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping()
-    except redis.RedisError as exc:
-        return f"Redis not reachable at {REDIS_URL}: {exc}"
-    return None
-
-
-REDIS_SKIP = _redis_reason()
+REDIS_SKIP = redis_reason()
 
 
 @pytest.fixture(scope="module")
@@ -51,22 +42,12 @@ def engine() -> Iterator[str]:
 def gw(
     request: pytest.FixtureRequest, client: TestClient, services: Services, engine: str
 ) -> Iterator[Harness]:
-    prefix = f"mft{uuid.uuid4().hex[:8]}"
-    if request.param == "redis":
-        if REDIS_SKIP:
-            pytest.skip(REDIS_SKIP)
-        services.settings = services.settings.model_copy(
-            update={"redis_url": REDIS_URL, "gateway_redis_prefix": prefix}
-        )
-    with harness(client, services) as h:
+    backend = request.param
+    with limiter_backend(services, backend), harness(client, services) as h:
         h.workspace("team-a")
         h.model("chat", [{"kind": "external", "base_url": f"{engine}/v1", "upstream_model": "m"}])
         h.key("main", "team-a")
         yield h
-    if request.param == "redis":
-        r = redis.Redis.from_url(REDIS_URL)
-        for key in r.scan_iter(f"{prefix}:*"):
-            r.delete(key)
 
 
 def outstanding(h: Harness) -> tuple[int, int]:

@@ -4,7 +4,6 @@ overshoot), charged to both in the database by the usage writer, refreshed per d
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -18,8 +17,7 @@ from portal.gateway.quotas import period_bounds
 from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
 from portal.models import ApiKey, Workspace
 from portal.services import Services
-from tests.gateway.gateway_support import Harness, harness
-from tests.gateway.test_gateway_limits import REDIS_SKIP
+from tests.gateway.gateway_support import Harness, harness, limiter_backend
 from tests.gateway.test_limits_helpers import REDIS_URL
 
 MESSAGES = [{"role": "user", "content": "Tell me about gateways"}]
@@ -39,22 +37,11 @@ def engine() -> Iterator[str]:
 def gw(
     request: pytest.FixtureRequest, client: TestClient, services: Services, engine: str
 ) -> Iterator[Harness]:
-    prefix = f"mft{uuid.uuid4().hex[:8]}"
     backend = getattr(request, "param", "local")  # tests that need both say so (indirect parametrize)
-    if backend == "redis":
-        if REDIS_SKIP:
-            pytest.skip(REDIS_SKIP)
-        services.settings = services.settings.model_copy(
-            update={"redis_url": REDIS_URL, "gateway_redis_prefix": prefix}
-        )
-    with harness(client, services) as h:
+    with limiter_backend(services, backend), harness(client, services) as h:
         h.workspace("team-a")
         h.model("chat", [{"kind": "external", "base_url": f"{engine}/v1", "upstream_model": "m"}])
         yield h
-    if backend == "redis":
-        r = redis.Redis.from_url(REDIS_URL)
-        for key in r.scan_iter(f"{prefix}:*"):
-            r.delete(key)
 
 
 def chat(h: Harness, key: str = "main") -> int:
