@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.db import utcnow
-from portal.models import ApiKey
-from portal.security import API_KEY_PREFIX, SECRET_LEN, Hasher, split
+from portal.models import ApiKey, Workspace
+from portal.security import API_KEY_PREFIX, SECRET_LEN, Hasher, IssuedSecret, issue, split
 
 _UNKNOWN_DIGEST = "0" * 64  # compared against when no row matches, to spend the same time
 
@@ -68,3 +68,35 @@ def verify_api_key(session: Session, hasher: Hasher, presented: str) -> ApiKey |
     if not row.enabled or is_expired(row):
         return None
     return row
+
+
+def mint_api_key(
+    session: Session,
+    hasher: Hasher,
+    workspace: Workspace,
+    *,
+    name: str,
+    created_by: str,
+    expires_at: datetime | None = None,
+    allowed_models: list[str] | None = None,
+    token_quota: int | None = None,
+) -> tuple[ApiKey, IssuedSecret]:
+    """A new enabled key (added and flushed) and its secret: the caller shows `secret.value` once and
+    audits the creation; only the peppered HMAC of the secret is stored."""
+    secret = issue(API_KEY_PREFIX)
+    key = ApiKey(
+        public_id=secret.public_id,
+        secret_hash=hasher.digest(secret.secret),
+        last4=secret.secret[-4:],
+        workspace_id=workspace.id,
+        name=name,
+        created_by=created_by,
+        expires_at=expires_at,
+        enabled=True,
+        allowed_models=allowed_models,
+        token_quota=token_quota,
+        used_tokens=0,
+    )
+    session.add(key)
+    session.flush()
+    return key, secret

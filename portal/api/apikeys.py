@@ -21,9 +21,9 @@ from portal.api.maas import visible_to
 from portal.auth import Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.db import utcnow
 from portal.errors import Invalid, NotFound
-from portal.keys import aware, is_expired, status, utc_field
+from portal.keys import aware, is_expired, mint_api_key, status, utc_field
 from portal.models import ApiKey, MaasModel, RateLimitRule, Workspace, WorkspaceRole
-from portal.security import API_KEY_PREFIX, issue
+from portal.security import API_KEY_PREFIX
 
 router = APIRouter(prefix="/api/workspaces/{ws}/api-keys", tags=["api-keys"])
 
@@ -162,22 +162,16 @@ def create_api_key(
         workspace = workspace_for(session, principal, ws)
         _check_models(session, workspace, body.allowed_models)
         _check_quota(session, workspace, body.token_quota)
-        secret = issue(API_KEY_PREFIX)
-        key = ApiKey(
-            public_id=secret.public_id,
-            secret_hash=services.hasher.digest(secret.secret),
-            last4=secret.secret[-4:],
-            workspace_id=workspace.id,
+        key, secret = mint_api_key(
+            session,
+            services.hasher,
+            workspace,
             name=body.name,
             created_by=principal.username,
             expires_at=body.expires_at,
-            enabled=True,
             allowed_models=body.allowed_models,
             token_quota=body.token_quota,
-            used_tokens=0,
         )
-        session.add(key)
-        session.flush()
         audit.record(
             session,
             actor=principal.username,

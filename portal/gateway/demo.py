@@ -19,8 +19,8 @@ from fleet.spec import ModelServing
 from portal import audit
 from portal.db import transaction
 from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
+from portal.keys import mint_api_key
 from portal.models import ApiKey, MaasModel, MaasTarget, PlazaModel, Workspace
-from portal.security import API_KEY_PREFIX, issue
 from portal.services import Services
 
 # time to first token (ms), decode speed (tokens/s), natural answer length (tokens)
@@ -105,19 +105,7 @@ def seed_demo_gateway(
         )
         if exists is not None:
             return
-        secret = issue(API_KEY_PREFIX)
-        key = ApiKey(
-            public_id=secret.public_id,
-            secret_hash=services.hasher.digest(secret.secret),
-            last4=secret.secret[-4:],
-            workspace_id=ws.id,
-            name=DEMO_KEY_NAME,
-            created_by=workspace,
-            enabled=True,
-            used_tokens=0,
-        )
-        session.add(key)
-        session.flush()
+        key, secret = mint_api_key(session, services.hasher, ws, name=DEMO_KEY_NAME, created_by=workspace)
         audit.record(
             session,
             actor=actor,
