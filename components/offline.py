@@ -5,7 +5,8 @@ The Pulumi CLI and engine are not needed: `pulumi.runtime.set_mocks` stands in f
 
 - URNs are the engine's: the parent's whole type chain joined with `$`, the root stack left out
   (the stock mock keeps `pulumi:pulumi:Stack$` and only the parent's last type);
-- a second registration of a URN is an error (the stock mock silently overwrites it).
+- a second registration of a URN is an error (the stock mock silently overwrites it);
+- dependencies are recorded sorted: the SDK sends them in set order, which differs between runs.
 
 Each captured resource has its inputs in wire format (camelCase keys, `apiVersion`/`kind`), with
 secrets unwrapped and integral floats turned back into ints, so a `kubernetes:*` resource's props
@@ -49,7 +50,7 @@ class CapturedResource:
     provider: str  # provider reference `<urn>::<id>`; '' when the default provider would be used
     parent: str  # parent URN; '' for resources at the root of the stack
     props: dict[str, Any]  # inputs in wire format, secrets unwrapped, integral floats as ints
-    dependencies: tuple[str, ...] = ()  # URNs of explicit and implied dependencies (`depends_on`)
+    dependencies: tuple[str, ...] = ()  # URNs of explicit and implied dependencies (`depends_on`), sorted
     ignore_changes: tuple[str, ...] = ()  # property paths `pulumi up` leaves alone
 
 
@@ -132,7 +133,9 @@ class Recorder(pulumi_mocks.MockMonitor):
             provider=request.provider,
             parent=parent,
             props=plain(self.resources[urn].state),
-            dependencies=tuple(request.dependencies),
+            # The SDK sends a Python set (of URNs expanded from a set of Resources, ordered by
+            # id()), so its order changes from run to run; the engine reads it as a set too.
+            dependencies=tuple(sorted(request.dependencies)),
             ignore_changes=tuple(request.ignoreChanges),
         )
         with self._lock:

@@ -154,3 +154,18 @@ def test_unexpected_invokes_fail_loudly() -> None:
 
     with pytest.raises(Exception, match="kubernetes:yaml:decode"):
         run_program(program)
+
+
+def test_dependencies_are_recorded_in_one_order_every_run() -> None:
+    """The SDK hands the monitor a resource's dependencies in Python set order (URNs expanded from
+    a set of Resources, hashed by id()), which changes from run to run in one process. A capture
+    compared with another (a test against the session's capture) must not see that order."""
+
+    def program() -> None:
+        config = [k8s.core.v1.ConfigMap(f"cfg-{i}", metadata={"name": f"cfg-{i}"}) for i in range(12)]
+        k8s.core.v1.Secret("s", metadata={"name": "s"}, opts=pulumi.ResourceOptions(depends_on=config[::-1]))
+
+    runs = [run_program(program).by_type("kubernetes:core/v1:Secret")[0].dependencies for _ in range(5)]
+    assert len(runs[0]) == 12
+    assert all(run == runs[0] for run in runs)
+    assert list(runs[0]) == sorted(runs[0])
