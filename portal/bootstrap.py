@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select, text
 
 from portal import audit
 from portal.db import transaction
@@ -17,6 +19,29 @@ from portal.services import Services
 log = logging.getLogger("modelfleet.portal")
 ADMIN = "admin"
 BOOTSTRAP_TOKEN = "bootstrap"
+# The key of the PostgreSQL advisory lock every start takes around its bootstrap: any fixed 64-bit
+# number, the same in every process, other than `portal.db.MIGRATION_LOCK` ("mfbootst" in ASCII).
+BOOTSTRAP_LOCK = 0x6D66_626F_6F74_7374
+
+
+@contextmanager
+def one_start_at_a_time(engine: Engine) -> Iterator[None]:
+    """Hold the bootstrap lock while the body runs.
+
+    Gateway replicas and the portal may start at once on one fresh database. Each one's bootstrap
+    looks for the `admin` user and creates it when missing: without the lock two starts both find none,
+    both insert it, and the later one dies on `users.username`'s unique key. With it, the others wait
+    for the first one's bootstrap, then find the admin (and its token) there. The lock is taken like
+    `portal.db.migrate`'s: transaction-level, on a connection of its own kept open around the body, so a
+    start that dies mid-bootstrap never leaves it held. SQLite needs none: the bootstrap's transaction
+    begins with `BEGIN IMMEDIATE`, which already admits one writer at a time.
+    """
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.begin() as connection:
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOTSTRAP_LOCK})
+        yield
 
 
 def _admin_token(services: Services) -> None:

@@ -1,0 +1,91 @@
+"""Migrations on start: gateway replicas and the portal all run `migrate(engine)` when they start, so
+several may run it at once on one fresh database. One upgrades, the others wait for it and then find
+the schema current (PostgreSQL: an advisory lock; SQLite: its single writer)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.synchronize import Barrier
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, event, inspect
+
+from portal.db import Base, alembic_config, make_engine, migrate
+
+STARTS = 6  # processes starting at once
+
+
+def _assert_at_head(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+        with engine.connect() as connection:
+            assert MigrationContext.configure(connection).get_current_heads() == (head,)
+            tables = set(inspect(connection).get_table_names())
+        assert set(Base.metadata.tables) <= tables
+        migrate(engine)  # and a later start finds nothing to do
+    finally:
+        engine.dispose()
+
+
+def _start(database_url: str, together: Barrier) -> None:
+    engine = make_engine(database_url)
+    try:
+        together.wait()
+        migrate(engine)
+    finally:
+        engine.dispose()
+
+
+def test_processes_starting_at_once_on_a_fresh_database_all_migrate(database_url: str) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    together = spawn.Barrier(STARTS)
+    starts = [spawn.Process(target=_start, args=(database_url, together)) for _ in range(STARTS)]
+    for p in starts:
+        p.start()
+    for p in starts:
+        p.join(120)
+    assert [p.exitcode for p in starts] == [0] * STARTS  # a failed start printed its traceback
+    _assert_at_head(database_url)
+
+
+def test_threads_starting_at_once_all_migrate(database_url: str) -> None:
+    """Several engines of one process (a portal serving the gateway in-process, tests) at once."""
+    engines = [make_engine(database_url) for _ in range(STARTS)]
+    together = threading.Barrier(STARTS)
+
+    def start(engine: Engine) -> None:
+        together.wait()
+        migrate(engine)
+
+    try:
+        with ThreadPoolExecutor(STARTS) as pool:
+            for future in [pool.submit(start, engine) for engine in engines]:
+                future.result()  # raises what a start raised
+    finally:
+        for engine in engines:
+            engine.dispose()
+    _assert_at_head(database_url)
+
+
+def test_the_whole_upgrade_is_one_transaction(database_url: str) -> None:
+    """All migrations commit together. Were each committed on its own (Alembic's way on SQLite), a
+    start that planned its steps before another start's commits would re-run applied migrations: a
+    CI run saw exactly that, a duplicate `audit_head` seed row, one time in many."""
+    engine = make_engine(database_url)
+    commits: list[None] = []
+
+    @event.listens_for(engine, "commit")
+    def _count(_connection: Connection) -> None:
+        commits.append(None)
+
+    try:
+        head = ScriptDirectory.from_config(alembic_config(engine))
+        assert len(list(head.walk_revisions())) > 1  # else one commit would prove nothing
+        migrate(engine)
+        assert len(commits) == 1
+    finally:
+        engine.dispose()
