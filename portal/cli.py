@@ -1,4 +1,4 @@
-"""The portal's command line: serve it, verify the audit chain, make a token."""
+"""The portal's command line: serve it, verify the audit chain, roll up and prune usage, make a token."""
 
 from __future__ import annotations
 
@@ -28,11 +28,28 @@ def serve(
         return
     from portal.app import create_app
 
+    settings = serve_settings(host, port, demo=demo, data_dir=data_dir)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def local_url(host: str, port: int) -> str:
+    """Where a client on this machine reaches a server listening on HOST:PORT: a wildcard address
+    (every interface) is reached through the loopback one."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def serve_settings(host: str, port: int, *, demo: bool = False, data_dir: Path | None = None) -> Settings:
+    """The settings of `python -m portal`. The gateway is served on the portal's own port (under /v1),
+    so unless MODELFLEET_GATEWAY_BASE_URL says otherwise (a proxy in front, another host name), the
+    URL the portal shows and the demo prints is the one it listens on."""
     overrides: dict[str, object] = {"demo": True} if demo else {}
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    if "gateway_base_url" not in settings.model_fields_set:  # not given in the environment
+        settings = settings.model_copy(update={"gateway_base_url": local_url(host, port)})
+    return settings
 
 
 @app.command()
@@ -55,7 +72,8 @@ def verify_audit() -> None:
 
 @app.command()
 def rollup() -> None:
-    """Fold new usage rows into the hourly and daily rollups now (the portal also does it every minute)."""
+    """Fold new usage rows into the hourly and daily rollups now (the portal also does it every
+    MODELFLEET_USAGE_ROLLUP_INTERVAL_SECONDS, 60 by default)."""
     from portal.db import make_engine, migrate, session_factory
     from portal.usage.rollup import rollup_once
 
@@ -66,6 +84,37 @@ def rollup() -> None:
     finally:
         engine.dispose()
     out.print(f"rolled up {run.rows} usage rows into {run.buckets} buckets (watermark {run.last_id})")
+
+
+@app.command()
+def prune_usage(
+    days: Annotated[
+        int | None,
+        typer.Option(min=1, help="keep this many days of raw rows; default MODELFLEET_USAGE_RETENTION_DAYS"),
+    ] = None,
+) -> None:
+    """Roll up, then delete raw usage rows older than DAYS days that the rollups hold (statistics keep
+    them; the portal also does it every round when MODELFLEET_USAGE_RETENTION_DAYS is set)."""
+    from portal.db import make_engine, migrate, session_factory
+    from portal.usage import retention
+    from portal.usage.rollup import rollup_once
+
+    settings = Settings()
+    days = days if days is not None else settings.usage_retention_days
+    if days is None:
+        out.print("[red]how many days to keep?[/] pass --days N or set MODELFLEET_USAGE_RETENTION_DAYS")
+        raise typer.Exit(2)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrate(engine)
+        sessions = session_factory(engine)
+        run = rollup_once(sessions)  # rows not rolled up yet are never deleted: roll them up first
+        cutoff = retention.retention_cutoff(days)
+        deleted = retention.prune_usage(sessions, cutoff)
+    finally:
+        engine.dispose()
+    stamp = cutoff.isoformat(timespec="seconds").replace("+00:00", "Z")
+    out.print(f"deleted {deleted} usage rows from before {stamp} (watermark {run.last_id})")
 
 
 @app.command()

@@ -74,7 +74,9 @@ class Settings(BaseSettings):
     s3_timeout_seconds: float = 5.0
 
     gateway_base_url: str = Field(
-        default="http://127.0.0.1:8000", description="where applications reach the OpenAI-compatible gateway"
+        default="http://127.0.0.1:8000",
+        description="where applications reach the OpenAI-compatible gateway; "
+        "`python -m portal` defaults it to the address it listens on",
     )
     console_session_hours: float = Field(
         default=12, gt=0, le=24 * 30, description="how long a web console sign-in lasts (docs/console.md)"
@@ -123,6 +125,15 @@ class Settings(BaseSettings):
     )
     usage_batch_size: int = Field(default=500, ge=1, description="usage rows per database write")
     usage_flush_seconds: float = Field(default=0.5, gt=0, description="longest wait before rows are written")
+    usage_rollup_interval_seconds: float = Field(
+        default=60.0, gt=0, description="how often the portal folds new usage rows into the rollups"
+    )
+    usage_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="delete raw usage rows older than this once they are in the rollups "
+        "(statistics keep them); unset: keep every row",
+    )
     compare_max_models: int = Field(default=3, ge=1, le=10, description="models per /v1/compare request")
 
     @property

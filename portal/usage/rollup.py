@@ -5,7 +5,8 @@ A watermark (`usage_rollup_state.last_id`) says how far the rollups have read: e
 (in chunks of ids), adds their sums to the hour and day buckets with upserts (`INSERT … ON CONFLICT
 DO UPDATE SET n = n + excluded.n`, on SQLite and PostgreSQL alike) and moves the watermark in the
 same transaction, so a pass that fails changes nothing and a rerun never counts a row twice.
-Statistics read the rollups plus the rows above the watermark: the same figures as the raw rows.
+Statistics read the rollups plus the rows above the watermark: the same figures as the raw rows,
+which is also why rows behind the watermark may be deleted once old (`portal.usage.retention`).
 
 The watermark is only safe if no row below it can still appear. On PostgreSQL ids come from a
 sequence and concurrent writers may commit out of order (id 11 visible while id 10 is still being
@@ -13,17 +14,15 @@ inserted), so the upper bound of a pass is read under a SHARE lock on `usage_rec
 for the inserts in flight to commit and holds new ones back for the instant it takes to read
 `max(id)`. SQLite has one writer at a time, so `max(id)` is already safe there.
 
-Runs periodically in the portal (`rollup_starter`, one of the app's STARTERS) and on demand with
-`python -m portal rollup`. Several portal replicas may run it at once: the state row is locked
-(`SELECT … FOR UPDATE`; SQLite serialises writers), so passes queue instead of double counting.
+Runs periodically in the portal (`portal.usage.background`, every `usage_rollup_interval_seconds`)
+and on demand with `python -m portal rollup`. Several portal replicas may run it at once: the state
+row is locked (`SELECT … FOR UPDATE`; SQLite serialises writers), so passes queue instead of double
+counting.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,16 +33,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from portal.db import utcnow
 from portal.models import UsageRecord, UsageRollup, UsageRollupState
-from portal.services import Services
 from portal.usage.measures import MEASURES, Sums, raw_sums
 from portal.usage.periods import floor, utc
 from portal.usage.sql import hour_start
 
-log = logging.getLogger("modelfleet.portal.usage")
-
 STATE = "usage"  # the state row's name
 CHUNK_IDS = 20_000  # usage rows per transaction: bounded work and lock time per step
-INTERVAL_SECONDS = 60.0  # how often the portal rolls up in the background
 LOCK_TIMEOUT = "2s"  # how long a pass waits for in-flight inserts before giving up until next time
 DIMENSIONS = ("workspace", "api_key", "model")
 CONFLICT = ("period", "bucket", *DIMENSIONS)
@@ -153,37 +148,3 @@ def rollup_once(sessions: sessionmaker[Session], *, chunk: int = CHUNK_IDS) -> R
             state.last_id = last = step
             state.updated_at = utcnow()
     return RollupRun(rows=rows, buckets=buckets, last_id=last)
-
-
-def start_rollups(services: Services, *, interval_seconds: float = INTERVAL_SECONDS) -> Callable[[], None]:
-    """Roll up every `interval_seconds` in a daemon thread; returns the function that stops it."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(interval_seconds):
-            try:
-                run = rollup_once(services.sessions)
-                if run.rows:
-                    log.info(
-                        "usage rollup: %d rows into %d buckets (watermark %d)",
-                        run.rows,
-                        run.buckets,
-                        run.last_id,
-                    )
-            except Exception:  # the database blinked, or a lock timed out: the rows wait for next round
-                log.exception("usage rollup pass failed")
-
-    thread = threading.Thread(target=loop, name="modelfleet-usage-rollup", daemon=True)
-    thread.start()
-
-    def stop_rollups() -> None:
-        stop.set()
-        thread.join()
-
-    return stop_rollups
-
-
-def rollup_starter(services: Services) -> Callable[[], None] | None:
-    """For the app's STARTERS: statistics are exact without it (they read the raw tail), the rollups
-    keep that tail short."""
-    return start_rollups(services)

@@ -3,14 +3,19 @@ that loading it again changes nothing."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
+from portal import cli
 from portal.app import build_services, create_app
 from portal.demo import load_demo, template_bodies
 from portal.models import (
@@ -120,3 +125,47 @@ def test_what_was_deleted_comes_back(demo_services: Services) -> None:
         assert session.get(PlazaModel, "phi-4") is not None
         batches = session.scalars(select(AuditEvent).where(AuditEvent.action == "BatchCreateModels")).all()
     assert [b.after["models"] for b in batches][-1] == ["phi-4"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8123"),
+        ("0.0.0.0", "http://127.0.0.1:8123"),  # every interface: this machine reaches it on loopback
+        ("::", "http://[::1]:8123"),
+        ("fd00::5", "http://[fd00::5]:8123"),
+        ("portal.internal", "http://portal.internal:8123"),
+    ],
+)
+def test_the_gateway_url_is_where_the_portal_listens(
+    host: str, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MODELFLEET_GATEWAY_BASE_URL", raising=False)
+    assert cli.serve_settings(host, 8123).gateway_base_url == url
+    monkeypatch.setenv("MODELFLEET_GATEWAY_BASE_URL", "https://llm.example.com")  # a proxy in front
+    assert cli.serve_settings(host, 8123).gateway_base_url == "https://llm.example.com"
+
+
+def test_python_m_portal_demo_prints_the_gateway_url_of_its_own_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.startswith("MODELFLEET_")]:
+        monkeypatch.delenv(name)
+    served: dict[str, Any] = {}
+    monkeypatch.setattr(cli.uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    result = CliRunner().invoke(
+        cli.app, ["--demo", "--host", "0.0.0.0", "--port", "8123", "--data-dir", str(tmp_path / "var")]
+    )
+    assert result.exit_code == 0, result.output
+    app: FastAPI = served["app"]
+    try:
+        assert (served["host"], served["port"]) == ("0.0.0.0", 8123)
+        assert "OpenAI-compatible endpoint http://127.0.0.1:8123/v1 " in result.stderr
+        assert 'OpenAI(base_url="http://127.0.0.1:8123/v1"' in result.stderr
+        token = re.findall(r"demo user token \(shown once\): (mf_\S+)", result.stderr)[0]
+        with TestClient(app) as client:  # what the portal tells users is the same endpoint
+            client.headers["Authorization"] = f"Bearer {token}"
+            models = client.get("/api/workspaces/demo/models").json()["items"]
+        assert models and {m["base_url"] for m in models} == {"http://127.0.0.1:8123/v1"}
+    finally:
+        app.state.services.engine.dispose()
