@@ -11,17 +11,36 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import AfterValidator, BaseModel, Field
-from sqlalchemy import delete, func, select
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import audit
 from portal.api.common import Page, PageParams, page_params
+from portal.api.limits import KEY_SCOPES, rule_state
 from portal.api.maas import visible_to
 from portal.auth import Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.db import utcnow
 from portal.errors import Invalid, NotFound
-from portal.keys import aware, is_expired, mint_api_key, status, utc_field
+from portal.keys import (
+    QUOTA_REFRESH_CYCLES,
+    QuotaRefresh,
+    aware,
+    is_expired,
+    mint_api_key,
+    quota_resets_at,
+    set_quota_refresh,
+    status,
+    used_in_period,
+    utc_field,
+)
 from portal.models import ApiKey, MaasModel, RateLimitRule, Workspace, WorkspaceRole
 from portal.security import API_KEY_PREFIX
 
@@ -32,6 +51,25 @@ def _unique(models: list[str] | None) -> list[str] | None:
     return None if models is None else list(dict.fromkeys(models))
 
 
+def _one_of_the_cycles(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    """Pydantic's own message would not say that null is allowed too."""
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        raise ValueError(
+            f"must be one of {', '.join(QUOTA_REFRESH_CYCLES)}, or null for a quota that never refreshes"
+        ) from exc
+
+
+RefreshIn = Annotated[QuotaRefresh | None, WrapValidator(_one_of_the_cycles)]
+
+
+REFRESH_HELP = (
+    "when the token quota starts afresh: day, week (from Monday) or month, UTC calendar periods; "
+    "null: never (a lifetime quota)"
+)
+
+
 class ApiKeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     expires_at: Annotated[datetime | None, AfterValidator(utc_field)] = Field(
@@ -40,7 +78,10 @@ class ApiKeyIn(BaseModel):
     allowed_models: Annotated[list[str] | None, AfterValidator(_unique)] = Field(
         None, max_length=200, description="MaaS model ids this key may call; null: every visible model"
     )
-    token_quota: int | None = Field(None, ge=0, description="tokens this key may use; null is unlimited")
+    token_quota: int | None = Field(
+        None, ge=0, description="tokens this key may use per refresh period; null is unlimited"
+    )
+    quota_refresh: RefreshIn = Field(None, description=REFRESH_HELP)
 
 
 class StatusIn(BaseModel):
@@ -49,6 +90,7 @@ class StatusIn(BaseModel):
 
 class KeyQuotaIn(BaseModel):
     token_quota: int | None = Field(ge=0, description="null is unlimited")
+    quota_refresh: RefreshIn = Field(None, description=f"{REFRESH_HELP}; left out: unchanged")
 
 
 class ApiKeyOut(BaseModel):
@@ -63,8 +105,10 @@ class ApiKeyOut(BaseModel):
     status: str = Field(description="active | disabled | expired | exhausted")
     allowed_models: list[str] | None
     token_quota: int | None
-    used_tokens: int
+    quota_refresh: str | None = Field(description="day | week | month; null: a lifetime quota")
+    used_tokens: int = Field(description="in the current quota period (lifetime: ever)")
     remaining_tokens: int | None
+    quota_resets_at: datetime | None = Field(description="when the current period ends; null: never")
     last_used_at: datetime | None
 
 
@@ -73,6 +117,8 @@ class ApiKeyCreated(ApiKeyOut):
 
 
 def _out(key: ApiKey, workspace: str) -> ApiKeyOut:
+    now = utcnow()
+    used = used_in_period(key, now)
     return ApiKeyOut(
         id=key.public_id,
         name=key.name,
@@ -82,11 +128,13 @@ def _out(key: ApiKey, workspace: str) -> ApiKeyOut:
         created_at=aware(key.created_at),
         expires_at=aware(key.expires_at) if key.expires_at else None,
         enabled=key.enabled,
-        status=status(key),
+        status=status(key, now),
         allowed_models=key.allowed_models,
         token_quota=key.token_quota,
-        used_tokens=key.used_tokens,
-        remaining_tokens=None if key.token_quota is None else max(key.token_quota - key.used_tokens, 0),
+        quota_refresh=key.quota_refresh,
+        used_tokens=used,
+        remaining_tokens=None if key.token_quota is None else max(key.token_quota - used, 0),
+        quota_resets_at=quota_resets_at(key, now),
         last_used_at=aware(key.last_used_at) if key.last_used_at else None,
     )
 
@@ -94,7 +142,17 @@ def _out(key: ApiKey, workspace: str) -> ApiKeyOut:
 def _state(key: ApiKey, workspace: str) -> dict[str, object]:
     """What the audit log keeps about a key: never the secret nor its hash."""
     return _out(key, workspace).model_dump(
-        mode="json", include={"id", "name", "key", "expires_at", "enabled", "allowed_models", "token_quota"}
+        mode="json",
+        include={
+            "id",
+            "name",
+            "key",
+            "expires_at",
+            "enabled",
+            "allowed_models",
+            "token_quota",
+            "quota_refresh",
+        },
     )
 
 
@@ -171,6 +229,7 @@ def create_api_key(
             expires_at=body.expires_at,
             allowed_models=body.allowed_models,
             token_quota=body.token_quota,
+            quota_refresh=body.quota_refresh,
         )
         audit.record(
             session,
@@ -233,12 +292,20 @@ def update_api_key_status(
 def update_api_key_quota(
     ws: str, key_id: str, body: KeyQuotaIn, session: SessionDep, principal: PrincipalDep
 ) -> ApiKeyOut:
+    """Sets the token quota and, when `quota_refresh` is given, the refresh cycle; a new cycle counts
+    what the key used in its current period from the usage records (`portal.keys.set_quota_refresh`)."""
     with session.begin():
         workspace = workspace_for(session, principal, ws)
         key = _key_for(session, principal, workspace, key_id)
+        # The key's row before the workspace's, the order the usage writer charges a request in (the
+        # reverse could deadlock with it); the lock also keeps a batch that already charged the key
+        # out of the gap between its charge and the recount below.
+        session.refresh(key, with_for_update=True)
         _check_quota(session, workspace, body.token_quota, exclude=key.id)
         before = _state(key, ws)
         key.token_quota = body.token_quota
+        if "quota_refresh" in body.model_fields_set:
+            set_quota_refresh(session, key, body.quota_refresh)
         audit.record(
             session,
             actor=principal.username,
@@ -254,15 +321,29 @@ def update_api_key_quota(
 
 @router.delete("/{key_id}", status_code=204)
 def delete_api_key(ws: str, key_id: str, session: SessionDep, principal: PrincipalDep) -> Response:
-    """Irreversible: the key stops working at once, and the rate-limit rules naming it go with it."""
+    """Irreversible: the key stops working at once, and the rate-limit rules naming it (scopes
+    `api_key` and `api_key_model`) go with it, in the same transaction."""
     with session.begin():
         workspace = workspace_for(session, principal, ws)
         key = _key_for(session, principal, workspace, key_id)
         rules = session.scalars(
-            select(RateLimitRule.id).where(RateLimitRule.scope == "api_key", RateLimitRule.subject == key_id)
+            select(RateLimitRule)
+            .where(RateLimitRule.scope.in_(KEY_SCOPES), RateLimitRule.subject == key_id)
+            .order_by(RateLimitRule.id)
         ).all()
-        before = {**_state(key, ws), "expired": is_expired(key), "rate_limit_rules": list(rules)}
-        session.execute(delete(RateLimitRule).where(RateLimitRule.id.in_(rules)))
+        before = {**_state(key, ws), "expired": is_expired(key), "rate_limit_rules": [r.id for r in rules]}
+        for rule in rules:  # each gone rule is audited as if deleted alone, under the key's workspace
+            audit.record(
+                session,
+                actor=principal.username,
+                action="DeleteRateLimitRule",
+                resource_type="RateLimitRule",
+                resource_id=rule.id,
+                workspace=ws,
+                before=rule_state(rule),
+                detail=f"deleted with API key {key_id}",
+            )
+            session.delete(rule)
         session.delete(key)
         audit.record(
             session,

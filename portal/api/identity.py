@@ -13,6 +13,7 @@ from portal import audit
 from portal.api.common import SLUG, Page, PageParams, page_params
 from portal.auth import AdminDep, Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.errors import Conflict, NotFound
+from portal.keys import set_workspace_quota_refresh
 from portal.models import Membership, User, UserToken, Workspace, WorkspaceRole
 from portal.security import USER_TOKEN_PREFIX, issue
 
@@ -153,10 +154,17 @@ def get_workspace(slug: str, session: SessionDep, principal: PrincipalDep) -> Wo
 def update_workspace_quota(
     slug: str, body: QuotaIn, session: SessionDep, principal: AdminDep
 ) -> WorkspaceOut:
+    """Sets the token quota and the refresh cycle; a new cycle counts what the workspace used in its
+    current period from the usage records (`portal.keys.set_workspace_quota_refresh`)."""
     with session.begin():
         w = workspace_for(session, principal, slug)
+        # Only the workspace's row: the usage writer locks keys before workspaces, so a lock on the
+        # workspace alone cannot deadlock with it. The lock keeps a batch that already charged the
+        # workspace out of the gap between its charge and the recount.
+        session.refresh(w, with_for_update=True)
         before = _state(w)
-        w.token_quota, w.quota_refresh = body.token_quota, body.quota_refresh
+        w.token_quota = body.token_quota
+        set_workspace_quota_refresh(session, w, body.quota_refresh)
         audit.record(
             session,
             actor=principal.username,

@@ -29,6 +29,7 @@ from portal.models.gateway import PERIOD_SECONDS
 router = APIRouter(prefix="/api/rate-limits", tags=["rate-limits"])
 
 Scope = Literal["global", "model", "workspace", "api_key", "api_key_model"]
+KEY_SCOPES = ("api_key", "api_key_model")  # the scopes whose subject is an API key's public id
 Unit = Literal["rps", "rpm", "tpm", "tpd", "concurrency"]
 # The gateway keeps exact integer arithmetic inside Redis' Lua doubles: limits fit in 31 bits, and a
 # burst may not take more than 30 days to refill.
@@ -70,7 +71,7 @@ class RuleOut(BaseModel):
 def _subject_workspace(session: Session, rule: RateLimitRule) -> str | None:
     if rule.scope == "workspace":
         return rule.subject
-    if rule.scope in ("api_key", "api_key_model"):
+    if rule.scope in KEY_SCOPES:
         return session.scalar(
             select(Workspace.slug)
             .join(ApiKey, ApiKey.workspace_id == Workspace.id)
@@ -97,7 +98,7 @@ def _out(session: Session, rule: RateLimitRule) -> RuleOut:
     )
 
 
-def _state(rule: RateLimitRule) -> dict[str, object]:
+def rule_state(rule: RateLimitRule) -> dict[str, object]:
     return {
         "scope": rule.scope,
         "model": rule.model,
@@ -120,7 +121,7 @@ def _validate(session: Session, body: RuleIn) -> None:
             raise Invalid.field("subject", "scope 'workspace' needs a workspace slug")
         if session.scalar(select(Workspace.id).where(Workspace.slug == body.subject)) is None:
             raise Invalid.field("subject", f"no workspace {body.subject!r}")
-    if body.scope in ("api_key", "api_key_model"):
+    if body.scope in KEY_SCOPES:
         if body.subject is None:
             raise Invalid.field("subject", f"scope {body.scope!r} needs an API key id")
         if session.scalar(select(ApiKey.id).where(ApiKey.public_id == body.subject)) is None:
@@ -226,7 +227,7 @@ def create_rule(body: RuleIn, session: SessionDep, principal: AdminDep) -> RuleO
             _apply(rule, body)
             session.add(rule)
             session.flush()
-            _record(session, principal, "CreateRateLimitRule", rule, after=_state(rule))
+            _record(session, principal, "CreateRateLimitRule", rule, after=rule_state(rule))
     except IntegrityError as exc:  # a concurrent create of the same rule won the race
         raise _duplicate(body) from exc
     return _out(session, rule)
@@ -246,10 +247,10 @@ def update_rule(rule_id: int, body: RuleIn, session: SessionDep, principal: Admi
             clash = session.scalar(select(RateLimitRule.id).where(RateLimitRule.identity == _identity(body)))
             if clash is not None and clash != rule.id:
                 raise _duplicate(body)
-            before = _state(rule)
+            before = rule_state(rule)
             _apply(rule, body)
             session.flush()
-            _record(session, principal, "UpdateRateLimitRule", rule, before=before, after=_state(rule))
+            _record(session, principal, "UpdateRateLimitRule", rule, before=before, after=rule_state(rule))
     except IntegrityError as exc:
         raise _duplicate(body) from exc
     return _out(session, rule)
@@ -259,6 +260,6 @@ def update_rule(rule_id: int, body: RuleIn, session: SessionDep, principal: Admi
 def delete_rule(rule_id: int, session: SessionDep, principal: AdminDep) -> Response:
     with session.begin():
         rule = _rule(session, rule_id)
-        _record(session, principal, "DeleteRateLimitRule", rule, before=_state(rule))
+        _record(session, principal, "DeleteRateLimitRule", rule, before=rule_state(rule))
         session.delete(rule)
     return Response(status_code=204)

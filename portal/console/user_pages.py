@@ -15,6 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from portal.console import charts
 from portal.console.client import ApiError
 from portal.console.web import PREFIX, Ctx, page
+from portal.keys import QUOTA_REFRESH_CYCLES
 from portal.usage.periods import Period, ceil, floor, next_start
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -223,7 +224,12 @@ async def keys(request: Request) -> Response:
         ctx.api.get(f"/api/workspaces/{ctx.ws}"),
     )
     return ctx.render(
-        "keys.html", title=ctx.t("nav.keys"), keys=keys_page, models=models, workspace=workspace
+        "keys.html",
+        title=ctx.t("nav.keys"),
+        keys=keys_page,
+        models=models,
+        workspace=workspace,
+        refresh_cycles=QUOTA_REFRESH_CYCLES,  # the API's own choices
     )
 
 

@@ -185,13 +185,26 @@ def test_ops_and_user_journeys(portal: Portal, browser: object) -> None:
     user.goto(f"{url}/console/keys")
     user.fill("[data-testid=key-name]", "e2e-app")
     user.fill("[data-testid=key-form] input[name=token_quota]", "1000000")
+    user.select_option("[data-testid=key-refresh]", "month")
     user.click("[data-testid=key-create]")
     secret = user.locator("#secret-value")
     expect(secret).to_contain_text("sk-")
     assert user.locator("#secret-dialog input[data-slot=use]").is_checked()
     user.click("#secret-dialog button[value=ok]")
-    expect(user.locator("tr[data-key]").filter(has_text="e2e-app")).to_contain_text("1,000,000 left")
+    key_row = user.locator("tr[data-key]").filter(has_text="e2e-app")
+    expect(key_row).to_contain_text("1,000,000 left · refreshes")
+    expect(key_row.locator("select[name=quota_refresh]")).to_have_value("month")
     shot(user, "api-keys")
+    with user.expect_navigation():  # the row's quota form: another cycle, saved, and the page reloads
+        key_row.locator("select[name=quota_refresh]").select_option("week")
+        key_row.locator("button[type=submit]").click()
+    expect(key_row.locator("select[name=quota_refresh]")).to_have_value("week")
+    key_id = key_row.get_attribute("data-key")
+    saved = httpx.get(
+        f"{url}/api/workspaces/demo/api-keys/{key_id}",
+        headers={"Authorization": f"Bearer {portal.user_token}"},
+    ).json()
+    assert (saved["quota_refresh"], saved["token_quota"]) == ("week", 1_000_000)
 
     # -- user: deploy, preflight and preview first, then follow the stack update to its end ---------------
     user.goto(f"{url}/console/deploy?model=qwen3-8b")

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from portal.console.i18n import CATALOG_DIR, Translator, choose
+from portal.keys import QUOTA_REFRESH_CYCLES
 from portal.plaza.schemas import CAPABILITIES
 
 CONSOLE = Path(__file__).resolve().parents[2] / "portal" / "console"
@@ -44,6 +45,7 @@ DYNAMIC = {
     "compare.status": ["completed", "client_disconnected", "upstream_error", "error"],
     "ops.vis": ["all", "specified"],
     "error.title": ["403", "404"],
+    "refresh": list(QUOTA_REFRESH_CYCLES),
 }
 
 

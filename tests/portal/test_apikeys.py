@@ -8,13 +8,16 @@ import hmac
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text, update
 
-from portal.keys import verify_api_key
-from portal.models import ApiKey
+from portal.gateway.quotas import period_bounds
+from portal.keys import mint_api_key, set_quota_refresh, status, used_in_period, verify_api_key
+from portal.models import ApiKey, Workspace
 from portal.services import Services
 from tests.portal.helpers import as_user, make_member
+from tests.portal.usage_support import Row, insert
 
 KEY_SHAPE = re.compile(r"^sk-[a-z0-9]{12}[A-Za-z0-9]{40}$")
 EXTERNAL = {"kind": "external", "base_url": "https://api.example.com/v1", "upstream_model": "m"}
@@ -230,3 +233,140 @@ def test_members_manage_their_own_keys_and_admins_manage_all(client: TestClient)
     assert all(e["workspace"] == "team-a" for e in events)
     quota_event = next(e for e in events if e["action"] == "UpdateWSAPIKeyQuota")
     assert quota_event["before"]["token_quota"] is None and quota_event["after"]["token_quota"] == 5
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def test_quota_refresh_is_set_on_create_and_update_shown_and_audited(client: TestClient) -> None:
+    _workspace(client, "team-a")
+    monthly = _key(client, "team-a", token_quota=1000, quota_refresh="month")
+    assert monthly["quota_refresh"] == "month"
+    resets = datetime.fromisoformat(str(monthly["quota_resets_at"]))
+    now = datetime.now(UTC)
+    assert resets.day == 1 and resets.time() == datetime.min.time() and resets.utcoffset() == timedelta(0)
+    assert now < resets <= now + timedelta(days=31)  # the first of next month, UTC midnight
+    lifetime = _key(client, "team-a", token_quota=10)
+    assert lifetime["quota_refresh"] is None and lifetime["quota_resets_at"] is None
+    for bad in ("hourly", "Month", 7):
+        refused = client.post("/api/workspaces/team-a/api-keys", json={"name": "k", "quota_refresh": bad})
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert error["fields"][0]["field"] == "quota_refresh"
+        assert "day, week, month, or null" in error["fields"][0]["message"]
+
+    quota = f"/api/workspaces/team-a/api-keys/{monthly['id']}/quota"
+    kept = client.put(quota, json={"token_quota": 500})  # left out: the cycle stays
+    assert kept.status_code == 200 and kept.json()["quota_refresh"] == "month"
+    weekly = client.put(quota, json={"token_quota": 500, "quota_refresh": "week"}).json()
+    assert weekly["quota_refresh"] == "week"
+    assert datetime.fromisoformat(weekly["quota_resets_at"]).weekday() == 0  # next Monday
+    bad = client.put(quota, json={"token_quota": 500, "quota_refresh": "fortnight"})
+    assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "quota_refresh"
+    never = client.put(quota, json={"token_quota": 500, "quota_refresh": None}).json()
+    assert never["quota_refresh"] is None and never["quota_resets_at"] is None
+    listed = client.get("/api/workspaces/team-a/api-keys").json()["items"]
+    assert {k["id"]: k["quota_refresh"] for k in listed} == {monthly["id"]: None, lifetime["id"]: None}
+
+    events = client.get("/api/audit", params={"resource_id": monthly["id"], "page_size": 50}).json()
+    changes = [
+        (e["action"], (e["before"] or {}).get("quota_refresh"), e["after"]["quota_refresh"])
+        for e in reversed(events["items"])
+    ]
+    assert changes == [
+        ("CreateWSAPIKey", None, "month"),
+        ("UpdateWSAPIKeyQuota", "month", "month"),
+        ("UpdateWSAPIKeyQuota", "month", "week"),
+        ("UpdateWSAPIKeyQuota", "week", None),
+    ]
+
+
+def test_tokens_of_a_past_period_do_not_exhaust_a_key(client: TestClient, services: Services) -> None:
+    """The gateway restarts a key's count at its first request of a new period; until then the row
+    still holds the last period's figure, which must not make the key look used up."""
+    _workspace(client, "team-a")
+    key = _key(client, "team-a", token_quota=100, quota_refresh="month")
+    lifetime = _key(client, "team-a", token_quota=100)
+    this_month = period_bounds("month", datetime.now(UTC))[0]
+    assert this_month is not None
+    last_month = (this_month - timedelta(days=1)).replace(day=1)
+
+    def stored(public_id: str, used: int, period_start: datetime) -> dict[str, object]:
+        with services.sessions() as session, session.begin():
+            session.execute(
+                update(ApiKey)
+                .where(ApiKey.public_id == public_id)
+                .values(used_tokens=used, quota_period_start=period_start)
+            )
+        got: dict[str, object] = client.get(f"/api/workspaces/team-a/api-keys/{public_id}").json()
+        return got
+
+    old = stored(str(key["id"]), 100, last_month)
+    assert (old["status"], old["used_tokens"], old["remaining_tokens"]) == ("active", 0, 100)
+    current = stored(str(key["id"]), 100, this_month)
+    assert (current["status"], current["used_tokens"], current["remaining_tokens"]) == ("exhausted", 100, 0)
+    # A lifetime quota counts everything, whatever period the count was last charged in.
+    ever = stored(str(lifetime["id"]), 100, last_month)
+    assert (ever["status"], ever["used_tokens"]) == ("exhausted", 100)
+
+
+@pytest.mark.parametrize(
+    ("cycle", "period_start", "used"),
+    [
+        ("day", "2025-03-19", 70),
+        ("day", "2025-03-18", 0),  # yesterday's count: nothing used today yet
+        ("week", "2025-03-17", 70),  # the Monday of that week
+        ("week", "2025-03-10", 0),
+        ("month", "2025-03-01", 70),
+        ("month", "2025-02-01", 0),
+        (None, "2025-02-01", 70),  # lifetime: every token ever
+        (None, None, 70),
+        ("month", None, 0),  # never charged in a period
+    ],
+)
+def test_status_counts_only_the_current_period(
+    cycle: str | None, period_start: str | None, used: int
+) -> None:
+    now = _utc("2025-03-19T15:00:00")  # a Wednesday
+    key = ApiKey(
+        enabled=True,
+        token_quota=70,
+        used_tokens=70,
+        quota_refresh=cycle,
+        quota_period_start=_utc(period_start) if period_start else None,
+    )
+    assert used_in_period(key, now) == used
+    assert status(key, now) == ("exhausted" if used else "active")
+
+
+def test_a_new_cycle_recounts_the_tokens_of_its_current_period(services: Services) -> None:
+    now = _utc("2025-03-19T15:00:00")  # Wednesday; the week began on Monday 17th
+    with services.sessions() as session, session.begin():
+        workspace = Workspace(slug="team-a", name="A")
+        session.add(workspace)
+        session.flush()
+        key, _ = mint_api_key(session, services.hasher, workspace, name="k", created_by="t", token_quota=10)
+        key_id = key.public_id
+    insert(
+        services,
+        [
+            Row(at=_utc("2025-02-27T10:00"), api_key=key_id, prompt=1000, completion=1),  # last month
+            Row(at=_utc("2025-03-03T10:00"), api_key=key_id, prompt=100, completion=2),  # this month
+            Row(at=_utc("2025-03-18T23:59"), api_key=key_id, prompt=10, completion=3),  # this week
+            Row(at=_utc("2025-03-19T00:00"), api_key=key_id, prompt=1, completion=4),  # today
+            Row(at=_utc("2025-03-19T09:00"), api_key="other", prompt=5000, completion=5),  # another key
+        ],
+    )
+    expected = {"day": 5, "week": 18, "month": 120, None: 1121}
+    starts = {"day": "2025-03-19", "week": "2025-03-17", "month": "2025-03-01", None: None}
+    for cycle in ("day", "month", None, "week", "day"):
+        with services.sessions() as session, session.begin():
+            key = session.scalars(select(ApiKey).where(ApiKey.public_id == key_id)).one()
+            set_quota_refresh(session, key, cycle, now)  # type: ignore[arg-type]
+        with services.sessions() as session:
+            key = session.scalars(select(ApiKey).where(ApiKey.public_id == key_id)).one()
+            start = key.quota_period_start.replace(tzinfo=UTC) if key.quota_period_start else None
+            assert (key.quota_refresh, key.used_tokens) == (cycle, expected[cycle])
+            assert start == (_utc(starts[cycle]) if starts[cycle] else None)  # type: ignore[arg-type]
+            assert used_in_period(key, now) == expected[cycle]

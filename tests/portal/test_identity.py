@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
+from datetime import UTC, datetime, timedelta
 
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from portal.gateway.quotas import period_bounds
+from portal.models import Workspace
+from portal.services import Services
 from tests.portal.helpers import as_user, make_member
+from tests.portal.usage_support import Row, insert
 
 
 def test_health_and_one_error_shape(client: TestClient) -> None:
@@ -46,3 +53,53 @@ def test_members_see_only_their_workspaces(client: TestClient) -> None:
             ).status_code
             == 403
         )
+
+
+def test_a_workspaces_new_cycle_recounts_its_usage_of_the_current_period(
+    client: TestClient, services: Services
+) -> None:
+    """`used_tokens` belongs to a period of the old cycle: kept as it was, a daily count would pass for
+    the month's (and the month's charges would be dropped as older than its stored day)."""
+    body = {"slug": "team-a", "name": "A", "token_quota": 10**6, "quota_refresh": "day"}
+    assert client.post("/api/workspaces", json=body).status_code == 201
+    now = datetime.now(UTC)
+    day, week, month = (period_bounds(cycle, now)[0] for cycle in ("day", "week", "month"))
+    assert day is not None and week is not None and month is not None
+    rows = [
+        Row(at=month - timedelta(minutes=1), prompt=1000, completion=1),  # last month
+        Row(at=month, prompt=100, completion=2),
+        Row(at=week - timedelta(minutes=1), prompt=20, completion=0),  # the week before this one
+        Row(at=week, prompt=10, completion=3),
+        Row(at=day, prompt=1, completion=4),
+        Row(at=now, prompt=2, completion=0),
+        Row(at=now, workspace="team-b", prompt=5000, completion=5),  # another workspace
+    ]
+    insert(services, rows)
+
+    def expected(start: datetime) -> int:
+        return sum(r.prompt + r.completion for r in rows if r.workspace == "team-a" and r.at >= start)
+
+    def stored() -> tuple[str, datetime | None, int]:
+        with services.sessions() as session:
+            w = session.scalars(select(Workspace).where(Workspace.slug == "team-a")).one()
+            start = w.quota_period_start.replace(tzinfo=UTC) if w.quota_period_start else None
+            return w.quota_refresh, start, w.used_tokens
+
+    def put(cycle: str) -> None:
+        changed = client.put(
+            "/api/workspaces/team-a/quota", json={"token_quota": 10**6, "quota_refresh": cycle}
+        )
+        assert changed.status_code == 200 and changed.json()["quota_refresh"] == cycle
+
+    with services.sessions() as session, session.begin():  # today's count, as the gateway left it
+        session.execute(update(Workspace).values(used_tokens=expected(day), quota_period_start=day))
+    put("month")
+    assert stored() == ("month", month, expected(month))
+    with services.sessions() as session, session.begin():  # the gateway charged 7 more this month
+        session.execute(update(Workspace).values(used_tokens=Workspace.used_tokens + 7))
+    put("month")  # the same cycle: the count stays the gateway's
+    assert stored() == ("month", month, expected(month) + 7)
+    put("week")
+    assert stored() == ("week", week, expected(week))
+    put("day")
+    assert stored() == ("day", day, expected(day))

@@ -133,13 +133,44 @@ def test_changes_are_audited_with_their_workspace(client: TestClient, world: dic
 
 
 def test_deleting_a_key_deletes_the_rules_naming_it(client: TestClient, world: dict[str, str]) -> None:
-    rule = client.post(
-        "/api/rate-limits", json={"scope": "api_key", "subject": world["key"], "unit": "rps", "limit": 1}
-    ).json()
+    other = client.post("/api/workspaces/team-a/api-keys", json={"name": "other"}).json()["id"]
+    model = world["model"]
+    naming = [
+        {"scope": "api_key", "subject": world["key"], "unit": "rps", "limit": 1},
+        {"scope": "api_key", "subject": world["key"], "model": model, "unit": "tpm", "limit": 100},
+        {"scope": "api_key_model", "subject": world["key"], "unit": "rpm", "limit": 10},
+        {
+            "scope": "api_key_model",
+            "subject": world["key"],
+            "model": model,
+            "unit": "concurrency",
+            "limit": 2,
+        },
+    ]
+    kept = [
+        {"scope": "api_key", "subject": other, "unit": "rps", "limit": 1},
+        {"scope": "api_key_model", "subject": other, "unit": "rpm", "limit": 10},
+        {"scope": "workspace", "subject": "team-a", "unit": "rps", "limit": 5},
+    ]
+    made = [client.post("/api/rate-limits", json=body) for body in naming + kept]
+    assert all(r.status_code == 201 for r in made), [r.text for r in made]
+    gone, left = [r.json()["id"] for r in made[: len(naming)]], [r.json()["id"] for r in made[len(naming) :]]
+
     assert client.delete(f"/api/workspaces/team-a/api-keys/{world['key']}").status_code == 204
-    assert client.get(f"/api/rate-limits/{rule['id']}").status_code == 404
+    for rule_id in gone:
+        assert client.get(f"/api/rate-limits/{rule_id}").status_code == 404
+    assert [r["id"] for r in client.get("/api/rate-limits").json()["items"]] == left
     event = client.get("/api/audit", params={"action": "DeleteWSAPIKey"}).json()["items"][0]
-    assert event["before"]["rate_limit_rules"] == [rule["id"]]
+    assert event["before"]["rate_limit_rules"] == gone
+    # Each rule's deletion is its own audit row, under the key's workspace, with the rule as it was.
+    deleted = client.get("/api/audit", params={"action": "DeleteRateLimitRule"}).json()["items"]
+    assert sorted(int(e["resource_id"]) for e in deleted) == gone
+    assert all(e["workspace"] == "team-a" and world["key"] in e["detail"] for e in deleted)
+    by_id = {int(e["resource_id"]): e["before"] for e in deleted}
+    assert [(by_id[i]["scope"], by_id[i]["model"], by_id[i]["unit"]) for i in gone] == [
+        (b["scope"], b.get("model"), b["unit"]) for b in naming
+    ]
+    assert client.get("/api/audit/verify").json()["ok"] is True
 
 
 def _rule(
