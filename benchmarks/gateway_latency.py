@@ -5,7 +5,9 @@
 Three processes share the machine (2 cores here):
 
 - the engine SIMULATOR (`python -m portal.gateway.simulator`, ttft 0, 4-token answers, no pacing);
-- the gateway exactly as its Kubernetes Deployment runs it (`python -m portal.gateway`), with limits ON:
+- the gateway exactly as its Kubernetes Deployment runs it (`python -m portal.gateway`), with limits ON
+  (first with one worker process per core, lines `gateway_...`; then as a single process, lines
+  `gateway_1proc_...`, each with its own `..._direct_...` baseline taken just before):
   global, model, workspace, key and key × model rules in requests/s, requests/min, tokens/min, tokens/day
   and concurrency, plus a key token quota — in Redis when one answers at $MODELFLEET_BENCH_REDIS_URL,
   in process otherwise — and usage rows written to PostgreSQL (when one answers) or SQLite;
@@ -19,19 +21,20 @@ At 100, 300 and 600 requests/s the same schedule is run against the simulator di
 the gateway; `gateway_added_pXX` is the gateway's percentile minus the direct one. The client is a
 minimal HTTP/1.1 writer on asyncio streams: httpx would cost more CPU per request than the servers and
 would measure itself. Also reported: a sequential (one request at a time) baseline both ways, the
-ratio of gateway to direct latency, and the gateway's CPU time per request (from /proc).
+ratio of gateway to direct latency, and the gateway's CPU time per request (from /proc, its worker
+processes included).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import secrets
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,12 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from benchmarks.processes import free_port, server
 from benchmarks.report import bench
 
 ROOT = Path(__file__).resolve().parent.parent
-RATES = (100, 300, 600)
+RATES = tuple(int(r) for r in os.environ.get("MODELFLEET_BENCH_RATES", "100,300,600").split(","))
 SECONDS = float(os.environ.get("MODELFLEET_BENCH_SECONDS", "6"))
 WARMUP_SECONDS = 1.0
 SEQUENTIAL = 300
@@ -132,6 +134,24 @@ class Run:
 
 
 async def open_loop(pool: Pool, request: bytes, rate: float, seconds: float) -> Run:
+    with collector_paused():
+        return await _open_loop(pool, request, rate, seconds)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No garbage collection in the generator while it measures: a full pass over this process's heap
+    (~200k objects, the portal's set-up included) stalls it for up to ~80 ms, which would show up as
+    server latency in both columns."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def _open_loop(pool: Pool, request: bytes, rate: float, seconds: float) -> Run:
     loop = asyncio.get_running_loop()
     n = int(rate * seconds)
     latencies: list[float] = []
@@ -184,6 +204,11 @@ async def open_loop(pool: Pool, request: bytes, rate: float, seconds: float) -> 
 
 
 async def sequential(pool: Pool, request: bytes, n: int) -> list[float]:
+    with collector_paused():
+        return await _sequential(pool, request, n)
+
+
+async def _sequential(pool: Pool, request: bytes, n: int) -> list[float]:
     out = []
     for _ in range(n):
         reader, writer = connection = await pool.get()
@@ -196,29 +221,17 @@ async def sequential(pool: Pool, request: bytes, n: int) -> list[float]:
 
 
 # -- the servers ----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_until_up(url: str, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the {what} did not start (exit {process.poll()})")
-        time.sleep(0.1)
-
-
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+    """CPU time of a process and all its descendants (uvicorn's worker processes)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    total = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            total += sum(cpu_seconds(int(child)) for child in (task / "children").read_text().split())
+    return total
 
 
 def redis_url() -> str | None:
@@ -306,21 +319,6 @@ def set_up(database_url: str, tmp: Path, pepper: str, admin_token: str, engine_u
         services.engine.dispose()
 
 
-@contextlib.contextmanager
-def server(command: list[str], env: dict[str, str], health: str, what: str, log: Path) -> Iterator[int]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_until_up(health, process, what)
-            yield process.pid
-        finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
 # -- the run ----------------------------------------------------------------------------------------
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="modelfleet-bench-"))
@@ -353,13 +351,33 @@ def main() -> None:
             info(f"limits and quotas {'in Redis at ' + redis if redis else 'in process (no Redis answered)'}")
             info(f"usage rows to {db_kind}; {os.cpu_count()} CPUs shared by simulator, gateway and load")
             bench("gateway_limits_in_redis", 1 if redis else 0, "bool")
-            gw_cmd = [sys.executable, "-m", "portal.gateway", "--host", "127.0.0.1", "--port", str(gw_port)]
-            with server(
-                gw_cmd, gw_env, f"http://127.0.0.1:{gw_port}/healthz", "gateway", tmp / "gw.log"
-            ) as pid:
-                direct = request_bytes(sim_port, "/v1/chat/completions", body, None)
-                through = request_bytes(gw_port, "/v1/chat/completions", body, key)
-                asyncio.run(measure(sim_port, gw_port, direct, through, pid))
+            direct = request_bytes(sim_port, "/v1/chat/completions", body, None)
+            through = request_bytes(gw_port, "/v1/chat/completions", body, key)
+            # One worker per core is how the gateway is meant to run on a node (its Deployment's pods
+            # or `--workers`); a single process is reported too. Without Redis, workers would each
+            # enforce the limits alone, so only one process is measured then.
+            cores = os.cpu_count() or 1
+            configurations = (cores, 1) if redis and cores > 1 else (1,)
+            if os.environ.get("MODELFLEET_BENCH_WORKERS"):  # e.g. "2" to measure one configuration
+                configurations = tuple(int(w) for w in os.environ["MODELFLEET_BENCH_WORKERS"].split(","))
+            bench("gateway_workers", configurations[0], "processes")
+            for workers in configurations:
+                gw_cmd = [
+                    sys.executable,
+                    "-m",
+                    "portal.gateway",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(gw_port),
+                ]
+                gw_cmd += ["--workers", str(workers)]
+                health = f"http://127.0.0.1:{gw_port}/healthz"
+                env = {**gw_env, "MODELFLEET_GATEWAY_REPLICAS": str(workers)}
+                with server(gw_cmd, env, health, "gateway", tmp / f"gw{workers}.log") as pid:
+                    tag = "gateway" if workers == configurations[0] else f"gateway_{workers}proc"
+                    info(f"{tag}: {workers} gateway process(es)")
+                    asyncio.run(measure(sim_port, gw_port, direct, through, pid, tag))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -370,41 +388,43 @@ def _admin_token() -> str:
     return issue(USER_TOKEN_PREFIX).value
 
 
-async def measure(sim_port: int, gw_port: int, direct: bytes, through: bytes, gateway_pid: int) -> None:
+async def measure(
+    sim_port: int, gw_port: int, direct: bytes, through: bytes, gateway_pid: int, tag: str
+) -> None:
+    """Lines `<tag>_...` for the gateway (`tag` names its configuration) and `<tag>_direct_...` for the
+    simulator alone, measured right before it on the same schedule."""
     pools = {"direct": Pool(sim_port), "gateway": Pool(gw_port)}
     requests = {"direct": direct, "gateway": through}
+    names = {"direct": f"{tag}_direct" if tag != "gateway" else "direct", "gateway": tag}
     for name, pool in pools.items():  # warm up both paths (connections, caches, the gateway's snapshot)
         warm = await open_loop(pool, requests[name], 100, WARMUP_SECONDS)
         if warm.errors:
             raise RuntimeError(f"{name}: {warm.errors} errors while warming up")
     seq = {name: await sequential(pool, requests[name], SEQUENTIAL) for name, pool in pools.items()}
-    bench("direct_sequential_p50", seq["direct"][len(seq["direct"]) // 2], "ms")
-    bench("gateway_sequential_p50", seq["gateway"][len(seq["gateway"]) // 2], "ms")
-    bench(
-        "gateway_added_sequential_p50",
-        seq["gateway"][len(seq["gateway"]) // 2] - seq["direct"][len(seq["direct"]) // 2],
-        "ms",
-    )
+    for name in pools:
+        bench(f"{names[name]}_sequential_p50", seq[name][len(seq[name]) // 2], "ms")
+    added = seq["gateway"][len(seq["gateway"]) // 2] - seq["direct"][len(seq["direct"]) // 2]
+    bench(f"{tag}_added_sequential_p50", added, "ms")
     for rate in RATES:
         runs: dict[str, Run] = {}
         for name, pool in pools.items():
             cpu_before = cpu_seconds(gateway_pid)
             runs[name] = run = await open_loop(pool, requests[name], rate, SECONDS)
-            tag = f"{name}_{{}}_{rate}rps"
-            bench(tag.format("offered"), run.offered, "req/s")
-            bench(tag.format("achieved"), run.achieved, "req/s")
-            bench(tag.format("errors"), run.errors, "requests")
-            bench(tag.format("generator_late_p99"), run.late_p99_ms, "ms")
+            line = f"{names[name]}_{{}}_{rate}rps"
+            bench(line.format("offered"), run.offered, "req/s")
+            bench(line.format("achieved"), run.achieved, "req/s")
+            bench(line.format("errors"), run.errors, "requests")
+            bench(line.format("generator_late_p99"), run.late_p99_ms, "ms")
             for q in (50, 95, 99):
-                bench(tag.format(f"p{q}"), run.p(q), "ms")
+                bench(line.format(f"p{q}"), run.p(q), "ms")
             if run.statuses:
-                info(f"{name} at {rate} req/s: errors {run.statuses}")
+                info(f"{names[name]} at {rate} req/s: errors {run.statuses}")
             if name == "gateway":
                 cpu = cpu_seconds(gateway_pid) - cpu_before
-                bench(f"gateway_cpu_per_request_{rate}rps", cpu / max(len(run.latencies_ms), 1) * 1000, "ms")
+                bench(f"{tag}_cpu_per_request_{rate}rps", cpu / max(len(run.latencies_ms), 1) * 1000, "ms")
         for q in (50, 95, 99):
-            bench(f"gateway_added_p{q}_{rate}rps", runs["gateway"].p(q) - runs["direct"].p(q), "ms")
-        bench(f"gateway_over_direct_p50_{rate}rps", runs["gateway"].p(50) / runs["direct"].p(50), "x")
+            bench(f"{tag}_added_p{q}_{rate}rps", runs["gateway"].p(q) - runs["direct"].p(q), "ms")
+        bench(f"{tag}_over_direct_p50_{rate}rps", runs["gateway"].p(50) / runs["direct"].p(50), "x")
     for pool in pools.values():
         pool.close()
 

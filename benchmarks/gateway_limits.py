@@ -12,12 +12,15 @@ import os
 import statistics
 import time
 import uuid
+from datetime import UTC, datetime
 
 import redis
 import redis.asyncio as aioredis
 
 from benchmarks.report import bench
 from portal.gateway.limits import Demand, LocalLimiter, RedisLimiter, Rule, Scope, Unit
+from portal.gateway.quotas import LocalQuotas, QuotaHold, QuotaSubject, RedisQuotas, period_bounds
+from portal.gateway.shared_admission import SharedAdmission
 
 REDIS_URL = os.environ.get("MODELFLEET_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 RULES = [
@@ -97,6 +100,54 @@ async def _redis(url: str, prefix: str) -> None:
         await client.aclose()
 
 
+async def _admission_with_quotas(url: str, prefix: str) -> None:
+    """A request's whole admission and settlement with limits and key + workspace quotas in Redis: the
+    gateway's one call each way (`SharedAdmission`) against the two-step path (limiter, then quotas),
+    in the same run. Client CPU per request, one request at a time and 16 at once."""
+    limiter = RedisLimiter.from_url(url, RULES, prefix=f"{prefix}:rl", timeout_s=5, max_connections=64)
+    quotas = RedisQuotas(limiter.client, LocalQuotas(), prefix=prefix)
+    shared = SharedAdmission(limiter, quotas)
+    now = datetime.now(UTC)
+    start, end = period_bounds("month", now)
+    subjects = [
+        QuotaSubject("api_key", "k0", 10**15, start, end),
+        QuotaSubject("workspace", "w", 10**15, start, end),
+    ]
+    demand = Demand("m", "w", "k0", tokens=500)
+
+    async def one_call() -> None:
+        decision, hold = await shared.admit(demand, subjects, 500, now)
+        assert isinstance(hold, QuotaHold)
+        await shared.settle(decision.reservation, hold, 300)
+
+    async def two_step() -> None:
+        decision = await limiter.acquire(demand)
+        hold = await quotas.reserve(subjects, 500, now)
+        assert decision.reservation is not None and isinstance(hold, QuotaHold)
+        await limiter.reconcile(decision.reservation, 300)
+        await quotas.settle(hold, 300)
+
+    try:
+        for concurrency in (1, 16):
+            cpu: dict[str, float] = {}
+            for name, admit in (("one_call", one_call), ("two_step", two_step)):
+                for _ in range(200):  # warm: scripts loaded, connections open
+                    await admit()
+                n = 4000
+                began = time.process_time()
+                for _ in range(n // concurrency):
+                    await asyncio.gather(*(admit() for _ in range(concurrency)))
+                cpu[name] = (time.process_time() - began) / n * 1e6
+                bench(f"admission_with_quotas_{name}_cpu_c{concurrency}_us", cpu[name], "us")
+            bench(
+                f"admission_with_quotas_two_step_over_one_call_c{concurrency}",
+                cpu["two_step"] / cpu["one_call"],
+                "x",
+            )
+    finally:
+        await limiter.aclose()
+
+
 def main() -> None:
     local()
     try:
@@ -104,7 +155,14 @@ def main() -> None:
     except (redis.RedisError, OSError) as err:
         print(f"# Redis benchmarks skipped: {REDIS_URL} not reachable ({err})", flush=True)
         return
-    asyncio.run(_redis(REDIS_URL, f"bench:limits:{uuid.uuid4().hex[:8]}"))
+    prefix = f"bench:limits:{uuid.uuid4().hex[:8]}"
+    asyncio.run(_redis(REDIS_URL, prefix))
+    asyncio.run(_admission_with_quotas(REDIS_URL, prefix + "q"))
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{prefix}q:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 if __name__ == "__main__":

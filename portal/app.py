@@ -14,12 +14,13 @@ from portal.api import ROUTERS
 from portal.context import RequestIdMiddleware
 from portal.db import make_engine, migrate, session_factory
 from portal.gateway.app import create_gateway
+from portal.heap import freeze_startup_heap
 from portal.security import Hasher, load_or_create_pepper
 from portal.services import Services
 from portal.settings import Settings
 from portal.stacks.repository import StackRepository
 from portal.stacks.worker import worker_starter
-from portal.usage.rollup import rollup_starter
+from portal.usage.background import rollup_starter
 
 log = logging.getLogger("modelfleet.portal")
 
@@ -37,7 +38,8 @@ def build_services(settings: Settings) -> Services:
     )
     repository = StackRepository(settings.resolved_stacks_repo, settings.stacks_subdir, settings.git_author)
     services = Services(settings, engine, session_factory(engine), Hasher(pepper), repository)
-    bootstrap.run(services)
+    with bootstrap.one_start_at_a_time(engine):  # replicas starting at once make one admin
+        bootstrap.run(services)
     return services
 
 
@@ -51,6 +53,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         stops = [stop for start in STARTERS if (stop := start(services)) is not None]
+        freeze_startup_heap()
         try:
             yield
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 import uvicorn
 from starlette.applications import Starlette
@@ -18,6 +19,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1, help="processes (use Redis to share limits)")
     args = parser.parse_args(argv)
+    if args.workers > 1 and not Settings().redis_url:
+        # Allowed (e.g. to try it out), but each process would enforce every limit and quota alone.
+        logging.getLogger("modelfleet.gateway").warning(
+            "gateway: %d workers without MODELFLEET_REDIS_URL: each enforces the limits and quotas on its "
+            "own, so together they admit up to %d times as much",
+            args.workers,
+            args.workers,
+        )
     if args.workers > 1:
         uvicorn.run(
             "portal.gateway.__main__:app_from_env",

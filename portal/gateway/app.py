@@ -6,8 +6,6 @@
 connections, limiter, writer thread and snapshot start with the app's lifespan, or lazily on the first
 request when the app runs without one (a mount, a test server).
 
-`transport` replaces the upstream HTTP transport (httpx), e.g. to measure the gateway's own latency
-against an in-memory engine.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -41,6 +38,8 @@ from portal.gateway.metering import (
     prepare_upstream_body,
 )
 from portal.gateway.snapshot import KeyEntry, ModelEntry, TargetSpec
+from portal.gateway.upstream import UpstreamError
+from portal.heap import freeze_startup_heap
 from portal.services import Services
 
 log = logging.getLogger("modelfleet.gateway")
@@ -173,13 +172,14 @@ class GatewayApp:
         try:
             data = await connected.response.aread()
             parsed = json.loads(data)
-        except (httpx.HTTPError, ValueError) as exc:
+        except (UpstreamError, ValueError) as exc:
             await gateway.close_upstream(connected)
             sample.status, sample.error_type = 502, "upstream_error"
             gateway.record(sample)
+            cause = exc.cause if isinstance(exc, UpstreamError) else "invalid JSON"
             return openai_error(
                 502,
-                f"The upstream sent a broken response ({type(exc).__name__}).",
+                f"The upstream sent a broken response ({cause}).",
                 "upstream_error",
                 "upstream_error",
                 headers=headers,
@@ -196,7 +196,7 @@ class GatewayApp:
         status = connected.response.status_code
         try:
             data = await connected.response.aread()
-        except httpx.HTTPError:
+        except UpstreamError:
             data = b""
         await gateway.close_upstream(connected)
         if status in (401, 403):
@@ -380,14 +380,13 @@ def create_gateway(
     services: Services,
     *,
     prefix: str = "/v1",
-    transport: httpx.AsyncBaseTransport | None = None,
     gateway: Gateway | None = None,
 ) -> Starlette:
     """The gateway as an ASGI app (`app.state.gateway` is the `Gateway`)."""
     from portal.api.metrics import ops_routes
     from portal.gateway.compare import CompareEndpoint
 
-    gateway = gateway or Gateway(services, transport=transport)
+    gateway = gateway or Gateway(services)
     http = GatewayApp(gateway)
     compare = CompareEndpoint(gateway, http)
     routes: list[BaseRoute] = [
@@ -404,6 +403,7 @@ def create_gateway(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await gateway.ensure_started()
+        freeze_startup_heap()
         try:
             yield
         finally:

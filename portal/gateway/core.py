@@ -29,7 +29,6 @@ from decimal import Decimal
 from typing import Any
 
 import anyio
-import httpx
 import redis.asyncio as aioredis
 from starlette.responses import Response
 
@@ -44,6 +43,7 @@ from portal.gateway.limits import (
     Limiter,
     LimiterUnavailable,
     OnFailure,
+    RedisLimiter,
     build_limiter,
 )
 from portal.gateway.limits.rules import TOKEN_UNITS
@@ -60,6 +60,7 @@ from portal.gateway.quotas import (
     period_bounds,
 )
 from portal.gateway.routing import Attempt, Router, Target
+from portal.gateway.shared_admission import SharedAdmission
 from portal.gateway.snapshot import (
     KeyEntry,
     Loader,
@@ -69,6 +70,7 @@ from portal.gateway.snapshot import (
     install_change_hook,
 )
 from portal.gateway.tokens import estimate_prompt_tokens
+from portal.gateway.upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout
 from portal.gateway.usage import CHARGES, UsageWriter
 from portal.security import API_KEY_PREFIX, split
 from portal.services import Services
@@ -87,30 +89,6 @@ def new_request_id() -> str:
     """Unique across processes: a random per-process prefix and a counter (os.urandom per request
     costs tens of µs under load)."""
     return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
-
-
-class UpstreamClient:
-    """POSTs to upstreams through an httpx transport directly: no cookies, auth flows or redirects to
-    evaluate per request (httpx's client layer costs ~100 µs a call), URLs parsed once per target."""
-
-    def __init__(self, transport: httpx.AsyncBaseTransport, timeout: httpx.Timeout) -> None:
-        self.transport = transport
-        self.extensions = {"timeout": timeout.as_dict()}
-        self._urls: dict[str, httpx.URL] = {}
-
-    async def post(self, url: str, content: bytes, headers: list[tuple[str, str]]) -> httpx.Response:
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) > 10_000:
-                self._urls.clear()
-            parsed = self._urls[url] = httpx.URL(url)
-        request = httpx.Request("POST", parsed, content=content, headers=headers, extensions=self.extensions)
-        response = await self.transport.handle_async_request(request)
-        response.request = request
-        return response
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
 
 
 # -- admission -----------------------------------------------------------------------------------
@@ -146,6 +124,10 @@ class Admission:
             return
         self.settled = True
         reservation = self.decision.reservation
+        shared = self.gateway.shared
+        if shared is not None and self.hold is not NO_HOLD:
+            await shared.settle(reservation, self.hold, actual_tokens)
+            return
         if reservation is not None and reservation.id:
             await self.gateway.limiter.reconcile(reservation, actual_tokens)
         if self.hold is not NO_HOLD:
@@ -165,7 +147,7 @@ class Refused:
 class Connected:
     attempt: Attempt
     spec: TargetSpec
-    response: httpx.Response
+    response: UpstreamResponse
     started: float  # perf_counter when the request arrived
 
 
@@ -208,14 +190,12 @@ class Gateway:
         self,
         services: Services,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
         simulator_url: str | None = None,
         limiter: Limiter | None = None,
         breaker_config: BreakerConfig | None = None,
     ) -> None:
         self.services = services
         self.settings = services.settings
-        self.transport = transport
         self.version = install_change_hook(services)
         self.loader = Loader(services, simulator_url)
         self.snapshot = Snapshot(version=-1)
@@ -228,6 +208,7 @@ class Gateway:
         self.limiter: Limiter = limiter or build_limiter([])
         self.local_quotas = LocalQuotas()
         self.quotas = Quotas(self.local_quotas)
+        self.shared: SharedAdmission | None = None  # limits and quotas in one Redis call (both in Redis)
         self.writer = UsageWriter(
             services.engine,
             batch_size=self.settings.usage_batch_size,
@@ -257,19 +238,11 @@ class Gateway:
 
     async def start(self) -> None:
         s = self.settings
-        limits = httpx.Limits(
+        self.upstream = UpstreamClient(
             max_connections=s.gateway_max_connections,
-            max_keepalive_connections=s.gateway_max_connections,
-            keepalive_expiry=30,
+            connect_timeout_s=s.gateway_connect_timeout_seconds,
+            read_timeout_s=s.gateway_read_timeout_seconds,
         )
-        timeout = httpx.Timeout(
-            connect=s.gateway_connect_timeout_seconds,
-            read=s.gateway_read_timeout_seconds,
-            write=s.gateway_connect_timeout_seconds,
-            pool=s.gateway_connect_timeout_seconds,
-        )
-        transport = self.transport or httpx.AsyncHTTPTransport(limits=limits)
-        self.upstream = UpstreamClient(transport, timeout)
         if self._limiter_given is None and s.redis_url:
             policy = FailurePolicy(
                 requests=OnFailure(s.gateway_on_redis_failure_requests),
@@ -288,15 +261,15 @@ class Gateway:
                 s.redis_url, max_connections=64, timeout=1.0, socket_timeout=0.25, socket_connect_timeout=0.25
             )
             self._redis = aioredis.Redis(connection_pool=pool)
-            self.quotas = Quotas(
+            shared_quotas = RedisQuotas(
+                self._redis,
                 self.local_quotas,
-                RedisQuotas(
-                    self._redis,
-                    self.local_quotas,
-                    prefix=s.gateway_redis_prefix,
-                    on_failure=OnFailure(s.gateway_on_redis_failure_tokens),
-                ),
+                prefix=s.gateway_redis_prefix,
+                on_failure=OnFailure(s.gateway_on_redis_failure_tokens),
             )
+            self.quotas = Quotas(self.local_quotas, shared_quotas)
+            if isinstance(self.limiter, RedisLimiter):
+                self.shared = SharedAdmission(self.limiter, shared_quotas)
         simulate = s.gateway_simulate_servings if s.gateway_simulate_servings is not None else s.demo
         if simulate and self.loader.simulator_url is None:
             from portal.gateway.demo import start_simulator
@@ -323,6 +296,7 @@ class Gateway:
             self.upstream = None
         if self._limiter_given is None:
             await self.limiter.aclose()
+        self.shared = None
         if self._redis is not None:
             await self._redis.aclose()
             await self._redis.connection_pool.disconnect()
@@ -497,11 +471,16 @@ class Gateway:
     async def admit(
         self, snapshot: Snapshot, key: KeyEntry, model: ModelEntry, tokens: int, now: datetime
     ) -> Admission | Refused:
-        """Every applicable rate limit, then both quotas; a refusal anywhere releases what was taken."""
+        """Every applicable rate limit and both quotas, all or nothing (a limit refusal is reported
+        first). With both in Redis it is one script call (`SharedAdmission`)."""
+        demand = Demand(model.public_id, key.workspace, key.public_id, tokens)
+        subjects = self.quota_subjects(snapshot, key, now)
+        hold: QuotaHold | QuotaRefusal | None = None
         try:
-            decision = await self.limiter.acquire(
-                Demand(model.public_id, key.workspace, key.public_id, tokens)
-            )
+            if self.shared is not None and subjects:
+                decision, hold = await self.shared.admit(demand, subjects, tokens, now)
+            else:
+                decision = await self.limiter.acquire(demand)
         except LimiterUnavailable as exc:
             return Refused(self._unavailable(str(exc), exc.retry_after), "limiter_unavailable")
         if not decision.admitted:
@@ -516,14 +495,14 @@ class Gateway:
                 headers=decision.headers(),
             )
             return Refused(response, "rate_limit_exceeded")
-        subjects = self.quota_subjects(snapshot, key, now)
-        hold: QuotaHold | QuotaRefusal = NO_HOLD
-        if subjects:
-            try:
-                hold = await self.quotas.reserve(subjects, tokens, now)
-            except LimiterUnavailable as exc:
-                await self._release(decision)
-                return Refused(self._unavailable(str(exc), exc.retry_after), "limiter_unavailable")
+        if hold is None:
+            hold = NO_HOLD
+            if subjects:
+                try:
+                    hold = await self.quotas.reserve(subjects, tokens, now)
+                except LimiterUnavailable as exc:
+                    await self._release(decision)
+                    return Refused(self._unavailable(str(exc), exc.retry_after), "limiter_unavailable")
         if isinstance(hold, QuotaRefusal):
             await self._release(decision)
             metrics.observe_refusal(hold.kind, "quota")
@@ -571,21 +550,21 @@ class Gateway:
             headers = [("content-type", "application/json"), ("x-request-id", request_id), *spec.headers]
             try:
                 response = await upstream.post(spec.url + path, body_for(spec), headers)
-            except httpx.TimeoutException:
+            except UpstreamTimeout:
                 attempt.failed()
                 attempt.close()
                 metrics.UPSTREAM_ATTEMPTS.labels(target=spec.name, outcome="timeout").inc()
                 failure = UpstreamFailure(
                     504, "upstream_timeout", "The upstream did not answer in time.", None, spec
                 )
-            except httpx.HTTPError as exc:
+            except UpstreamError as exc:
                 attempt.failed()
                 attempt.close()
                 metrics.UPSTREAM_ATTEMPTS.labels(target=spec.name, outcome="transport_error").inc()
                 failure = UpstreamFailure(
                     502,
                     "upstream_unreachable",
-                    f"The upstream could not be reached ({type(exc).__name__}).",
+                    f"The upstream could not be reached ({exc.cause}).",
                     None,
                     spec,
                 )
@@ -646,7 +625,7 @@ class Gateway:
             tail = meter.close()
             if tail:
                 await emit(tail)
-        except httpx.HTTPError:
+        except UpstreamError:
             return Outcome.UPSTREAM_ERROR
         return None
 
@@ -733,11 +712,11 @@ def _usage_bases(snapshot: Snapshot) -> list[tuple[Counter, int]]:
     return out
 
 
-async def _error_message(response: httpx.Response) -> str:
+async def _error_message(response: UpstreamResponse) -> str:
     """The upstream's error message, from a small body; never fails."""
     try:
         raw = await response.aread()
-    except httpx.HTTPError:
+    except UpstreamError:
         return f"status {response.status_code}"
     try:
         error = json.loads(raw).get("error")

@@ -32,7 +32,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from portal.gateway.limits import LimiterUnavailable, OnFailure
+from portal.gateway.limits import LimiterUnavailable, OnFailure, lua
 
 log = logging.getLogger("modelfleet.gateway")
 
@@ -189,36 +189,6 @@ def _refusal(subject: QuotaSubject, used: int, tokens: int, now: datetime) -> Qu
     return QuotaRefusal(subject.kind, subject.id, subject.limit, used, tokens, retry)
 
 
-# Reserve against every counter or none. A missing counter starts from the database's figure (seed).
-# KEYS: counters; ARGV: tokens, then per counter: limit, seed, ttl ms (0: none).
-# Returns {1} or {0, index (1-based), used}.
-_RESERVE = """
-local tokens = tonumber(ARGV[1])
-local used = {}
-for i, key in ipairs(KEYS) do
-  local limit, seed, ttl = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
-  local v = redis.call('GET', key)
-  if v then
-    v = tonumber(v)
-  else
-    v = seed
-    if ttl > 0 then redis.call('SET', key, v, 'PX', ttl) else redis.call('SET', key, v) end
-  end
-  if v + tokens > limit then return {0, i, v} end
-  used[i] = v
-end
-for i, key in ipairs(KEYS) do redis.call('INCRBY', key, tokens) end
-return {1}
-"""
-# KEYS: counters; ARGV: delta (actual - reserved; may be negative).
-_SETTLE = """
-for _, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, ARGV[1]) end
-end
-return 1
-"""
-
-
 class RedisQuotas:
     """Quota counters shared by every replica: one script call to reserve, one to settle."""
 
@@ -237,8 +207,8 @@ class RedisQuotas:
         self._on_failure = on_failure
         self._retry_interval_s = retry_interval_s
         self._down_until = 0.0
-        self._reserve = client.register_script(_RESERVE)
-        self._settle = client.register_script(_SETTLE)
+        self._reserve = client.register_script(lua.QUOTA_RESERVE)
+        self._settle = client.register_script(lua.QUOTA_SETTLE)
 
     def key(self, counter: Counter) -> str:
         kind, ident, period = counter
@@ -250,23 +220,51 @@ class RedisQuotas:
     ) -> QuotaHold | QuotaRefusal:
         if not subjects:
             return NO_HOLD
-        if time.monotonic() < self._down_until:
-            return self._degraded(subjects, tokens, now, "recently failed")
+        if not self.available():
+            return self.degraded(subjects, tokens, now, "recently failed")
+        keys, args = self.reserve_call(subjects, tokens, now)
+        try:
+            reply = await self._reserve(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            return self.reserve_failed(subjects, tokens, now, exc)
+        if reply[0] == 1:
+            return self.held(subjects, tokens)
+        return _refusal(subjects[int(reply[1]) - 1], int(reply[2]), tokens, now)
+
+    # The steps of `reserve`, public for the one-call admission (portal/gateway/shared_admission.py).
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def reserve_call(
+        self, subjects: Sequence[QuotaSubject], tokens: int, now: datetime
+    ) -> tuple[list[str], list[int]]:
+        """Keys and arguments of lua.QUOTA_RESERVE (and of the quota part of lua.ADMIT_WITH_QUOTAS)."""
         args: list[int] = [tokens]
         for s in subjects:
             ttl = 0 if s.period_end is None else int((s.period_end - now).total_seconds() * 1000) + 86_400_000
             args += [s.limit, self.local.base(s.counter), ttl]
-        try:
-            reply = await self._reserve(keys=[self.key(s.counter) for s in subjects], args=args)
-        except (RedisError, OSError) as exc:
-            self._down_until = time.monotonic() + self._retry_interval_s
-            log.warning("quotas: Redis reserve failed: %s", exc)
-            return self._degraded(subjects, tokens, now, str(exc))
-        if reply[0] == 1:
-            return QuotaHold(tuple(s.counter for s in subjects), tokens, "redis")
-        return _refusal(subjects[int(reply[1]) - 1], int(reply[2]), tokens, now)
+        return [self.key(s.counter) for s in subjects], args
 
-    def _degraded(
+    def reserve_failed(
+        self, subjects: Sequence[QuotaSubject], tokens: int, now: datetime, exc: BaseException
+    ) -> QuotaHold | QuotaRefusal:
+        self.mark_down(exc)
+        return self.degraded(subjects, tokens, now, str(exc))
+
+    def mark_down(self, exc: BaseException) -> None:
+        """Leave Redis alone for a while: an outage must not add a timeout to every request."""
+        self._down_until = time.monotonic() + self._retry_interval_s
+        log.warning("quotas: Redis reserve failed: %s", exc)
+
+    @staticmethod
+    def held(subjects: Sequence[QuotaSubject], tokens: int) -> QuotaHold:
+        return QuotaHold(tuple(s.counter for s in subjects), tokens, "redis")
+
+    @staticmethod
+    def refusal(subject: QuotaSubject, used: int, tokens: int, now: datetime) -> QuotaRefusal:
+        return _refusal(subject, used, tokens, now)
+
+    def degraded(
         self, subjects: Sequence[QuotaSubject], tokens: int, now: datetime, cause: str
     ) -> QuotaHold | QuotaRefusal:
         if self._on_failure is OnFailure.FAIL_CLOSED:
@@ -280,16 +278,30 @@ class RedisQuotas:
             return self.local.settle(hold, actual)
         if hold.settled or hold.backend != "redis":
             return False
+        call = self.settle_call(hold, actual)
+        if call is None:
+            return True  # used exactly what it reserved
+        try:
+            await self._settle(keys=call[0], args=[call[1]])
+        except (RedisError, OSError) as exc:
+            self.settle_failed(exc)
+            return False
+        return True
+
+    def settle_call(self, hold: QuotaHold, actual: int) -> tuple[list[str], int] | None:
+        """Marks a Redis hold settled; the counters and the delta to add, or None when there is
+        nothing to send (settled already, not a Redis hold, or used exactly what it reserved)."""
+        if hold.settled or hold.backend != "redis":
+            return None
         hold.settled = True
         delta = actual - hold.tokens
         if not delta:
-            return True
-        try:
-            await self._settle(keys=[self.key(c) for c in hold.counters], args=[delta])
-        except (RedisError, OSError) as exc:
-            log.warning("quotas: Redis settle failed (the reservation stays charged): %s", exc)
-            return False
-        return True
+            return None
+        return [self.key(c) for c in hold.counters], delta
+
+    @staticmethod
+    def settle_failed(exc: BaseException) -> None:
+        log.warning("quotas: Redis settle failed (the reservation stays charged): %s", exc)
 
 
 class Quotas:

@@ -130,11 +130,7 @@ def test_a_workspace_quota_refreshes_each_period(gw: Harness) -> None:
 
 
 def test_a_key_quota_with_a_weekly_refresh(gw: Harness) -> None:
-    gw.key("main", "team-a", token_quota=25)
-    with gw.services.sessions() as session, session.begin():
-        session.execute(
-            update(ApiKey).where(ApiKey.public_id == gw.key_ids["main"]).values(quota_refresh="week")
-        )
+    gw.key("main", "team-a", token_quota=25, quota_refresh="week")
     assert chat(gw) == BILLED
     with pytest.raises(openai.RateLimitError) as refused:
         chat(gw)
@@ -145,3 +141,47 @@ def test_a_key_quota_with_a_weekly_refresh(gw: Harness) -> None:
         assert key is not None and key.used_tokens == BILLED
         assert key.quota_period_start is not None
         assert key.quota_period_start.replace(tzinfo=UTC).weekday() == 0
+
+
+@BOTH
+def test_a_keys_new_refresh_cycle_reaches_the_gateway_with_the_usage_of_its_period(gw: Harness) -> None:
+    gw.key("main", "team-a", token_quota=30)
+    quota = f"/api/workspaces/team-a/api-keys/{gw.key_ids['main']}/quota"
+    assert chat(gw) == BILLED
+    with pytest.raises(openai.RateLimitError) as refused:  # 19 + 20 > 30
+        chat(gw)
+    assert "retry-after" not in refused.value.response.headers  # a lifetime quota never refreshes
+    assert gw.gateway.writer.flush()
+
+    changed = gw.client.put(quota, json={"token_quota": 30, "quota_refresh": "day"})
+    assert changed.status_code == 200 and changed.json()["used_tokens"] == BILLED  # today's, recounted
+    with pytest.raises(openai.RateLimitError) as refused:  # the daily quota knows what today used
+        chat(gw)
+    assert f"{BILLED} of 30" in refused.value.message
+    now = datetime.now(UTC)
+    retry = int(refused.value.response.headers["retry-after"])  # the gateway refreshes it at midnight
+    assert 0 < retry <= (period_bounds("day", now)[1] - now).total_seconds() + 2  # type: ignore[operator]
+
+    assert gw.client.put(quota, json={"token_quota": 100}).json()["quota_refresh"] == "day"
+    assert chat(gw) == BILLED  # and goes on counting in the day's period
+    assert used(gw)[0] == 2 * BILLED
+    key = gw.client.get(f"/api/workspaces/team-a/api-keys/{gw.key_ids['main']}").json()
+    assert (key["used_tokens"], key["remaining_tokens"]) == (2 * BILLED, 100 - 2 * BILLED)
+
+
+@BOTH
+def test_a_workspaces_new_refresh_cycle_reaches_the_gateway_with_the_usage_of_its_period(gw: Harness) -> None:
+    """Monthly to daily: today's usage, recounted, still counts against the daily quota (the monthly
+    count, left as it was, stood in a period the daily cycle never reads)."""
+    gw.workspace("team-a", token_quota=30, quota_refresh="month")
+    gw.key("main", "team-a")
+    assert chat(gw) == BILLED
+    assert used(gw)[1] == BILLED
+    changed = gw.client.put("/api/workspaces/team-a/quota", json={"token_quota": 30, "quota_refresh": "day"})
+    assert changed.status_code == 200 and changed.json()["quota_refresh"] == "day"
+    with pytest.raises(openai.RateLimitError) as refused:  # 19 + 20 > 30 today too
+        chat(gw)
+    assert f"workspace team-a: {BILLED} of 30" in refused.value.message
+    with gw.services.sessions() as session:
+        start = session.scalar(select(Workspace.quota_period_start).where(Workspace.slug == "team-a"))
+    assert start is not None and start.replace(tzinfo=UTC) == period_bounds("day", datetime.now(UTC))[0]

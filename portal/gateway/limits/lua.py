@@ -32,6 +32,8 @@ local function tat(key, d)
   return now, 0
 end
 local function store(key, w, r, d)
+  -- fmod(-k*d, d) is -0.0, which '%.0f' writes as "-0" and tat() cannot parse: store +0 instead.
+  if r == 0 then r = 0 end
   if w > now or (w == now and r > 0) then
     local ttl = math.floor((w - now) / 1000) + SLACK_MS
     redis.call('SET', key, string.format('%.0f %.0f %d', w, r, d), 'PX', ttl)
@@ -42,14 +44,17 @@ end
 """
 
 # KEYS: rate buckets (nr), lease sets (nc), [pending reservation marker]
-# ARGV: nr, nc, rid, lease µs, pending ms, probe, then per rate: cost, a, b, d, tw, tr (tolerance
-# burst*T = tw + tr/d µs), then per lease set: limit.
-# Returns {admitted, per rate: whole µs and remainder of max(TAT, now) - now, per lease set: leases
-# held and µs until the earliest expires (when full)} -- the state before this request.
+# ARGV: nr, nc, rid, lease µs, pending ms, mode, then per rate: cost, a, b, d, tw, tr (tolerance
+# burst*T = tw + tr/d µs), then per lease set: limit. Mode: '0' take, '1' refuse (a demand no bucket
+# could ever hold), '2' check only (a quota checked in the same call refused: take nothing).
+# Returns {1 admitted | 2 would be admitted (mode 2) | 0 refused, per rate: whole µs and remainder of
+# max(TAT, now) - now, per lease set: leases held and µs until the earliest expires (when full)} --
+# the state before this request.
 ACQUIRE_BODY = """\
 local nr, nc = tonumber(ARGV[1]), tonumber(ARGV[2])
 local lease_us, pending_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
-local ok = ARGV[6] ~= '1'
+local mode = ARGV[6]
+local ok = mode ~= '1'
 local out = {0}
 local nw, nrem, nd = {}, {}, {}
 for i = 1, nr do
@@ -79,7 +84,9 @@ for i = 1, nc do
   out[#out + 1] = held
   out[#out + 1] = first
 end
-if ok then
+if ok and mode == '2' then
+  out[1] = 2
+elseif ok then
   for i = 1, nr do
     if nw[i] > now or nrem[i] > 0 then store(KEYS[i], nw[i], nrem[i], nd[i]) end  -- never below now
   end
@@ -173,6 +180,86 @@ return 1
 """
 
 
+# Token quotas (portal/gateway/quotas.py): one counter per subject and period holding used + reserved
+# tokens. A missing counter reads as the database's figure (seed) and is created by the first charge,
+# so a check writes nothing. No clock: periods are in the key names.
+# KEYS: counters; ARGV: tokens, then per counter: limit, seed, ttl ms (0: none).
+QUOTA_FUNCTIONS = """\
+local function quota_check(KEYS, ARGV)
+  local tokens = tonumber(ARGV[1])
+  for i, key in ipairs(KEYS) do
+    local v = tonumber(redis.call('GET', key) or ARGV[3 * i])
+    if v + tokens > tonumber(ARGV[3 * i - 1]) then return i, v end
+  end
+  return 0, 0
+end
+local function quota_take(KEYS, ARGV)
+  local tokens = tonumber(ARGV[1])
+  for i, key in ipairs(KEYS) do
+    if redis.call('EXISTS', key) == 1 then
+      redis.call('INCRBY', key, tokens)
+    else
+      local v, ttl = tonumber(ARGV[3 * i]) + tokens, tonumber(ARGV[3 * i + 1])
+      if ttl > 0 then redis.call('SET', key, v, 'PX', ttl) else redis.call('SET', key, v) end
+    end
+  end
+end
+local function quota_settle(KEYS, delta)
+  for _, key in ipairs(KEYS) do
+    if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, delta) end
+  end
+end
+"""
+
+# Reserve against every counter or none. Returns {1} or {0, index (1-based), used}.
+QUOTA_RESERVE = (
+    QUOTA_FUNCTIONS
+    + """\
+local refused, used = quota_check(KEYS, ARGV)
+if refused > 0 then return {0, refused, used} end
+quota_take(KEYS, ARGV)
+return {1}
+"""
+)
+# KEYS: counters; ARGV: delta (actual - reserved; may be negative).
+QUOTA_SETTLE = QUOTA_FUNCTIONS + "quota_settle(KEYS, ARGV[1])\nreturn 1\n"
+
+# The limits and the quotas of one request in ONE call (see portal/gateway/shared_admission.py): the
+# quotas are checked first; if one refuses, the limits are only checked (mode 2), so nothing is taken
+# anywhere; otherwise the limits decide and, when they admit, the quotas are charged.
+# KEYS: limiter keys (nk), quota counters. ARGV: nk, na, the limiter's acquire ARGV (na), then the
+# quotas' reserve ARGV. Returns the limiter's reply followed by the refusing counter (1-based, 0: none)
+# and its usage.
+_ADMIT_BODY = """\
+local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local lk, la, qk, qa = {}, {}, {}, {}
+for i = 1, #KEYS do if i <= nk then lk[i] = KEYS[i] else qk[i - nk] = KEYS[i] end end
+for i = 3, #ARGV do if i <= na + 2 then la[i - 2] = ARGV[i] else qa[i - na - 2] = ARGV[i] end end
+local refused, used = quota_check(qk, qa)
+if refused > 0 and la[6] == '0' then la[6] = '2' end
+local out = limiter_acquire(lk, la)
+if out[1] == 1 then quota_take(qk, qa) end
+out[#out + 1] = refused
+out[#out + 1] = used
+return out
+"""
+# KEYS: limiter keys (nk), quota counters. ARGV: nk, na, the limiter's settle ARGV (na), quota delta.
+_SETTLE_BOTH_BODY = """\
+local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local lk, la, qk = {}, {}, {}
+for i = 1, #KEYS do if i <= nk then lk[i] = KEYS[i] else qk[i - nk] = KEYS[i] end end
+for i = 1, na do la[i] = ARGV[i + 2] end
+local freed = limiter_settle(lk, la)
+quota_settle(qk, ARGV[na + 3])
+return freed
+"""
+
+
+def _function(name: str, body: str) -> str:
+    """A script body as a local Lua function of (KEYS, ARGV), so two bodies can share one call."""
+    return f"local function {name}(KEYS, ARGV)\n{body}end\n"
+
+
 def build(prelude: str) -> tuple[str, str, str, str]:
     """(acquire, settle, renew, refund) sources around a clock prelude."""
     return (
@@ -183,4 +270,14 @@ def build(prelude: str) -> tuple[str, str, str, str]:
     )
 
 
+def build_with_quotas(prelude: str) -> tuple[str, str]:
+    """(admit, settle) sources doing the limiter's and the quotas' work in one call each."""
+    head = prelude + _READ + QUOTA_FUNCTIONS
+    return (
+        head + _function("limiter_acquire", ACQUIRE_BODY) + _ADMIT_BODY,
+        head + _function("limiter_settle", SETTLE_BODY) + _SETTLE_BOTH_BODY,
+    )
+
+
 ACQUIRE, SETTLE, RENEW, REFUND = build(PRELUDE)
+ADMIT_WITH_QUOTAS, SETTLE_WITH_QUOTAS = build_with_quotas(PRELUDE)

@@ -104,6 +104,31 @@ def _keys(prefix: str, plan: Plan) -> _Keys:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """One script call's keys and arguments. `clock` goes last: empty in production, the virtual time
+    in tests (lua.PRELUDE); a script that embeds another's body passes `own_args` and the clock once."""
+
+    keys: list[bytes | str]
+    own_args: list[int | str | bytes]
+    clock: tuple[int, ...]
+
+    @property
+    def args(self) -> list[int | str | bytes]:
+        return [*self.own_args, *self.clock]
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireCall:
+    """A prepared acquire: the call, and what `finish_acquire` needs to read its reply."""
+
+    script: ScriptCall
+    demand: Demand
+    plan: Plan
+    lua_keys: _Keys
+    rid: str
+
+
 class RedisLimiter:
     SCRIPTS: ClassVar[tuple[str, str, str, str]] = (lua.ACQUIRE, lua.SETTLE, lua.RENEW, lua.REFUND)
 
@@ -173,6 +198,10 @@ class RedisLimiter:
         )
         return cls(aioredis.Redis(connection_pool=pool), rules, owns_client=True, **options)
 
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
+
     def update_rules(self, rules: Iterable[Rule]) -> None:
         rules = list(rules)
         self._book = RuleBook(rules)
@@ -197,6 +226,19 @@ class RedisLimiter:
         return keys
 
     async def acquire(self, demand: Demand) -> Decision:
+        call = self.prepare_acquire(demand)
+        if isinstance(call, Decision):
+            return call
+        try:
+            reply = await self._acquire(keys=call.script.keys, args=call.script.args)
+        except (RedisError, OSError) as err:
+            return self.acquire_failed(call, err)
+        return self.finish_acquire(call, reply)
+
+    # The three steps of `acquire`, public so that one script call can carry a companion's work too
+    # (portal/gateway/shared_admission.py: the quotas).
+    def prepare_acquire(self, demand: Demand) -> AcquireCall | Decision:
+        """The script's keys and arguments, or the decision when Redis need not (or cannot) be asked."""
         plan = self._book.plan(demand)
         if plan.empty:
             return Decision(True, Reservation("", plan, demand.tokens, "none"), None, None, None)
@@ -218,25 +260,31 @@ class RedisLimiter:
             args.append(tokens if bucket.is_tokens else 1)
             args.extend(static)
         args.extend(keys.lease_args)
-        args.extend(self._clock_args())
         script_keys: list[bytes | str] = [*keys.rates, *keys.leases]
         if plan.has_tokens:
             script_keys.append(f"{self._prefix}:res:{rid}")
-        try:
-            reply = await self._acquire(keys=script_keys, args=args)
-        except (RedisError, OSError) as err:
-            self._down_until = time.monotonic() + self._retry_interval_s
-            log.warning("rate limiter: Redis acquire failed: %s", err)
-            return self._degraded(demand, plan, str(err))
-        n = len(keys.rates)
+        return AcquireCall(ScriptCall(script_keys, args, self._clock_args()), demand, plan, keys, rid)
+
+    def acquire_failed(self, call: AcquireCall, err: BaseException) -> Decision:
+        self._down_until = time.monotonic() + self._retry_interval_s
+        log.warning("rate limiter: Redis acquire failed: %s", err)
+        return self._degraded(call.demand, call.plan, str(err))
+
+    def finish_acquire(self, call: AcquireCall, reply: list[int]) -> Decision:
+        """The decision from the script's reply. A reply of 2 (checked only, see lua.ACQUIRE_BODY) is
+        the decision the request would have had: admitted, holding nothing (no reservation)."""
+        plan = call.plan
+        n = len(call.lua_keys.rates)
         debts = [reply[1 + 2 * i] * b.d + reply[2 + 2 * i] for i, b in enumerate(plan.rates)]
         base = 1 + 2 * n
         leases: list[LeaseState] = [
-            (reply[base + 2 * i], reply[base + 2 * i + 1]) for i in range(len(keys.leases))
+            (reply[base + 2 * i], reply[base + 2 * i + 1]) for i in range(len(call.lua_keys.leases))
         ]
-        admitted = reply[0] == 1
-        reservation = Reservation(rid, plan, demand.tokens, "redis") if admitted else None
-        return conclude(plan, demand.tokens, debts, leases, admitted, reservation, self._concurrency_retry_us)
+        admitted = reply[0] in (1, 2)
+        reservation = Reservation(call.rid, plan, call.demand.tokens, "redis") if reply[0] == 1 else None
+        return conclude(
+            plan, call.demand.tokens, debts, leases, admitted, reservation, self._concurrency_retry_us
+        )
 
     def _degraded(self, demand: Demand, plan: Plan, cause: str) -> Decision:
         policy = self._failure.for_plan(plan)
@@ -254,8 +302,20 @@ class RedisLimiter:
         """
         if reservation.backend == "local":
             return self._fallback.settle(reservation, actual_tokens)
-        if reservation.backend != "redis" or not reservation.id:
+        call = self.prepare_settle(reservation, actual_tokens)
+        if call is None:
             return False
+        try:
+            freed = await self._settle(keys=call.keys, args=call.args)
+        except (RedisError, OSError) as err:
+            self.settle_failed(reservation, err)
+            return False
+        return bool(freed)
+
+    def prepare_settle(self, reservation: Reservation, actual_tokens: int) -> ScriptCall | None:
+        """The settle script's keys and arguments; None when the reservation holds nothing in Redis."""
+        if reservation.backend != "redis" or not reservation.id:
+            return None
         keys = self._keys_for(reservation.plan)
         script_keys: list[bytes | str] = [*keys.token_keys, *keys.leases]
         if reservation.plan.has_tokens:
@@ -263,13 +323,11 @@ class RedisLimiter:
         delta = min(actual_tokens, MAX_TOKENS) - reservation.tokens
         args: list[int | str | bytes] = [len(keys.token_keys), len(keys.leases), reservation.id, delta]
         args += keys.settle_args
-        args += self._clock_args()
-        try:
-            freed = await self._settle(keys=script_keys, args=args)
-        except (RedisError, OSError) as err:
-            log.warning("rate limiter: Redis settle of %s failed: %s", reservation.id, err)
-            return False
-        return bool(freed)
+        return ScriptCall(script_keys, args, self._clock_args())
+
+    @staticmethod
+    def settle_failed(reservation: Reservation, err: BaseException) -> None:
+        log.warning("rate limiter: Redis settle of %s failed: %s", reservation.id, err)
 
     async def release(self, reservation: Reservation) -> bool:
         """The request ended without usage (upstream error, cancelled): refund every reserved token."""
