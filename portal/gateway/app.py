@@ -39,6 +39,7 @@ from portal.gateway.metering import (
 )
 from portal.gateway.snapshot import KeyEntry, ModelEntry, TargetSpec
 from portal.gateway.upstream import UpstreamError
+from portal.gateway.validation import check_request
 from portal.heap import freeze_startup_heap
 from portal.services import Services
 
@@ -120,6 +121,9 @@ class GatewayApp:
         model = gateway.resolve_model(snapshot, key, body.get("model"))
         if isinstance(model, Response):
             return model
+        malformed = check_request(body, endpoint)
+        if malformed is not None:
+            return malformed
         stream = endpoint != "embeddings" and body.get("stream") is True
         tokens = gateway.reservation(snapshot, key, body, endpoint)
         sample = Sample(request_id, at, started, key, model, endpoint, stream, status=200)

@@ -43,6 +43,7 @@ from portal.gateway.core import Admission, Connected, Gateway, Refused, Sample, 
 from portal.gateway.errors import SSE_HEADERS, error_body, invalid_request, openai_error
 from portal.gateway.metering import Outcome, StreamMeter, cost, prepare_upstream_body
 from portal.gateway.snapshot import ModelEntry
+from portal.gateway.validation import check_request
 
 if TYPE_CHECKING:
     from portal.gateway.app import GatewayApp
@@ -93,6 +94,9 @@ class CompareEndpoint:
                 return invalid_request("Give `messages` or a `prompt` string.", "messages")
             chat["messages"] = [{"role": "user", "content": prompt}]
         chat["stream"] = True
+        malformed = check_request(chat, "chat.completions")
+        if malformed is not None:
+            return malformed
         models: list[ModelEntry] = []
         for i, name in enumerate(names):
             model = gateway.resolve_model(snapshot, key, name)
