@@ -78,8 +78,9 @@ class ApiKeyIn(BaseModel):
     allowed_models: Annotated[list[str] | None, AfterValidator(_unique)] = Field(
         None, max_length=200, description="MaaS model ids this key may call; null: every visible model"
     )
+    # strict: JSON `false` would otherwise pass as a quota of 0 tokens (and `true` as 1).
     token_quota: int | None = Field(
-        None, ge=0, description="tokens this key may use per refresh period; null is unlimited"
+        None, ge=0, strict=True, description="tokens this key may use per refresh period; null is unlimited"
     )
     quota_refresh: RefreshIn = Field(None, description=REFRESH_HELP)
 
@@ -89,7 +90,7 @@ class StatusIn(BaseModel):
 
 
 class KeyQuotaIn(BaseModel):
-    token_quota: int | None = Field(ge=0, description="null is unlimited")
+    token_quota: int | None = Field(ge=0, strict=True, description="null is unlimited")
     quota_refresh: RefreshIn = Field(None, description=f"{REFRESH_HELP}; left out: unchanged")
 
 

@@ -23,7 +23,10 @@ router = APIRouter(prefix="/api", tags=["identity"])
 class WorkspaceIn(BaseModel):
     slug: str = Field(pattern=SLUG, description="2-63 lowercase letters, digits or '-'")
     name: str = Field(min_length=1, max_length=200)
-    token_quota: int | None = Field(None, ge=0, description="tokens per refresh period; null is unlimited")
+    # strict: JSON `false` would otherwise pass as a quota of 0 tokens (and `true` as 1).
+    token_quota: int | None = Field(
+        None, ge=0, strict=True, description="tokens per refresh period; null is unlimited"
+    )
     quota_refresh: Literal["day", "week", "month"] = "month"
 
 
@@ -37,7 +40,7 @@ class WorkspaceOut(BaseModel):
 
 
 class QuotaIn(BaseModel):
-    token_quota: int | None = Field(ge=0, description="null is unlimited")
+    token_quota: int | None = Field(ge=0, strict=True, description="null is unlimited")
     quota_refresh: Literal["day", "week", "month"] = "month"
 
 

@@ -44,9 +44,16 @@ class RuleIn(BaseModel):
         None, max_length=128, description="workspace slug (scope workspace) or API key id (scope api_key)"
     )
     unit: Unit
-    limit: int = Field(ge=1, le=MAX_LIMIT, description="requests or tokens per period, or requests in flight")
+    # strict: JSON `true` would otherwise pass as the limit 1 (and `false` as 0), a silent wrong rule.
+    limit: int = Field(
+        ge=1, le=MAX_LIMIT, strict=True, description="requests or tokens per period, or requests in flight"
+    )
     burst: int | None = Field(
-        None, ge=1, le=MAX_LIMIT, description="rates only: how many may come at once; null: the limit"
+        None,
+        ge=1,
+        le=MAX_LIMIT,
+        strict=True,
+        description="rates only: how many may come at once; null: the limit",
     )
     enabled: bool = True
     description: str = Field("", max_length=500)

@@ -50,8 +50,10 @@ class TargetIn(BaseModel):
     secret_ref: str | None = Field(
         None, max_length=200, description="where the upstream key is: env:NAME or file:/path (never the key)"
     )
-    weight: int = Field(100, ge=0, le=10_000)
-    priority: int = Field(0, ge=0, le=100, description="lower tiers first; higher tiers are fallbacks")
+    weight: int = Field(100, ge=0, le=10_000, strict=True)  # strict: `true` is not a weight of 1
+    priority: int = Field(
+        0, ge=0, le=100, strict=True, description="lower tiers first; higher tiers are fallbacks"
+    )
 
 
 def _check_target(i: int, t: TargetIn) -> None:

@@ -149,11 +149,16 @@ def _range(p: ReportParams) -> tuple[datetime, datetime]:
             raise Invalid.field(
                 name, "must be a whole UTC hour (usage is kept per hour), e.g. 2026-11-01T10:00Z"
             )
-    default_since, default_until = default_range(utcnow(), p.period)
-    until = p.until or default_until
-    # Without `since`, the default span ends at `until` (whole hours, so `since` is aligned too).
-    since = p.since or (default_since if p.until is None else until - (default_until - default_since))
+    until = p.until or default_range(utcnow(), p.period)[1]
+    # Without `since`, the default span ends at `until` and starts on a bucket boundary of `period`
+    # (30 whole days back, 12 whole weeks, ...), whichever `until` was given: shifting today's span
+    # back would start the first bucket mid-day, mid-week or mid-month.
+    since = p.since or default_range(until, p.period)[0]
     if since >= until:
+        if p.until is None:  # a `since` in the future, against the default `until`
+            raise Invalid.field(
+                "since", f"must be before until (default: the end of this hour, {until:%Y-%m-%dT%H:%MZ})"
+            )
         raise Invalid.field("until", "must be after since")
     if "period" in p.group_by and p.period == "hour" and until - since > MAX_HOURLY_RANGE:
         raise Invalid.field(

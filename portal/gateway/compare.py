@@ -88,6 +88,9 @@ class CompareEndpoint:
         if len(set(names)) != len(names):
             return invalid_request("Each model may appear once in `models`.", "models")
         chat = {k: v for k, v in body.items() if k not in _RESERVED}
+        if "messages" in chat and body.get("prompt") is not None:
+            # Sending both would leave the caller guessing which conversation the models saw.
+            return invalid_request("Give `messages` or `prompt`, not both.", "prompt")
         if "messages" not in chat:
             prompt = body.get("prompt")
             if not isinstance(prompt, str) or not prompt:
@@ -282,17 +285,16 @@ class CompareStream(Response):
         gateway, sample = self.gateway, leg.sample
         if isinstance(connected, Connected):
             status = connected.response.status_code
-            try:
-                detail = json.loads(await connected.response.aread())["error"]
-            except Exception:
-                detail = {"message": f"upstream status {status}", "type": "upstream_error", "code": None}
+            detail = _upstream_error(await connected.response.aread(), status)
             await gateway.close_upstream(connected)
             sample.target = connected.spec
             sample.status, sample.error_type = status, "upstream_rejected"
+            # The upstream's `param` names the field it refused (`max_tokens`, `n`): keep it, as the
+            # chat endpoints do when they pass such a refusal through.
             error = {
                 "message": str(detail.get("message")),
                 "type": detail.get("type"),
-                "param": None,
+                "param": detail.get("param"),
                 "code": detail.get("code"),
             }
         else:
@@ -317,6 +319,18 @@ class CompareStream(Response):
             "error": error,
         }
         await emit(_event("done", payload))
+
+
+def _upstream_error(body: bytes, status: int) -> dict[str, Any]:
+    """The `error` object of an upstream's refusal, or a stand-in when the body is not OpenAI's shape."""
+    try:
+        detail = json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        detail = None
+    if isinstance(detail, dict):
+        return detail
+    message = detail if isinstance(detail, str) and detail else f"upstream status {status}"
+    return {"message": message, "type": "upstream_error", "param": None, "code": None}
 
 
 def _data(event: bytes) -> bytes:

@@ -5,7 +5,8 @@ It answers `/v1/models`, `/v1/chat/completions`, `/v1/completions`, `/v1/embeddi
 
 - timing per model: time to first token (`ttft_ms`) and a decode rate (`tokens_per_second`, 0 = no
   delay), paced by asyncio sleeps against a schedule (no drift, never blocks the loop);
-- deterministic text seeded from the model and the prompt; `max_tokens` / `max_completion_tokens`
+- deterministic text seeded from the model and the prompt (the response `id` is unique per request,
+  as OpenAI's is); one prompt per `/v1/completions` request; `max_tokens` / `max_completion_tokens`
   honoured (`finish_reason` "length"), otherwise `completion_tokens` tokens ("stop"). Every token is a
   short lowercase word with its leading space, so `portal.gateway.tokens.estimate_tokens` counts the
   generated text exactly: tests of estimated billing can assert exact numbers;
@@ -34,6 +35,7 @@ import hashlib
 import json
 import math
 import random
+import secrets
 import socket
 import struct
 import threading
@@ -454,7 +456,12 @@ def _plan(body: dict[str, Any], model: str, profile: ModelProfile, faults: Fault
         prompt = body.get("prompt")
         if prompt is None:
             raise _BadRequest("prompt is required", "prompt")
-        prompt_tokens = sum(len(p) if isinstance(p, list) else _words(p) for p in _inputs(prompt))
+        prompts = _inputs(prompt)
+        if len(prompts) != 1:
+            # OpenAI answers one choice per prompt; the simulator generates one choice, so a batch
+            # would silently lose all its prompts but one.
+            raise _BadRequest(f"the simulator answers one prompt per request, got {len(prompts)}", "prompt")
+        prompt_tokens = sum(len(p) if isinstance(p, list) else _words(p) for p in prompts)
         seed_source = prompt
     if body.get("n", 1) != 1:
         raise _BadRequest("the simulator generates one choice (n=1)", "n")
@@ -469,7 +476,9 @@ def _plan(body: dict[str, Any], model: str, profile: ModelProfile, faults: Fault
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
     return _Plan(
         kind="chat" if kind == "chat" else "text",
-        id=f"{prefix}-sim{seed & 0xFFFFFFFFFFFF:012x}{rng.getrandbits(32):08x}",
+        # The text is the prompt's; the id is the request's, unique as OpenAI's are (clients key
+        # logs, traces and caches by it).
+        id=f"{prefix}-sim{secrets.token_hex(10)}",
         model=model,
         created=int(time.time()),
         tokens=tokens,
