@@ -25,6 +25,8 @@ def serve(
 ) -> None:
     """Start the portal on HOST:PORT (the default when no command is given)."""
     if ctx.invoked_subcommand is not None:
+        # `python -m portal --data-dir D rollup`: the command works on D's database, not the default's
+        ctx.obj = data_dir
         return
     from portal.app import create_app
 
@@ -52,13 +54,19 @@ def serve_settings(host: str, port: int, *, demo: bool = False, data_dir: Path |
     return settings
 
 
+def command_settings(ctx: typer.Context) -> Settings:
+    """The settings of a command: the environment's, with the `--data-dir` given before the command."""
+    data_dir = ctx.find_root().obj
+    return Settings(data_dir=data_dir) if data_dir is not None else Settings()
+
+
 @app.command()
-def verify_audit() -> None:
+def verify_audit(ctx: typer.Context) -> None:
     """Walk the audit chain; exit 1 at the first row that was changed, removed or reordered."""
     from portal.audit import verify
     from portal.db import make_engine, session_factory
 
-    settings = Settings()
+    settings = command_settings(ctx)
     with session_factory(make_engine(settings.resolved_database_url))() as session:
         report = verify(session)
     if report.ok:
@@ -71,13 +79,13 @@ def verify_audit() -> None:
 
 
 @app.command()
-def rollup() -> None:
+def rollup(ctx: typer.Context) -> None:
     """Fold new usage rows into the hourly and daily rollups now (the portal also does it every
     MODELFLEET_USAGE_ROLLUP_INTERVAL_SECONDS, 60 by default)."""
     from portal.db import make_engine, migrate, session_factory
     from portal.usage.rollup import rollup_once
 
-    engine = make_engine(Settings().resolved_database_url)
+    engine = make_engine(command_settings(ctx).resolved_database_url)
     try:
         migrate(engine)
         run = rollup_once(session_factory(engine))
@@ -88,6 +96,7 @@ def rollup() -> None:
 
 @app.command()
 def prune_usage(
+    ctx: typer.Context,
     days: Annotated[
         int | None,
         typer.Option(min=1, help="keep this many days of raw rows; default MODELFLEET_USAGE_RETENTION_DAYS"),
@@ -99,7 +108,7 @@ def prune_usage(
     from portal.usage import retention
     from portal.usage.rollup import rollup_once
 
-    settings = Settings()
+    settings = command_settings(ctx)
     days = days if days is not None else settings.usage_retention_days
     if days is None:
         out.print("[red]how many days to keep?[/] pass --days N or set MODELFLEET_USAGE_RETENTION_DAYS")

@@ -71,6 +71,32 @@ def test_cli_rollup(
     assert _rolled_up_requests(services) == 2
 
 
+def test_cli_commands_work_on_the_data_dir_given_before_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m portal --data-dir D rollup` rolls up D's database (the embedded default), not the
+    one of MODELFLEET_DATA_DIR or ./var."""
+    from portal.app import build_services
+    from portal.settings import Settings
+
+    monkeypatch.delenv("MODELFLEET_DATABASE_URL", raising=False)
+    monkeypatch.setenv("MODELFLEET_DATA_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.chdir(tmp_path)
+    given = tmp_path / "given"
+    services = build_services(Settings(data_dir=given))
+    try:
+        insert(services, [Row(at=T0), Row(at=T0.replace(hour=12))])
+    finally:
+        services.engine.dispose()
+
+    result = CliRunner().invoke(cli, ["--data-dir", str(given), "rollup"])
+    assert result.exit_code == 0, result.output
+    assert "rolled up 2 usage rows" in result.output
+    audit = CliRunner().invoke(cli, ["--data-dir", str(given), "verify-audit"])
+    assert audit.exit_code == 0 and "audit chain intact" in audit.output
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "var").exists()
+
+
 def test_background_rollups_catch_up_and_stop(services: Services) -> None:
     stop = start_rollups(services, interval_seconds=0.05)
     try:
