@@ -67,10 +67,10 @@ def _check_target(i: int, t: TargetIn) -> None:
     )
     for name in own:
         if not getattr(t, name):
-            raise Invalid.field(f"{at}.{name}", f"required for a {t.kind} target")
+            raise Invalid.field(f"{at}.{name}", f"required for {t.kind} targets")
     for name in other:
         if getattr(t, name) is not None:
-            raise Invalid.field(f"{at}.{name}", f"not allowed on a {t.kind} target")
+            raise Invalid.field(f"{at}.{name}", f"not allowed on {t.kind} targets")
     if t.base_url is not None and (t.base_url.username or t.base_url.password):
         raise Invalid.field(f"{at}.base_url", "must not carry credentials; use secret_ref")
     if t.secret_ref is not None and not SECRET_REF.match(t.secret_ref):

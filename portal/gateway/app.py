@@ -67,6 +67,13 @@ class GatewayApp:
             return {"x-request-id": request_id}
         return {"x-modelfleet-request-id": request_id}
 
+    def refuse(self, response: Response, sample: Sample, error_type: str, ids: dict[str, str]) -> Response:
+        """Answer a refusal made before any upstream was called: recorded, unbilled, with our id."""
+        sample.status, sample.error_type = response.status_code, error_type
+        self.gateway.record(sample)
+        response.headers.update(ids)
+        return response
+
     async def caller(self, request: Request) -> tuple[Any, KeyEntry] | Response:
         gateway = self.gateway
         await gateway.ensure_started()
@@ -118,22 +125,23 @@ class GatewayApp:
         if isinstance(body, Response):
             return body
         gateway = self.gateway
+        ids = self.id_headers(request_id)
         model = gateway.resolve_model(snapshot, key, body.get("model"))
+        stream = endpoint != "embeddings" and body.get("stream") is True
         if isinstance(model, Response):
-            return model
+            known = snapshot.models.get(body["model"]) if model.status_code == 403 else None
+            if known is None:  # an unknown (or invisible) model: nothing to record it against
+                return model
+            sample = Sample(request_id, at, started, key, known, endpoint, stream, status=200)
+            return self.refuse(model, sample, "model_not_found", ids)
+        sample = Sample(request_id, at, started, key, model, endpoint, stream, status=200)
         malformed = check_request(body, endpoint)
         if malformed is not None:
-            return malformed
-        stream = endpoint != "embeddings" and body.get("stream") is True
+            return self.refuse(malformed, sample, "invalid_request_error", ids)
         tokens = gateway.reservation(snapshot, key, body, endpoint)
-        sample = Sample(request_id, at, started, key, model, endpoint, stream, status=200)
-        ids = self.id_headers(request_id)
         admitted = await gateway.admit(snapshot, key, model, tokens, at)
         if isinstance(admitted, Refused):
-            sample.status, sample.error_type = admitted.response.status_code, admitted.error_type
-            gateway.record(sample)
-            admitted.response.headers.update(ids)
-            return admitted.response
+            return self.refuse(admitted.response, sample, admitted.error_type, ids)
         admission = admitted
         sample.charges = admission.charges
         headers = {**admission.headers, **ids}

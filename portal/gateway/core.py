@@ -35,7 +35,7 @@ from starlette.responses import Response
 from portal.db import utcnow
 from portal.gateway import metrics
 from portal.gateway.breaker import BreakerBoard, BreakerConfig, is_failure_status, parse_retry_after
-from portal.gateway.errors import invalid_api_key, model_not_found, openai_error
+from portal.gateway.errors import invalid_api_key, invalid_request, model_not_found, openai_error
 from portal.gateway.limits import (
     Decision,
     Demand,
@@ -407,10 +407,12 @@ class Gateway:
         return entry
 
     def resolve_model(self, snapshot: Snapshot, key: KeyEntry, model: Any) -> ModelEntry | Response:
-        if not isinstance(model, str) or not model:
+        if model is None or model == "":
             return openai_error(
                 400, "you must provide a model parameter", "invalid_request_error", None, "model"
             )
+        if not isinstance(model, str):
+            return invalid_request("Invalid value for `model`: expected a string (a model id).", "model")
         entry = snapshot.models.get(model)
         if entry is None or not entry.enabled or not entry.visible_to(key.workspace):
             return model_not_found(model)

@@ -1,5 +1,6 @@
-"""Malformed fields the gateway reads (prompt, stream, token caps, n) are refused before admission:
-a 400 in OpenAI's shape that names the field, no rate-limit slot or tokens taken, no usage row."""
+"""Malformed fields the gateway reads (model, prompt, stream, token caps, n) are refused before
+admission: a 400 in OpenAI's shape that names the field, no rate-limit slot or tokens taken, and a
+usage row that records the refusal unbilled. A key refused a model (403) is recorded the same way."""
 
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def gw(client: TestClient, services: Services, engine: str) -> Iterator[Harness]
         yield h
 
 
-def test_malformed_requests_take_no_slot_and_leave_no_usage_row(gw: Harness) -> None:
+def test_malformed_requests_take_no_slot_and_are_recorded_unbilled(gw: Harness) -> None:
     gw.rule(scope="api_key", subject=gw.key_ids["main"], unit="rpm", limit=1)
     sdk = gw.sdk()
     for bad in ({"max_tokens": 0}, {"n": "2"}, {"stream": 1}, {"messages": []}):
@@ -117,8 +118,33 @@ def test_malformed_requests_take_no_slot_and_leave_no_usage_row(gw: Harness) -> 
     assert answer.usage is not None and answer.usage.completion_tokens == 4
     with pytest.raises(openai.RateLimitError):
         sdk.chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
-    rows = gw.records(2)
-    assert [row.status for row in rows] == [200, 429]
+    rows = gw.records(7)
+    assert [(row.status, row.error_type) for row in rows] == [(400, "invalid_request_error")] * 5 + [
+        (200, None),
+        (429, "rate_limit_exceeded"),
+    ]
+    assert [row.endpoint for row in rows[3:5]] == ["chat.completions", "completions"]
+    assert all(row.prompt_tokens == row.completion_tokens == 0 and row.cost == 0 for row in rows[:5])
+
+
+def test_a_model_that_is_not_a_string_is_named(gw: Harness) -> None:
+    r = gw.post("/chat/completions", {"model": 5, "messages": MESSAGES})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "model" and "string" in r.json()["error"]["message"]
+
+
+def test_a_model_the_key_may_not_use_is_refused_and_recorded(gw: Harness) -> None:
+    gw.model("other", [{"kind": "external", "base_url": "http://127.0.0.1:9/v1", "upstream_model": "m"}])
+    gw.key("narrow", "team-a", allowed_models=["other"])
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        gw.sdk("narrow").chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+    assert refused.value.code == "model_not_found"
+    assert refused.value.response.headers["x-request-id"]
+    (row,) = gw.records(1)
+    assert (row.status, row.error_type, row.model, row.cost) == (403, "model_not_found", "chat", 0)
+    with pytest.raises(openai.NotFoundError):  # an unknown model has no row to be recorded against
+        gw.sdk("narrow").chat.completions.create(model="nowhere", messages=MESSAGES)  # type: ignore[arg-type]
+    assert len(gw.records()) == 1
 
 
 def test_a_comparison_with_a_malformed_field_is_refused_before_any_leg_starts(gw: Harness) -> None:
