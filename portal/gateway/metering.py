@@ -249,7 +249,7 @@ class StreamMeter:
             for match in _TEXT_FIELDS.finditer(data):
                 text = _unescape(match.group(2))
                 (self._reasoning if match.group(1).startswith(b"reasoning") else self._text).append(text)
-            out += raw
+            out += without_null_usage(raw) if self.hide_usage_chunk else raw
             return
         if data == b"[DONE]":
             self.done = True
@@ -276,7 +276,7 @@ class StreamMeter:
             for choice in choices:
                 if isinstance(choice, Mapping):
                     self._collect(choice)
-        out += raw
+        out += without_null_usage(raw) if self.hide_usage_chunk and usage is None else raw
 
     def _collect(self, choice: Mapping[str, Any]) -> None:
         produced = False
@@ -338,6 +338,18 @@ class StreamMeter:
 # `"content":"` can only start such a value (logprobs' "content" is an array, not matched).
 _TEXT_FIELDS = re.compile(rb'"(content|reasoning_content|reasoning|text|name|arguments)":"((?:[^"\\]|\\.)*)"')
 _NULL_USAGE = re.compile(rb'"usage":\s*null')
+# The `"usage": null` member engines put in every chunk once usage is asked for, as they write it
+# (compact, or with json.dumps' spaces), with the comma that joins it to its neighbour. A quote inside
+# a JSON string is always escaped (`\"`) and these quotes follow `,` or `{`, so they are structural:
+# the member, never generated text. `null` is a whole token, so nothing else can follow it.
+def without_null_usage(raw: bytes) -> bytes:
+    """An event without its `"usage": null` member: what a client that did not ask for usage gets
+    from OpenAI, which leaves the field out of its chunks in that case."""
+    if b'"usage":null' in raw:
+        return raw.replace(b',"usage":null', b"").replace(b'{"usage":null,', b"{")
+    if b'"usage": null' in raw:
+        return raw.replace(b', "usage": null', b"").replace(b'{"usage": null, ', b"{")
+    return raw
 
 
 def _plain_content(data: bytes) -> bool:

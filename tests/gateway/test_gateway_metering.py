@@ -4,6 +4,7 @@ with what was billed (the limiter runs on a frozen clock, so its buckets hold ex
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -156,6 +157,18 @@ def test_a_client_that_asked_for_usage_sees_it_cached_and_reasoning_included(gw:
     assert usage.prompt_tokens_details is not None and usage.prompt_tokens_details.cached_tokens == 5
     assert tokens(only(gw)) == (ENGINE_PROMPT, 8, 5, 3, False)
     settled(gw, ENGINE_PROMPT + 8)
+
+
+def test_a_client_that_did_not_ask_sees_no_usage_field_at_all_yet_is_billed(gw: Harness) -> None:
+    """As from OpenAI: without `include_usage` no chunk has a `usage` member, not even a null one."""
+    body = {"model": "chat", "messages": MESSAGES, "stream": True}
+    headers = {"authorization": f"Bearer {gw.keys['main']}"}
+    with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=body, headers=headers, timeout=10) as r:
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and len(events) > 8
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert all("usage" not in chunk and chunk["choices"] for chunk in chunks)
+    assert tokens(only(gw)) == (ENGINE_PROMPT, 8, 0, 0, False)
 
 
 def test_a_client_gone_before_the_first_token_is_billed_the_prompt(gw: Harness) -> None:

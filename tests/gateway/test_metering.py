@@ -26,6 +26,7 @@ from portal.gateway.metering import (
     cost,
     meter_response,
     prepare_upstream_body,
+    without_null_usage,
 )
 from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
 from portal.gateway.tokens import estimate_prompt_tokens, estimate_tokens
@@ -100,7 +101,29 @@ def test_usage_on_the_empty_choices_chunk_is_billed_and_hidden_from_a_client_tha
     assert cost(metered.usage, PRICES) == Decimal("0.000008850")  # 19 × 0.15 + 10 × 0.60 = 8.85 per 1e6
     hidden = [e for e in events_of(raw) if '"choices":[]' in e]
     assert len(hidden) == 1
-    assert seen == raw.replace(hidden[0].encode() + b"\n\n", b"")  # everything else byte for byte
+    # everything else byte for byte, but for the `"usage":null` the engine added because we asked
+    assert seen == without_null_usage(raw.replace(hidden[0].encode() + b"\n\n", b""))
+    assert b'"usage"' in raw and b'"usage"' not in seen
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (b'{"id":"c","choices":[],"usage":null}', b'{"id":"c","choices":[]}'),
+        (b'{"id": "c", "usage": null, "choices": []}', b'{"id": "c", "choices": []}'),
+        (b'{"usage":null,"id":"c"}', b'{"id":"c"}'),
+        (b'{"id":"c","usage":{"total_tokens":3}}', b'{"id":"c","usage":{"total_tokens":3}}'),
+        # generated text that spells the member is escaped JSON, and stays as it is
+        (
+            b'{"choices":[{"delta":{"content":"x\\",\\"usage\\":null"}}],"usage":null}',
+            b'{"choices":[{"delta":{"content":"x\\",\\"usage\\":null"}}]}',
+        ),
+        (b'{"choices":[{"delta":{"content":",\\"usage\\":null,"}}]}', None),
+    ],
+)
+def test_the_null_usage_member_is_removed_and_nothing_else(event: bytes, expected: bytes | None) -> None:
+    assert without_null_usage(b"data: " + event + b"\n\n") == b"data: " + (expected or event) + b"\n\n"
+    assert json.loads(expected or event)  # the result is still JSON
 
 
 def test_a_client_that_asked_for_usage_gets_the_stream_unchanged() -> None:
@@ -117,7 +140,8 @@ def test_usage_on_a_chunk_with_choices_is_taken() -> None:
     raw = upstream_bytes(prepare_upstream_body(body).body)
     metered, seen = meter_stream(body, raw)
     assert metered.usage == Usage(ENGINE_PROMPT, 10, cached_tokens=8)
-    assert seen == raw  # nothing to hide: the usage rides on a content chunk
+    assert seen == without_null_usage(raw)  # no usage-only chunk to hide: it rides on a content chunk
+    assert seen.count(b'"usage"') == 1
     # (19 − 8) × 0.15 + 8 × 0.075 + 10 × 0.60 = 1.65 + 0.6 + 6 = 8.25 per 1e6
     assert cost(metered.usage, PRICES) == Decimal("0.000008250")
 
@@ -203,7 +227,7 @@ def test_upstream_connection_dropped_mid_event() -> None:
     metered, seen = meter_stream(body, truncated)
     assert metered.outcome is Outcome.UPSTREAM_ERROR  # no [DONE], no finish reason
     assert metered.usage == Usage(ESTIMATED_PROMPT, 5, estimated=True)
-    assert seen == cut  # the broken half-event is not forwarded
+    assert seen == without_null_usage(cut)  # the broken half-event is not forwarded
 
 
 def test_real_socket_stream_with_arbitrary_chunking() -> None:
