@@ -338,6 +338,8 @@ class StreamMeter:
 # `"content":"` can only start such a value (logprobs' "content" is an array, not matched).
 _TEXT_FIELDS = re.compile(rb'"(content|reasoning_content|reasoning|text|name|arguments)":"((?:[^"\\]|\\.)*)"')
 _NULL_USAGE = re.compile(rb'"usage":\s*null')
+
+
 # The `"usage": null` member engines put in every chunk once usage is asked for, as they write it
 # (compact, or with json.dumps' spaces), with the comma that joins it to its neighbour. A quote inside
 # a JSON string is always escaped (`\"`) and these quotes follow `,` or `{`, so they are structural:
