@@ -340,13 +340,15 @@ _TEXT_FIELDS = re.compile(rb'"(content|reasoning_content|reasoning|text|name|arg
 _NULL_USAGE = re.compile(rb'"usage":\s*null')
 
 
-# The `"usage": null` member engines put in every chunk once usage is asked for, as they write it
-# (compact, or with json.dumps' spaces), with the comma that joins it to its neighbour. A quote inside
-# a JSON string is always escaped (`\"`) and these quotes follow `,` or `{`, so they are structural:
-# the member, never generated text. `null` is a whole token, so nothing else can follow it.
 def without_null_usage(raw: bytes) -> bytes:
     """An event without its `"usage": null` member: what a client that did not ask for usage gets
-    from OpenAI, which leaves the field out of its chunks in that case."""
+    from OpenAI, which leaves the field out of its chunks in that case.
+
+    Engines put the member in every chunk once usage is asked for, compact or with json.dumps'
+    spaces; it goes with the comma that joins it to a neighbour. A quote inside a JSON string is
+    always escaped (`\\"`) and these quotes follow `,` or `{`, so they are structural: the member,
+    never generated text. `null` is a whole token, so nothing else can follow it.
+    """
     if b'"usage":null' in raw:
         return raw.replace(b',"usage":null', b"").replace(b'{"usage":null,', b"{")
     if b'"usage": null' in raw:
