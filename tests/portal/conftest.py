@@ -6,6 +6,7 @@ schema-free database created from a template so tests on both backends stay inde
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -93,6 +94,12 @@ def demo_repo_settings(database_url: str, tmp_path: Path, admin_token: str) -> S
 def services(settings: Settings) -> Iterator[Services]:
     services = build_services(settings)
     yield services
+    # Now and then a request's `get_session` generator is never exited (seen on PostgreSQL, about one
+    # in two calls, after a 422 from a console page's in-process API call) and waits, suspended in a
+    # reference cycle, for the garbage collector. Collect now, while this test's database exists:
+    # later, in another test and after the database was dropped, its ROLLBACK fails there (a CI run
+    # failed so). Why FastAPI skips the exit is not understood yet.
+    gc.collect()
     services.engine.dispose()
 
 
