@@ -8,7 +8,8 @@ error reaches the page with its `message` and `fields` unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,3 +71,18 @@ def http_client(app: ASGIApp) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://console.internal", timeout=30
     )
+
+
+async def all_of(*calls: Awaitable[Any]) -> list[Any]:
+    """Make a page's API calls at once, wait for every one, then raise the first failure.
+
+    Not a bare `asyncio.gather`: on the first failure it returns while the other calls run on,
+    orphaned, and they were seen leaving their request's database session open until the garbage
+    collector found it. Cancelling them instead would interrupt FastAPI between entering a session
+    dependency and exiting it, with the same result. The calls are quick; waiting costs nothing.
+    """
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results

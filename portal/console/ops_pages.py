@@ -8,7 +8,6 @@ accelerator vendors), which the API validates again when the form is sent.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, get_args
 from urllib.parse import urlencode
 
@@ -19,6 +18,7 @@ from starlette.responses import Response
 from fleet.catalog import vendors
 from portal.api.maas import Strategy
 from portal.console.charts import meter
+from portal.console.client import all_of
 from portal.console.web import PREFIX, Ctx, page
 from portal.plaza.schemas import CAPABILITIES, Dtype
 
@@ -143,7 +143,7 @@ async def maas(request: Request) -> Response:
 
 
 async def _maas_form(ctx: Ctx, request: Request, model: dict[str, Any] | None) -> Response:
-    plaza, workspaces = await asyncio.gather(
+    plaza, workspaces = await all_of(
         ctx.api.get("/api/plaza/models", page_size=500, sort="name"),
         ctx.api.get("/api/workspaces", page_size=500),
     )
@@ -183,7 +183,7 @@ async def edit_maas(request: Request, model_id: int) -> Response:
 async def limits(request: Request) -> Response:
     ctx = await ops(request)
     qp = request.query_params
-    rules, models = await asyncio.gather(
+    rules, models = await all_of(
         ctx.api.get("/api/rate-limits", scope=qp.get("scope"), model=qp.get("model"), page_size=500),
         ctx.api.get("/api/maas-models", page_size=500),
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from portal.console import charts
-from portal.console.client import ApiError
+from portal.console.client import ApiError, all_of
 from portal.console.web import PREFIX, Ctx, page
 from portal.keys import QUOTA_REFRESH_CYCLES
 from portal.usage.periods import Period, ceil, floor, next_start
@@ -73,7 +72,7 @@ async def plaza(request: Request) -> Response:
         "page": _int(qp.get("page"), 1),
         "page_size": PLAZA_PAGE_SIZE,
     }
-    models, facets = await asyncio.gather(
+    models, facets = await all_of(
         ctx.api.get("/api/plaza/models", **params), ctx.api.get("/api/plaza/facets")
     )
     keep = [(k, v) for k, values in selected.items() for v in values]
@@ -97,7 +96,7 @@ async def plaza(request: Request) -> Response:
 @router.get("/plaza/{model_id}")
 async def model_page(request: Request, model_id: str) -> Response:
     ctx = await page(request)
-    model, served = await asyncio.gather(ctx.api.get(f"/api/plaza/models/{model_id}"), _workspace_models(ctx))
+    model, served = await all_of(ctx.api.get(f"/api/plaza/models/{model_id}"), _workspace_models(ctx))
     maas = [m for m in served if m.get("plaza_model_id") == model_id]
     examples = dict(model["examples"])
     if maas:  # call it by the name the gateway serves it under in this workspace
@@ -116,7 +115,7 @@ async def model_page(request: Request, model_id: str) -> Response:
 async def deploy(request: Request) -> Response:
     ctx = await page(request)
     qp = request.query_params
-    models_page, regions = await asyncio.gather(
+    models_page, regions = await all_of(
         ctx.api.get("/api/plaza/models", published="true", page_size=500, sort="name"),
         ctx.api.get("/api/regions", page_size=100),
     )
@@ -155,7 +154,7 @@ async def service(request: Request, name: str) -> Response:
     ctx = await page(request)
     if not ctx.ws:
         raise ApiError(404, "not_found", f"serving {name!r} not found")
-    serving, regions, requests = await asyncio.gather(
+    serving, regions, requests = await all_of(
         ctx.api.get(f"/api/workspaces/{ctx.ws}/servings/{name}"),
         ctx.api.get("/api/regions", page_size=100),
         ctx.api.get(f"/api/workspaces/{ctx.ws}/stack-requests", serving=name, page_size=10),
@@ -218,7 +217,7 @@ async def keys(request: Request) -> Response:
     ctx = await page(request)
     if not ctx.ws:
         return ctx.render("keys.html", title=ctx.t("nav.keys"), keys=None, models=[], workspace=None)
-    keys_page, models, workspace = await asyncio.gather(
+    keys_page, models, workspace = await all_of(
         ctx.api.get(f"/api/workspaces/{ctx.ws}/api-keys", page_size=200),
         _workspace_models(ctx),
         ctx.api.get(f"/api/workspaces/{ctx.ws}"),
@@ -273,7 +272,7 @@ async def usage(request: Request) -> Response:
     if not ctx.ws:
         return ctx.render("usage.html", title=ctx.t("nav.usage"), report=None)
     base = f"/api/workspaces/{ctx.ws}/usage"
-    report, per_series, keys_page, models = await asyncio.gather(
+    report, per_series, keys_page, models = await all_of(
         ctx.api.get(base, group_by=["period", by], **common),
         ctx.api.get(base, group_by=[by], **common),
         ctx.api.get(f"/api/workspaces/{ctx.ws}/api-keys", page_size=200),

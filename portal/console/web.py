@@ -7,7 +7,6 @@ An `ApiError` a handler does not catch becomes an error page carrying the API's 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from portal.console import charts, markdown
-from portal.console.client import ApiClient, ApiError
+from portal.console.client import ApiClient, ApiError, all_of
 from portal.console.i18n import LANGUAGES, Translator, catalog, choose
 from portal.console.session import COOKIE, LANG_COOKIE, WORKSPACE_COOKIE, ConsoleSession, SessionCodec
 
@@ -185,7 +184,7 @@ async def page(request: Request) -> Ctx:
         raise SignInRequired(next_of(request))
     api = ApiClient(request.app.state.console_http, session.token)
     try:
-        me, workspaces = await asyncio.gather(api.get("/api/me"), api.get("/api/workspaces", page_size=500))
+        me, workspaces = await all_of(api.get("/api/me"), api.get("/api/workspaces", page_size=500))
     except ApiError as exc:
         if exc.status == 401:
             raise SignInRequired(next_of(request)) from exc

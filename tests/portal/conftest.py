@@ -94,11 +94,11 @@ def demo_repo_settings(database_url: str, tmp_path: Path, admin_token: str) -> S
 def services(settings: Settings) -> Iterator[Services]:
     services = build_services(settings)
     yield services
-    # Now and then a request's `get_session` generator is never exited (seen on PostgreSQL, about one
-    # in two calls, after a 422 from a console page's in-process API call) and waits, suspended in a
-    # reference cycle, for the garbage collector. Collect now, while this test's database exists:
-    # later, in another test and after the database was dropped, its ROLLBACK fails there (a CI run
-    # failed so). Why FastAPI skips the exit is not understood yet.
+    # A request orphaned or cancelled inside FastAPI's session dependency never exits it; the
+    # suspended generator then waits in a reference cycle for the garbage collector (console pages
+    # did this until `portal.console.client.all_of`). Should one slip in again, collect now, while
+    # this test's database exists: later, in another test and after the database was dropped, its
+    # ROLLBACK fails there (a CI run failed so).
     gc.collect()
     services.engine.dispose()
 
