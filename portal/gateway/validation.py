@@ -19,7 +19,7 @@ from portal.gateway.errors import invalid_request
 
 MAX_CHOICES = 128  # OpenAI's bound on `n`
 
-# The field that holds the prompt, per endpoint, and whether a list of token ids is a valid prompt.
+# The field that holds the prompt, per endpoint.
 PROMPT_FIELDS = {"chat.completions": "messages", "completions": "prompt", "embeddings": "input"}
 
 

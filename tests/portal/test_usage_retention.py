@@ -75,6 +75,13 @@ def _count(services: Services) -> int:
         return int(session.scalar(select(func.count()).select_from(UsageRecord)) or 0)
 
 
+def _wait_until_one_row_is_left(services: Services, timeout: float = 10) -> None:
+    """Until the background pass has pruned all but the newest row (or `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while _count(services) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def team(client: TestClient) -> None:
     assert client.post("/api/workspaces", json={"slug": "team-a", "name": "team-a"}).status_code == 201
@@ -175,9 +182,7 @@ def test_the_background_pass_rolls_up_then_prunes(services: Services) -> None:
     insert(services, old + recent)
     stop = start_rollups(services, interval_seconds=0.05, retention_days=30)
     try:
-        deadline = time.monotonic() + 10
-        while _count(services) > 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_until_one_row_is_left(services)
     finally:
         stop()
     assert _stored(services) == [recent[0].at]
@@ -194,9 +199,7 @@ def test_the_starter_takes_interval_and_retention_from_the_settings(services: Se
     stop = rollup_starter(dataclasses.replace(services, settings=tuned))
     assert stop is not None
     try:
-        deadline = time.monotonic() + 10
-        while _count(services) > 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_until_one_row_is_left(services)
     finally:
         stop()
     assert _count(services) == 1
