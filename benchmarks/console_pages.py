@@ -20,8 +20,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from portal.app import create_app
-from portal.security import USER_TOKEN_PREFIX, issue
 from portal.settings import Settings
+from store.security import USER_TOKEN_PREFIX, issue
 
 RUNS = 40
 USER_PAGES = {

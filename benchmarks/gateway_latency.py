@@ -4,8 +4,8 @@
 
 Three processes share the machine (2 cores here):
 
-- the engine SIMULATOR (`python -m portal.gateway.simulator`, ttft 0, 4-token answers, no pacing);
-- the gateway exactly as its Kubernetes Deployment runs it (`python -m portal.gateway`), with limits ON
+- the engine SIMULATOR (`python -m simulator.app`, ttft 0, 4-token answers, no pacing);
+- the gateway exactly as its Kubernetes Deployment runs it (`python -m gateway`), with limits ON
   (first with one worker process per core, lines `gateway_...`; then as a single process, lines
   `gateway_1proc_...`, each with its own `..._direct_...` baseline taken just before):
   global, model, workspace, key and key × model rules in requests/s, requests/min, tokens/min, tokens/day
@@ -325,7 +325,7 @@ def main() -> None:
     base_env = {**os.environ, "PYTHONPATH": str(ROOT)}
     body = {"model": MODEL, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 4}
     sim_port, gw_port = free_port(), free_port()
-    sim_cmd = [sys.executable, "-m", "portal.gateway.simulator", "--port", str(sim_port), "--ttft-ms", "0"]
+    sim_cmd = [sys.executable, "-m", "simulator.app", "--port", str(sim_port), "--ttft-ms", "0"]
     sim_cmd += ["--completion-tokens", "4", "--any-model"]
     try:
         with (
@@ -365,7 +365,7 @@ def main() -> None:
                 gw_cmd = [
                     sys.executable,
                     "-m",
-                    "portal.gateway",
+                    "gateway",
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -383,7 +383,7 @@ def main() -> None:
 
 
 def _admin_token() -> str:
-    from portal.security import USER_TOKEN_PREFIX, issue
+    from store.security import USER_TOKEN_PREFIX, issue
 
     return issue(USER_TOKEN_PREFIX).value
 

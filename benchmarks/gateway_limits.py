@@ -18,9 +18,9 @@ import redis
 import redis.asyncio as aioredis
 
 from benchmarks.report import bench
-from portal.gateway.limits import Demand, LocalLimiter, RedisLimiter, Rule, Scope, Unit
-from portal.gateway.quotas import LocalQuotas, QuotaHold, QuotaSubject, RedisQuotas, period_bounds
-from portal.gateway.shared_admission import SharedAdmission
+from gateway.limits import Demand, LocalLimiter, RedisLimiter, Rule, Scope, Unit
+from gateway.quotas import LocalQuotas, QuotaHold, QuotaSubject, RedisQuotas, period_bounds
+from gateway.shared_admission import SharedAdmission
 
 REDIS_URL = os.environ.get("MODELFLEET_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 RULES = [

@@ -2,7 +2,7 @@
 
 `python -m benchmarks.gateway_simulator` prints `BENCH <name> <value> <unit>` lines.
 
-The simulator runs as its own process (`python -m portal.gateway.simulator`, uvicorn, one worker, no
+The simulator runs as its own process (`python -m simulator.app`, uvicorn, one worker, no
 delays) and is driven by a minimal keep-alive HTTP/1.1 client written on asyncio streams: a general
 client such as httpx costs more CPU per request than the server does and would measure itself.
 The machine has 2 cores, shared by the server process and the load generator.
@@ -23,10 +23,10 @@ from pathlib import Path
 import httpx
 
 from benchmarks.report import bench, best_of
-from portal.gateway.metering import StreamMeter, prepare_upstream_body
-from portal.gateway.routing import Router, Strategy, Target
-from portal.gateway.simulator import ModelProfile, Simulator
-from portal.gateway.tokens import estimate_tokens
+from gateway.metering import StreamMeter, prepare_upstream_body
+from gateway.routing import Router, Strategy, Target
+from gateway.tokens import estimate_tokens
+from simulator.app import ModelProfile, Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 32
@@ -103,7 +103,7 @@ async def _drive(port: int, stream: bool, tokens: int, duration: float) -> tuple
 def simulator_throughput() -> None:
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "portal.gateway.simulator", "--port", str(port), "--ttft-ms", "0"]
+    command = [sys.executable, "-m", "simulator.app", "--port", str(port), "--ttft-ms", "0"]
     server = subprocess.Popen([*command, "--tokens-per-second", "0", "--completion-tokens", "256"], env=env)
     try:
         deadline = time.monotonic() + 20

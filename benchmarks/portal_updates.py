@@ -20,10 +20,10 @@ from sqlalchemy import func, select
 from benchmarks.report import bench
 from benchmarks.synthetic import synthetic_stack
 from portal.app import build_services, create_app
-from portal.models import AuditEvent, StackRequest
-from portal.security import USER_TOKEN_PREFIX, issue
 from portal.settings import Settings
 from portal.stacks.repository import StackRepository
+from store.models import AuditEvent, StackRequest
+from store.security import USER_TOKEN_PREFIX, issue
 
 REQUESTS = 100
 STACK = "bench"

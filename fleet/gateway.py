@@ -1,6 +1,6 @@
 """Kubernetes objects for the MaaS gateway in one region, as plain dicts (see `fleet.spec.Gateway`).
 
-Per region: a Deployment running `python -m portal.gateway` (several replicas, database, Redis and
+Per region: a Deployment running `python -m gateway` (several replicas, database, Redis and
 pepper from Secrets, probes on `/healthz`, hardened pod), a Service, a PodDisruptionBudget and, when
 autoscaling is on, an `autoscaling/v2` HorizontalPodAutoscaler on CPU. The `MaasGateway` Pulumi
 component wraps exactly these dicts; `gateway_objects` is what tests and `fleet` tooling read.
@@ -83,7 +83,7 @@ def deployment(gateway: Gateway, region: Region, platform: Platform) -> Manifest
     container: Manifest = {
         "name": "gateway",
         "image": gateway.image,
-        "command": ["python", "-m", "portal.gateway"],
+        "command": ["python", "-m", "gateway"],
         "args": ["--host", "0.0.0.0", "--port", str(gateway.port)],
         "ports": [{"name": "http", "containerPort": gateway.port, "protocol": "TCP"}],
         "env": environment(gateway, region),

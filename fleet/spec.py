@@ -362,7 +362,7 @@ class GatewayAutoscaling(Frozen):
 
 
 class Gateway(Frozen):
-    """The MaaS gateway (`python -m portal.gateway`) on each region's cluster, several replicas
+    """The MaaS gateway (`python -m gateway`) on each region's cluster, several replicas
     sharing limits through Redis and writing usage to the portal's database."""
 
     image: str = Field(pattern=r"^[^\s]+$", description="the Modelfleet portal image")

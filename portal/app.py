@@ -9,18 +9,19 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from portal import bootstrap, console, errors
+import console
+from gateway.app import create_gateway
+from portal import bootstrap, errors
 from portal.api import ROUTERS
 from portal.context import RequestIdMiddleware
-from portal.db import make_engine, migrate, session_factory
-from portal.gateway.app import create_gateway
 from portal.heap import freeze_startup_heap
-from portal.security import Hasher, load_or_create_pepper
 from portal.services import Services
 from portal.settings import Settings
 from portal.stacks.repository import StackRepository
 from portal.stacks.worker import worker_starter
 from portal.usage.background import rollup_starter
+from store.db import make_engine, migrate, session_factory
+from store.security import Hasher, load_or_create_pepper
 
 log = logging.getLogger("modelfleet.portal")
 

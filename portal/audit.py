@@ -21,8 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.context import current_request_id
-from portal.db import utcnow
-from portal.models import AuditEvent, AuditHead
+from store.db import utcnow
+from store.models import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
 HASHED_FIELDS = (

@@ -20,11 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import audit
-from portal.db import utcnow
 from portal.errors import Forbidden, NotFound, Unauthorized, Unavailable
-from portal.models import Membership, User, UserToken, Workspace, WorkspaceRole
-from portal.security import USER_TOKEN_PREFIX, split
 from portal.services import Services
+from store.db import utcnow
+from store.models import Membership, User, UserToken, Workspace, WorkspaceRole
+from store.security import USER_TOKEN_PREFIX, split
 
 LOGIN_AUDIT_INTERVAL = timedelta(hours=1)  # a sign-in is audited at most this often per user
 # Asymmetric algorithms only: an HMAC algorithm would let anyone holding the public key sign tokens.

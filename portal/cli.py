@@ -64,7 +64,7 @@ def command_settings(ctx: typer.Context) -> Settings:
 def verify_audit(ctx: typer.Context) -> None:
     """Walk the audit chain; exit 1 at the first row that was changed, removed or reordered."""
     from portal.audit import verify
-    from portal.db import make_engine, session_factory
+    from store.db import make_engine, session_factory
 
     settings = command_settings(ctx)
     with session_factory(make_engine(settings.resolved_database_url))() as session:
@@ -82,8 +82,8 @@ def verify_audit(ctx: typer.Context) -> None:
 def rollup(ctx: typer.Context) -> None:
     """Fold new usage rows into the hourly and daily rollups now (the portal also does it every
     MODELFLEET_USAGE_ROLLUP_INTERVAL_SECONDS, 60 by default)."""
-    from portal.db import make_engine, migrate, session_factory
     from portal.usage.rollup import rollup_once
+    from store.db import make_engine, migrate, session_factory
 
     engine = make_engine(command_settings(ctx).resolved_database_url)
     try:
@@ -104,9 +104,9 @@ def prune_usage(
 ) -> None:
     """Roll up, then delete raw usage rows older than DAYS days that the rollups hold (statistics keep
     them; the portal also does it every round when MODELFLEET_USAGE_RETENTION_DAYS is set)."""
-    from portal.db import make_engine, migrate, session_factory
     from portal.usage import retention
     from portal.usage.rollup import rollup_once
+    from store.db import make_engine, migrate, session_factory
 
     settings = command_settings(ctx)
     days = days if days is not None else settings.usage_retention_days
@@ -129,7 +129,7 @@ def prune_usage(
 @app.command()
 def token() -> None:
     """Print a fresh token value for MODELFLEET_ADMIN_TOKEN."""
-    from portal.security import USER_TOKEN_PREFIX, issue
+    from store.security import USER_TOKEN_PREFIX, issue
 
     print(issue(USER_TOKEN_PREFIX).value)
 

@@ -17,9 +17,12 @@ from sqlalchemy.orm import Session
 
 from portal import audit
 from portal.api.deploy_templates import create_template
-from portal.db import transaction
 from portal.errors import PortalError
-from portal.models import (
+from portal.plaza import seed
+from portal.plaza.schemas import DeployTemplateIn
+from portal.services import Services
+from store.db import transaction
+from store.models import (
     Membership,
     ModelDeployTemplate,
     PlazaModel,
@@ -28,10 +31,7 @@ from portal.models import (
     Workspace,
     WorkspaceRole,
 )
-from portal.plaza import seed
-from portal.plaza.schemas import DeployTemplateIn
-from portal.security import USER_TOKEN_PREFIX, issue
-from portal.services import Services
+from store.security import USER_TOKEN_PREFIX, issue
 
 log = logging.getLogger("modelfleet.portal")
 ACTOR = "system"
@@ -49,8 +49,8 @@ def load_demo(services: Services) -> None:
     _deploy_templates(services)
     _workspace_and_user(services)
     # The gateway's part: MaaS models for the stack's public model names, answered by the engine
-    # simulator, and a demo API key printed once (portal/gateway/demo.py).
-    from portal.gateway.demo import seed_demo_gateway
+    # simulator, and a demo API key printed once (gateway/demo.py).
+    from gateway.demo import seed_demo_gateway
 
     seed_demo_gateway(services)
 

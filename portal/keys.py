@@ -17,11 +17,11 @@ from typing import Literal, get_args
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from portal.db import utcnow
-from portal.gateway.quotas import period_bounds
-from portal.models import ApiKey, Workspace
-from portal.security import API_KEY_PREFIX, SECRET_LEN, Hasher, IssuedSecret, issue, split
+from gateway.quotas import period_bounds
 from portal.usage.totals import key_tokens, workspace_tokens
+from store.db import utcnow
+from store.models import ApiKey, Workspace
+from store.security import API_KEY_PREFIX, SECRET_LEN, Hasher, IssuedSecret, issue, split
 
 _UNKNOWN_DIGEST = "0" * 64  # compared against when no row matches, to spend the same time
 
@@ -98,7 +98,7 @@ def set_quota_refresh(
     writer charged from (prompt + completion tokens, by arrival time), so the recount is the figure
     the gateway would have reached under the new cycle. Call it with the key's row locked: a usage
     batch that already charged the key is then committed, and in the figures read here; one that has
-    not charges it after the commit, in the new cycle (`portal.gateway.usage._charge`).
+    not charges it after the commit, in the new cycle (`gateway.usage._charge`).
     """
     if cycle == key.quota_refresh:
         return

@@ -11,9 +11,9 @@ import jwt
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from portal.security import Hasher
 from portal.settings import Settings
 from portal.stacks.repository import StackRepository
+from store.security import Hasher
 
 
 @dataclass

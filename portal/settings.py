@@ -84,7 +84,7 @@ class Settings(BaseSettings):
 
     demo: bool = Field(default=False, description="load the demo stack, seed catalog, workspace and user")
 
-    # Gateway (the OpenAI-compatible data plane, portal/gateway; docs/gateway/api.md).
+    # Gateway (the OpenAI-compatible data plane, gateway; docs/gateway/api.md).
     redis_url: str | None = Field(
         default=None, description="Redis for limits and quotas shared by replicas; unset: in process"
     )

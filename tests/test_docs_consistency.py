@@ -236,10 +236,10 @@ def _typer_apps() -> dict[str, typer.Typer]:
 
 
 def _argparse_mains() -> dict[str, Callable[[list[str]], None]]:
-    from portal.gateway.__main__ import main as gateway_main
-    from portal.gateway.simulator import main as simulator_main
+    from gateway.__main__ import main as gateway_main
+    from simulator.app import main as simulator_main
 
-    return {"portal.gateway": gateway_main, "portal.gateway.simulator": simulator_main}
+    return {"gateway": gateway_main, "simulator.app": simulator_main}
 
 
 @cache
@@ -344,15 +344,15 @@ def _served(routes: list[BaseRoute], scope: Scope) -> bool:
 @pytest.fixture(scope="module")
 def route_tables(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[BaseRoute]]]:
     """The route tables of the real apps, built as the portal and gateway tests build them."""
+    from gateway.app import create_gateway
     from portal.app import build_services, create_app
-    from portal.gateway.app import create_gateway
-    from portal.gateway.simulator import Simulator
-    from portal.security import USER_TOKEN_PREFIX, issue
+    from simulator.app import Simulator
+    from store.security import USER_TOKEN_PREFIX, issue
 
     tmp = tmp_path_factory.mktemp("docs-routes")
     settings = Settings(
         data_dir=tmp / "var",
-        database_url=f"sqlite:///{tmp / 'portal.db'}",
+        database_url=f"sqlite:///{tmp / 'store.db'}",
         admin_token=issue(USER_TOKEN_PREFIX).value,  # type: ignore[arg-type]
         pepper="test-pepper",  # type: ignore[arg-type]
         worker_enabled=False,

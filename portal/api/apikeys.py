@@ -27,7 +27,6 @@ from portal.api.common import Page, PageParams, page_params
 from portal.api.limits import KEY_SCOPES, rule_state
 from portal.api.maas import visible_to
 from portal.auth import Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
-from portal.db import utcnow
 from portal.errors import Invalid, NotFound
 from portal.keys import (
     QUOTA_REFRESH_CYCLES,
@@ -41,8 +40,9 @@ from portal.keys import (
     used_in_period,
     utc_field,
 )
-from portal.models import ApiKey, MaasModel, RateLimitRule, Workspace, WorkspaceRole
-from portal.security import API_KEY_PREFIX
+from store.db import utcnow
+from store.models import ApiKey, MaasModel, RateLimitRule, Workspace, WorkspaceRole
+from store.security import API_KEY_PREFIX
 
 router = APIRouter(prefix="/api/workspaces/{ws}/api-keys", tags=["api-keys"])
 

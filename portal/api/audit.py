@@ -21,7 +21,7 @@ from portal import audit
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import AdminDep, Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.keys import utc_field
-from portal.models import AuditEvent, WorkspaceRole
+from store.models import AuditEvent, WorkspaceRole
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 EXPORT_BATCH = 1000

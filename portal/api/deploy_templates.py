@@ -13,11 +13,11 @@ from portal import audit
 from portal.api.serving_models import ServingSpecIn
 from portal.auth import AdminDep, Principal, PrincipalDep, ServicesDep, SessionDep
 from portal.errors import Conflict, NotFound
-from portal.models import ModelDeployTemplate, PlazaModel
 from portal.plaza import deploy, store
 from portal.plaza.schemas import DeployTemplateIn, DeployTemplateOut, TemplateCheck
 from portal.plaza.views import template_out, visible_model
 from portal.services import Services
+from store.models import ModelDeployTemplate, PlazaModel
 
 router = APIRouter(prefix="/api/plaza/models/{model_id}/deploy-templates", tags=["plaza"])
 

@@ -14,8 +14,8 @@ from portal.api.common import SLUG, Page, PageParams, page_params
 from portal.auth import AdminDep, Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.errors import Conflict, NotFound
 from portal.keys import set_workspace_quota_refresh
-from portal.models import Membership, User, UserToken, Workspace, WorkspaceRole
-from portal.security import USER_TOKEN_PREFIX, issue
+from store.models import Membership, User, UserToken, Workspace, WorkspaceRole
+from store.security import USER_TOKEN_PREFIX, issue
 
 router = APIRouter(prefix="/api", tags=["identity"])
 

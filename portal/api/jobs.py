@@ -25,10 +25,10 @@ from starlette.concurrency import run_in_threadpool
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import Principal, PrincipalDep, ServicesDep, SessionDep
 from portal.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
-from portal.models import JobEvent, StackJob, StackRequest, Workspace
 from portal.services import Services
 from portal.stacks import jobs
 from portal.stacks.backends import BackendError
+from store.models import JobEvent, StackJob, StackRequest, Workspace
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 

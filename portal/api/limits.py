@@ -3,7 +3,7 @@
 A rule names a scope (global, model, workspace, api_key, or api_key_model: a key's limit for each
 model separately), optionally a MaaS model, the subject the scope needs (a workspace slug or an API
 key's public id), a unit (rps, rpm, tpm, tpd, concurrency) and a limit.
-`portal.models.gateway.applicable` is the selection the gateway applies; the table in
+`store.models.gateway.applicable` is the selection the gateway applies; the table in
 `RateLimitRule`'s docstring says which traffic each combination counts.
 """
 
@@ -23,8 +23,8 @@ from portal.api.common import Page, PageParams, page_params
 from portal.auth import AdminDep, Principal, SessionDep
 from portal.errors import Conflict, Invalid, NotFound
 from portal.keys import aware
-from portal.models import ApiKey, MaasModel, RateLimitRule, Workspace
-from portal.models.gateway import PERIOD_SECONDS
+from store.models import ApiKey, MaasModel, RateLimitRule, Workspace
+from store.models.gateway import PERIOD_SECONDS
 
 router = APIRouter(prefix="/api/rate-limits", tags=["rate-limits"])
 

@@ -1,8 +1,8 @@
 """Prometheus exposition: `GET /metrics` on the portal and on the stand-alone gateway.
 
-The gateway's metrics (`portal.gateway.metrics`: requests, latency, time to first token, tokens,
+The gateway's metrics (`gateway.metrics`: requests, latency, time to first token, tokens,
 limit refusals, upstream attempts, usage queue) live in prometheus-client's default registry, so the
-portal (which serves the gateway under `/v1` in the same process) and `python -m portal.gateway` expose
+portal (which serves the gateway under `/v1` in the same process) and `python -m gateway` expose
 the same families. The format follows the scraper's `Accept` header (Prometheus text, or OpenMetrics).
 With several worker processes per pod (`--workers N`), set `PROMETHEUS_MULTIPROC_DIR` to aggregate them.
 
@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-import portal.gateway.metrics  # noqa: F401 (registers the gateway's families, even before its first request)
+import gateway.metrics  # noqa: F401 (registers the gateway's families, even before its first request)
 
 router = APIRouter(tags=["metrics"])
 

@@ -14,7 +14,6 @@ from portal import audit
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import AdminDep, Principal, PrincipalDep, ServicesDep, SessionDep
 from portal.errors import Conflict, Invalid, NotFound
-from portal.models import MaasModel, PlazaModel, Provider
 from portal.plaza import deploy, importer, store
 from portal.plaza.schemas import (
     CAPABILITIES,
@@ -38,6 +37,7 @@ from portal.plaza.schemas import (
     SortKey,
 )
 from portal.plaza.views import model_detail, model_out, visible_model
+from store.models import MaasModel, PlazaModel, Provider
 
 router = APIRouter(prefix="/api/plaza", tags=["plaza"])
 

@@ -27,11 +27,11 @@ from portal.api.serving_models import ServingSpecIn, resolve_stack
 from portal.auth import Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.context import current_request_id
 from portal.errors import Conflict, FieldError, Invalid, NotFound
-from portal.models import RequestStatus, ServingRecord, StackJob, StackRequest, Workspace
-from portal.models.stackops import PENDING
 from portal.services import Services
 from portal.stacks.changes import Refused, replicas_of, with_replicas
 from portal.stacks.repository import StackSnapshot
+from store.models import RequestStatus, ServingRecord, StackJob, StackRequest, Workspace
+from store.models.stackops import PENDING
 
 router = APIRouter(prefix="/api/workspaces/{ws}", tags=["servings"])
 

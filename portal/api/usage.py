@@ -25,14 +25,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.auth import AdminDep, PrincipalDep, SessionDep, workspace_for
-from portal.db import utcnow
 from portal.errors import Invalid, NotFound
 from portal.keys import utc_field
-from portal.models import ApiKey, Workspace, WorkspaceRole
 from portal.usage.export import to_csv
 from portal.usage.measures import Sums
 from portal.usage.periods import Period, default_range, is_aligned
 from portal.usage.report import DIMENSION_ORDER, Dimension, Line, Report, UsageQuery, usage_report
+from store.db import utcnow
+from store.models import ApiKey, Workspace, WorkspaceRole
 
 router = APIRouter(prefix="/api", tags=["usage"])
 

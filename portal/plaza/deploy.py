@@ -22,10 +22,10 @@ from fleet.spec import DeployTemplate, ModelServing
 from fleet.stack import PoolFacts, build_fleet
 from portal.api.serving_models import ServingSpecIn
 from portal.errors import FieldError, Invalid
-from portal.models import ModelDeployTemplate, PlazaModel
 from portal.plaza.schemas import DeployTemplateIn, PoolCheck, TemplateCheck
 from portal.services import Services
 from portal.stacks.repository import StackSnapshot
+from store.models import ModelDeployTemplate, PlazaModel
 
 CHECK_SERVING = "plaza-check"
 # Serving fields a template sets; a finding on one of them is the template's, on any pool.

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from portal import audit
 from portal.errors import Conflict, Invalid
-from portal.models import PlazaModel, Provider
 from portal.plaza.schemas import ModelIn, ProviderIn, Skipped
+from store.models import PlazaModel, Provider
 
 PROVIDER = "ModelProvider"  # the source product's audit resource types
 MODEL = "Model"

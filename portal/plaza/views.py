@@ -6,10 +6,10 @@ from sqlalchemy.orm import Session
 
 from portal.auth import Principal
 from portal.errors import NotFound
-from portal.models import ModelDeployTemplate, PlazaModel
 from portal.plaza import deploy, examples
 from portal.plaza.schemas import DeployTemplateOut, ModelDetail, ModelOut, ParallelismIn, ProviderRef
 from portal.settings import Settings
+from store.models import ModelDeployTemplate, PlazaModel
 
 
 def visible_model(session: Session, principal: Principal, model_id: str) -> PlazaModel:

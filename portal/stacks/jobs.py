@@ -25,11 +25,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal import audit
-from portal.db import transaction, utcnow
-from portal.models import JobEvent, JobStatus, RequestStatus, ServingRecord, StackJob, StackRequest, Workspace
 from portal.services import Services
 from portal.stacks.backends import BackendError, JobContext, Outcome, backend_for
 from portal.stacks.changes import RequestView
+from store.db import transaction, utcnow
+from store.models import JobEvent, JobStatus, RequestStatus, ServingRecord, StackJob, StackRequest, Workspace
 
 log = logging.getLogger("modelfleet.portal.jobs")
 

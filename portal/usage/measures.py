@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, case, func
 
-from portal.models import UsageRecord, UsageRollup
 from portal.usage.sql import cost_nanos
+from store.models import UsageRecord, UsageRollup
 
 
 @dataclass(slots=True)

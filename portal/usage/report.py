@@ -22,11 +22,11 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
-from portal.models import UsageRecord, UsageRollup
 from portal.usage.measures import Sums, raw_sums, rollup_sums
 from portal.usage.periods import Period, ceil, floor, utc
 from portal.usage.rollup import watermark
 from portal.usage.sql import hour_start
+from store.models import UsageRecord, UsageRollup
 
 Dimension = Literal["workspace", "api_key", "model", "period"]
 DIMENSION_ORDER: tuple[Dimension, ...] = ("period", "workspace", "api_key", "model")

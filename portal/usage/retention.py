@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from portal.db import utcnow
-from portal.models import UsageRecord
 from portal.usage.rollup import watermark
+from store.db import utcnow
+from store.models import UsageRecord
 
 CHUNK_ROWS = 10_000  # rows deleted per transaction: bounded lock time per step
 

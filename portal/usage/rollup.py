@@ -31,11 +31,11 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from portal.db import utcnow
-from portal.models import UsageRecord, UsageRollup, UsageRollupState
 from portal.usage.measures import MEASURES, Sums, raw_sums
 from portal.usage.periods import floor, utc
 from portal.usage.sql import hour_start
+from store.db import utcnow
+from store.models import UsageRecord, UsageRollup, UsageRollupState
 
 STATE = "usage"  # the state row's name
 CHUNK_IDS = 20_000  # usage rows per transaction: bounded work and lock time per step

@@ -78,7 +78,7 @@ def test_deployment_runs_the_gateway_with_connections_from_secrets(demo_renderin
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == IMAGE
-    assert container["command"] == ["python", "-m", "portal.gateway"]
+    assert container["command"] == ["python", "-m", "gateway"]
     assert container["args"] == ["--host", "0.0.0.0", "--port", "8080"]
     env = {e["name"]: e for e in container["env"]}
     assert env["MODELFLEET_DATABASE_URL"]["valueFrom"] == {

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from portal.console.session import COOKIE
+from console.session import COOKIE
 from portal.settings import Settings
 from tests.portal import conftest as portal
 

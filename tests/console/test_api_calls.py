@@ -8,7 +8,7 @@ import gc
 import pytest
 from fastapi.testclient import TestClient
 
-from portal.console.client import ApiError, all_of
+from console.client import ApiError, all_of
 from portal.services import Services
 
 

@@ -7,8 +7,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from portal.console.bridge import cookie_value
-from portal.console.session import COOKIE, ConsoleSession, SessionCodec
+from console.bridge import cookie_value
+from console.session import COOKIE, ConsoleSession, SessionCodec
 from tests.console.conftest import sign_in
 from tests.portal.helpers import make_member
 

@@ -24,8 +24,8 @@ import pytest
 import uvicorn
 
 from portal.app import create_app
-from portal.security import USER_TOKEN_PREFIX, issue
 from portal.settings import Settings
+from store.security import USER_TOKEN_PREFIX, issue
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"

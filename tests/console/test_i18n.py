@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from portal.console.i18n import CATALOG_DIR, Translator, choose
+from console.i18n import CATALOG_DIR, Translator, choose
 from portal.keys import QUOTA_REFRESH_CYCLES
 from portal.plaza.schemas import CAPABILITIES
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from portal.console import charts
-from portal.console.markdown import render
-from portal.console.user_pages import buckets_of, usage_series
+from console import charts
+from console.markdown import render
+from console.user_pages import buckets_of, usage_series
 
 
 def test_markdown_escapes_html_and_refuses_script_links() -> None:

@@ -19,10 +19,10 @@ import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from portal.gateway.app import create_gateway
-from portal.gateway.core import Gateway
-from portal.models import UsageRecord
+from gateway.app import create_gateway
+from gateway.core import Gateway
 from portal.services import Services
+from store.models import UsageRecord
 from tests.gateway.test_limits_helpers import REDIS_URL, delete_prefix, redis_reason
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portal.gateway.breaker import (
+from gateway.breaker import (
     BreakerBoard,
     BreakerConfig,
     CircuitBreaker,

@@ -15,9 +15,9 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from portal.gateway.limits import Demand, LocalLimiter, RedisLimiter, Rule, Scope, Unit
-from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
+from gateway.limits import Demand, LocalLimiter, RedisLimiter, Rule, Scope, Unit
 from portal.services import Services
+from simulator.app import ModelProfile, Simulator, serve_in_thread
 from tests.gateway.gateway_support import Harness, harness, limiter_backend
 from tests.gateway.test_gateway_limits import REDIS_SKIP
 from tests.gateway.test_limits_helpers import REDIS_URL, delete_prefix

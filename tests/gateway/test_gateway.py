@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from pytest_httpserver import HTTPServer
 from sqlalchemy import create_engine, update
 
-from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
-from portal.models import ApiKey
 from portal.services import Services
+from simulator.app import ModelProfile, Simulator, serve_in_thread
+from store.models import ApiKey
 from tests.gateway.gateway_support import Harness, harness
 
 MESSAGES = [{"role": "user", "content": "Tell me about gateways"}]

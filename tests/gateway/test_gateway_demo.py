@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 
 from portal.app import build_services, create_app
 from portal.demo import load_demo
-from portal.models import ApiKey, MaasModel
 from portal.services import Services
 from portal.settings import Settings
+from store.models import ApiKey, MaasModel
 from tests.gateway.gateway_support import serve
 
 DEMO_MODELS = ["deepseek-r1", "qwen2.5-72b-instruct", "qwen2.5-7b-instruct", "qwen3-32b"]

@@ -13,9 +13,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from portal.gateway.limits import LocalLimiter, RedisLimiter
-from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
+from gateway.limits import LocalLimiter, RedisLimiter
 from portal.services import Services
+from simulator.app import ModelProfile, Simulator, serve_in_thread
 from tests.gateway.gateway_support import Harness, harness, limiter_backend
 from tests.gateway.test_limits_helpers import REDIS_URL, redis_reason
 

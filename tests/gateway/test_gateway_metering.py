@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pytest_httpserver import HTTPServer
 
-from portal.gateway.core import Gateway
-from portal.gateway.limits import Demand, LocalLimiter
-from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
-from portal.models import UsageRecord
+from gateway.core import Gateway
+from gateway.limits import Demand, LocalLimiter
 from portal.services import Services
+from simulator.app import ModelProfile, Simulator, serve_in_thread
+from store.models import UsageRecord
 from tests.gateway.gateway_support import Harness, harness
 
 MESSAGES = [{"role": "user", "content": "Tell me about gateways"}]

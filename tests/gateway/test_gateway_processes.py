@@ -1,4 +1,4 @@
-"""Three real gateway processes (`python -m portal.gateway`) behind one Redis, hit by one burst.
+"""Three real gateway processes (`python -m gateway`) behind one Redis, hit by one burst.
 
 This is the deployment's shape -- replicas sharing nothing but Redis and the database -- driven
 over HTTP like clients drive it. Together the three must admit exactly what the reference model of
@@ -23,11 +23,11 @@ import httpx
 from fastapi.testclient import TestClient
 
 from benchmarks.processes import free_port, server
+from gateway.limits import Demand, Rule, Scope, Unit
+from gateway.limits.reference import ReferenceLimiter
 from portal.app import build_services, create_app
-from portal.gateway.limits import Demand, Rule, Scope, Unit
-from portal.gateway.limits.reference import ReferenceLimiter
-from portal.security import USER_TOKEN_PREFIX, issue
 from portal.settings import Settings
+from store.security import USER_TOKEN_PREFIX, issue
 from tests.gateway.test_limits_helpers import REDIS_URL, delete_prefix, redis_url
 
 __all__ = ["redis_url"]  # fixture
@@ -87,7 +87,7 @@ def fleet(tmp: Path, redis: str) -> Iterator[tuple[list[str], dict[str, str]]]:
         worker_enabled=False,
     )
     sim_port = free_port()
-    simulator = [sys.executable, "-m", "portal.gateway.simulator", "--port", str(sim_port), "--any-model"]
+    simulator = [sys.executable, "-m", "simulator.app", "--port", str(sim_port), "--any-model"]
     simulator += ["--ttft-ms", str(TTFT_MS), "--completion-tokens", "2"]
     gateway_env = {
         **env,
@@ -108,7 +108,7 @@ def fleet(tmp: Path, redis: str) -> Iterator[tuple[list[str], dict[str, str]]]:
         urls = []
         for n in range(GATEWAYS):
             port = free_port()
-            command = [sys.executable, "-m", "portal.gateway", "--host", "127.0.0.1", "--port", str(port)]
+            command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port)]
             url = f"http://127.0.0.1:{port}"
             stack.enter_context(server(command, gateway_env, f"{url}/healthz", "gateway", tmp / f"gw{n}.log"))
             urls.append(url)

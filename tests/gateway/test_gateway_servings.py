@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from portal.gateway.core import Gateway
-from portal.gateway.snapshot import Loader
+from gateway.core import Gateway
+from gateway.snapshot import Loader
 from portal.services import Services
 from portal.settings import Settings
 from tests.gateway.gateway_support import Harness, harness

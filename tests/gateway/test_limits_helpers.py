@@ -14,9 +14,9 @@ import redis
 import redis.asyncio as aioredis
 from hypothesis import strategies as st
 
-from portal.gateway.limits import Decision, Demand, Rule, Scope, Unit, lua
-from portal.gateway.limits.redis_limiter import RedisLimiter
-from portal.gateway.limits.reference import RefDecision, ReferenceLimiter, RefQuota, buckets_for
+from gateway.limits import Decision, Demand, Rule, Scope, Unit, lua
+from gateway.limits.redis_limiter import RedisLimiter
+from gateway.limits.reference import RefDecision, ReferenceLimiter, RefQuota, buckets_for
 
 REDIS_URL = os.environ.get("MODELFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BASE_US = 1_780_000_000_000_000  # a 2026 Redis TIME in µs: big numbers exercise the exact-integer Lua

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portal.gateway.limits import Demand, LocalLimiter, Rule, Scope, Unit
-from portal.gateway.limits.reference import ReferenceLimiter
+from gateway.limits import Demand, LocalLimiter, Rule, Scope, Unit
+from gateway.limits.reference import ReferenceLimiter
 from tests.gateway.test_limits_helpers import BASE_US, STEP, Step, replay, rules
 
 LEASE_US = 30_000_000

@@ -10,8 +10,8 @@ import uuid
 from multiprocessing.synchronize import Barrier
 from typing import Any
 
-from portal.gateway.limits import Demand, RedisLimiter, Rule, Scope, Unit
-from portal.gateway.limits.reference import ReferenceLimiter
+from gateway.limits import Demand, RedisLimiter, Rule, Scope, Unit
+from gateway.limits.reference import ReferenceLimiter
 from tests.gateway.test_limits_helpers import BASE_US, delete_prefix, redis_url
 
 __all__ = ["redis_url"]  # fixture

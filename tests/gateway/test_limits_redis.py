@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portal.gateway.limits import (
+from gateway.limits import (
     Decision,
     Demand,
     FailurePolicy,
@@ -36,7 +36,7 @@ from portal.gateway.limits import (
     Unit,
     lua,
 )
-from portal.gateway.limits.reference import ReferenceLimiter
+from gateway.limits.reference import ReferenceLimiter
 from tests.gateway.test_limits_helpers import (
     BASE_US,
     STEP,

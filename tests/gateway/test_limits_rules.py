@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portal.gateway.limits import Demand, LocalLimiter, Rule, Scope, Unit, go_duration, rules_from_rows
-from portal.gateway.limits.rules import RuleBook
-from portal.models.gateway import RateLimitRule, applicable
+from gateway.limits import Demand, LocalLimiter, Rule, Scope, Unit, go_duration, rules_from_rows
+from gateway.limits.rules import RuleBook
+from store.models.gateway import RateLimitRule, applicable
 
 
 @pytest.mark.parametrize(

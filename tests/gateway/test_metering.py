@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portal.gateway.metering import (
+from gateway.metering import (
     Metered,
     Outcome,
     Prices,
@@ -28,8 +28,8 @@ from portal.gateway.metering import (
     prepare_upstream_body,
     without_null_usage,
 )
-from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
-from portal.gateway.tokens import estimate_prompt_tokens, estimate_tokens
+from gateway.tokens import estimate_prompt_tokens, estimate_tokens
+from simulator.app import ModelProfile, Simulator, serve_in_thread
 
 SIM = Simulator({"m": ModelProfile(completion_tokens=10)})
 MESSAGES = [

@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from portal.gateway.breaker import BreakerBoard, BreakerConfig, is_failure_status, parse_retry_after
-from portal.gateway.metering import (
+from gateway.breaker import BreakerBoard, BreakerConfig, is_failure_status, parse_retry_after
+from gateway.metering import (
     Metered,
     Outcome,
     Prices,
@@ -35,8 +35,8 @@ from portal.gateway.metering import (
     meter_response,
     prepare_upstream_body,
 )
-from portal.gateway.routing import Router, Strategy, Target
-from portal.gateway.simulator import Faults, ModelProfile, Simulator, serve_in_thread
+from gateway.routing import Router, Strategy, Target
+from simulator.app import Faults, ModelProfile, Simulator, serve_in_thread
 
 MESSAGES = [{"role": "user", "content": "Tell me about gateways"}]
 ENGINE_PROMPT = 3 + 4 + 4  # the simulator's count for MESSAGES

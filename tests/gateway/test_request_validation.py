@@ -12,9 +12,9 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
-from portal.gateway.validation import check_request
+from gateway.validation import check_request
 from portal.services import Services
+from simulator.app import ModelProfile, Simulator, serve_in_thread
 from tests.gateway.gateway_support import Harness, harness
 
 MESSAGES = [{"role": "user", "content": "hello"}]

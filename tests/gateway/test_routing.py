@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portal.gateway.breaker import BreakerBoard, BreakerConfig
-from portal.gateway.routing import Router, Strategy, Target
+from gateway.breaker import BreakerBoard, BreakerConfig
+from gateway.routing import Router, Strategy, Target
 
 # chi-square critical value, 2 degrees of freedom, p = 0.001: a fair sampler fails 1 run in 1000;
 # the RNG is seeded, so the test is deterministic anyway.

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portal.gateway.limits import (
+from gateway.limits import (
     Decision,
     Demand,
     LimiterUnavailable,
@@ -33,8 +33,8 @@ from portal.gateway.limits import (
     Unit,
     lua,
 )
-from portal.gateway.quotas import NO_HOLD, LocalQuotas, QuotaHold, QuotaRefusal, QuotaSubject, RedisQuotas
-from portal.gateway.shared_admission import SharedAdmission
+from gateway.quotas import NO_HOLD, LocalQuotas, QuotaHold, QuotaRefusal, QuotaSubject, RedisQuotas
+from gateway.shared_admission import SharedAdmission
 from tests.gateway.test_limits_helpers import (
     BASE_US,
     KEYS,

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portal.gateway.simulator import Faults, ModelProfile, Simulator, serve_in_thread
-from portal.gateway.tokens import estimate_tokens
+from gateway.tokens import estimate_tokens
+from simulator.app import Faults, ModelProfile, Simulator, serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = [{"role": "user", "content": "Say hello to the gateway"}]
@@ -340,7 +340,7 @@ def test_command_line_serves_on_the_given_port() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "portal.gateway.simulator", "--port", str(port), "--ttft-ms", "1"]
+    command = [sys.executable, "-m", "simulator.app", "--port", str(port), "--ttft-ms", "1"]
     process = subprocess.Popen([*command, "--tokens-per-second", "1000", "--model", "cli-model"], env=env)
     try:
         deadline = time.monotonic() + 15

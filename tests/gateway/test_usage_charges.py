@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, event, select, update
 
-from portal.gateway.quotas import Counter, period_bounds
-from portal.gateway.usage import CHARGES, UsageWriter
+from gateway.quotas import Counter, period_bounds
+from gateway.usage import CHARGES, UsageWriter
 from portal.keys import mint_api_key
-from portal.models import ApiKey, UsageRecord, Workspace
 from portal.services import Services
+from store.models import ApiKey, UsageRecord, Workspace
 from tests.portal.usage_support import Row
 
 

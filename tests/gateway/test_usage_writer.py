@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import create_engine
 
-from portal.gateway.usage import UsageWriter
+from gateway.usage import UsageWriter
 
 
 class SlowDatabase(UsageWriter):

@@ -14,8 +14,8 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
 from portal.services import Services
+from simulator.app import ModelProfile, Simulator, serve_in_thread
 from tests.gateway.gateway_support import Harness, harness
 
 MESSAGES = [{"role": "user", "content": "Tell me about gateways"}]

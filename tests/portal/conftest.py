@@ -18,10 +18,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from portal.app import build_services, create_app
-from portal.security import USER_TOKEN_PREFIX, issue
 from portal.services import Services
 from portal.settings import Settings
 from portal.stacks.repository import StackRepository
+from store.security import USER_TOKEN_PREFIX, issue
 
 PROJECT_STACKS = Path(__file__).resolve().parents[2] / "stacks"
 PG_ADMIN_URL = os.environ.get("MODELFLEET_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -44,7 +44,7 @@ PG_SKIP = _postgres_reason()
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'portal.db'}"
+        yield f"sqlite:///{tmp_path / 'store.db'}"
         return
     if PG_SKIP:
         pytest.skip(PG_SKIP)
@@ -96,7 +96,7 @@ def services(settings: Settings) -> Iterator[Services]:
     yield services
     # A request orphaned or cancelled inside FastAPI's session dependency never exits it; the
     # suspended generator then waits in a reference cycle for the garbage collector (console pages
-    # did this until `portal.console.client.all_of`). Should one slip in again, collect now, while
+    # did this until `console.client.all_of`). Should one slip in again, collect now, while
     # this test's database exists: later, in another test and after the database was dropped, its
     # ROLLBACK fails there (a CI run failed so).
     gc.collect()

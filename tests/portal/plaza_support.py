@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from portal.bootstrap import DEMO_STACKS
-from portal.models import AuditEvent
 from portal.services import Services
+from store.models import AuditEvent
 
 
 def install_demo_stack(services: Services) -> None:

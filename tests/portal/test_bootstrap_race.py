@@ -15,10 +15,10 @@ from sqlalchemy import Engine, event, func, select
 
 from portal.app import build_services
 from portal.bootstrap import ADMIN, BOOTSTRAP_TOKEN
-from portal.db import make_engine
-from portal.models import User, UserToken
-from portal.security import USER_TOKEN_PREFIX, issue
 from portal.settings import Settings
+from store.db import make_engine
+from store.models import User, UserToken
+from store.security import USER_TOKEN_PREFIX, issue
 
 STARTS = 6  # replicas starting at once
 

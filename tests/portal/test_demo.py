@@ -18,7 +18,10 @@ from typer.testing import CliRunner
 from portal import cli
 from portal.app import build_services, create_app
 from portal.demo import load_demo, template_bodies
-from portal.models import (
+from portal.plaza import seed
+from portal.services import Services
+from portal.settings import Settings
+from store.models import (
     AuditEvent,
     Membership,
     ModelDeployTemplate,
@@ -28,9 +31,6 @@ from portal.models import (
     UserToken,
     Workspace,
 )
-from portal.plaza import seed
-from portal.services import Services
-from portal.settings import Settings
 
 TABLES = (Provider, PlazaModel, ModelDeployTemplate, Workspace, User, Membership, UserToken, AuditEvent)
 

@@ -12,14 +12,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from portal.app import create_app
-from portal.db import transaction, utcnow
-from portal.models import StackJob, StackRequest
 from portal.services import Services
 from portal.settings import Settings
 from portal.stacks import jobs
 from portal.stacks.backends import JobContext
 from portal.stacks.backends.git import GitBackend
 from portal.stacks.worker import run_once
+from store.db import transaction, utcnow
+from store.models import StackJob, StackRequest
 from tests.portal.helpers import as_user, make_member
 from tests.portal.stackops_support import commits, committed_file, deploy, git, parse_sse, workspaces
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from portal.models import RateLimitRule
-from portal.models.gateway import applicable
+from store.models import RateLimitRule
+from store.models.gateway import applicable
 
 EXTERNAL = {"kind": "external", "base_url": "https://api.example.com/v1", "upstream_model": "m"}
 

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from portal.bootstrap import DEMO_STACKS
-from portal.models import PlazaModel, Provider
 from portal.services import Services
+from store.models import PlazaModel, Provider
 from tests.portal.helpers import as_user, make_member
 
 EXTERNAL = {

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, event, inspect
 
-from portal.db import Base, alembic_config, make_engine, migrate
+from store.db import Base, alembic_config, make_engine, migrate
 
 STARTS = 6  # processes starting at once
 

@@ -17,8 +17,8 @@ import schemathesis
 from schemathesis.checks import not_a_server_error
 
 from portal.app import build_services, create_app
-from portal.security import USER_TOKEN_PREFIX, issue
 from portal.settings import Settings
+from store.security import USER_TOKEN_PREFIX, issue
 
 TOKEN = issue(USER_TOKEN_PREFIX).value
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from portal.db import transaction
-from portal.models import MaasModel
 from portal.plaza.examples import api_examples
 from portal.services import Services
+from store.db import transaction
+from store.models import MaasModel
 from tests.portal.helpers import as_user, make_member
 from tests.portal.plaza_support import audit_rows, create_model, install_demo_stack, model_body, provider
 

@@ -8,11 +8,11 @@ import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from portal.models import AuditEvent, ServingRecord
 from portal.services import Services
 from portal.settings import Settings
 from portal.stacks.repository import serving_yaml
 from portal.stacks.worker import run_once
+from store.models import AuditEvent, ServingRecord
 from tests.portal.helpers import as_user, make_member
 from tests.portal.stackops_support import commits, committed_file, deploy, git, workspaces
 

@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from portal.models import UsageRollup
 from portal.services import Services
 from portal.usage.rollup import rollup_once, watermark
+from store.models import UsageRollup
 from tests.portal.helpers import as_user, make_member
 from tests.portal.usage_support import Row, expected, figures, insert
 

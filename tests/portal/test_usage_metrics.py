@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from portal.gateway.simulator import ModelProfile, Simulator, serve_in_thread
 from portal.services import Services
 from portal.usage.rollup import rollup_once
+from simulator.app import ModelProfile, Simulator, serve_in_thread
 from tests.gateway.gateway_support import harness
 
 MESSAGES = [{"role": "user", "content": "count me"}]

@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 
 from portal.cli import app as cli
 from portal.keys import set_quota_refresh, set_workspace_quota_refresh
-from portal.models import ApiKey, UsageRecord, Workspace
 from portal.services import Services
 from portal.settings import Settings
 from portal.usage.background import rollup_starter, start_rollups
@@ -29,6 +28,7 @@ from portal.usage.report import UsageQuery, usage_report
 from portal.usage.retention import prune_usage
 from portal.usage.rollup import rollup_once, watermark
 from portal.usage.totals import key_tokens
+from store.models import ApiKey, UsageRecord, Workspace
 from tests.portal.usage_support import Row, expected, figures, insert
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday

@@ -12,11 +12,11 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from portal.cli import app as cli
-from portal.models import UsageRecord, UsageRollup
 from portal.services import Services
 from portal.usage.background import start_rollups
 from portal.usage.report import UsageQuery, usage_report
 from portal.usage.rollup import rollup_once
+from store.models import UsageRecord, UsageRollup
 from tests.portal.usage_support import Row, insert
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -9,8 +9,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from portal.models import UsageRecord
 from portal.services import Services
+from store.models import UsageRecord
 
 _ids = itertools.count(1)
 

@@ -1,0 +1,51 @@
+"""`python -m gateway --port 8080`: the gateway alone (the portal serves it too, under /v1)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+from starlette.applications import Starlette
+
+from gateway.app import create_gateway
+from portal.app import build_services
+from portal.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description="Modelfleet's MaaS gateway")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=1, help="processes (use Redis to share limits)")
+    args = parser.parse_args(argv)
+    if args.workers > 1 and not Settings().redis_url:
+        # Allowed (e.g. to try it out), but each process would enforce every limit and quota alone.
+        logging.getLogger("modelfleet.gateway").warning(
+            "gateway: %d workers without MODELFLEET_REDIS_URL: each enforces the limits and quotas on its "
+            "own, so together they admit up to %d times as much",
+            args.workers,
+            args.workers,
+        )
+    if args.workers > 1:
+        uvicorn.run(
+            "gateway.__main__:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="info",
+            access_log=False,
+        )
+        return
+    # No access log: a line per request costs more than the gateway's own work; the usage rows and
+    # the Prometheus metrics record every request.
+    uvicorn.run(app_from_env(), host=args.host, port=args.port, log_level="info", access_log=False)
+
+
+def app_from_env() -> Starlette:
+    return create_gateway(build_services(Settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,386 @@
+"""The shared limiter: every gateway replica decides against one Redis, one script call per request.
+
+The whole admission (every scope, every unit, the leases) is one EVALSHA, so it is atomic and costs one
+round trip; the clock is Redis `TIME`. Settlement (reconcile/release) is a second, off the hot path.
+Key names and script arguments are precomputed per plan. Redis errors follow `FailurePolicy`; after a
+failure Redis is left alone for `retry_interval_s` so an outage does not add a connect timeout to
+every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gateway.limits import lua
+from gateway.limits.decision import Decision, LeaseState, Reservation, conclude
+from gateway.limits.local import LocalLimiter, id_factory
+from gateway.limits.rules import MAX_TOKENS, TOKEN_UNITS, Demand, Plan, Rule, RuleBook
+
+log = logging.getLogger(__name__)
+
+
+class OnFailure(StrEnum):
+    FAIL_CLOSED = "fail_closed"  # refuse: acquire raises LimiterUnavailable (the gateway answers 503)
+    LOCAL = "local"  # decide with this replica's in-process limiter (limits divided by `local_share`)
+    FAIL_OPEN = "fail_open"  # admit without limits
+
+
+_STRICTNESS = {OnFailure.FAIL_CLOSED: 2, OnFailure.LOCAL: 1, OnFailure.FAIL_OPEN: 0}
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePolicy:
+    """What to do when Redis cannot answer, per unit class; a request follows its strictest bucket.
+
+    Tokens fail closed by default: they are what budgets and upstream quotas are made of. Request
+    rates and concurrency protect capacity, which this replica's own limiter still does roughly.
+    """
+
+    requests: OnFailure = OnFailure.LOCAL
+    tokens: OnFailure = OnFailure.FAIL_CLOSED
+    concurrency: OnFailure = OnFailure.LOCAL
+
+    def for_plan(self, plan: Plan) -> OnFailure:
+        policies = [self.concurrency] if plan.leases else []
+        for bucket in plan.rates:
+            policies.append(self.tokens if bucket.unit in TOKEN_UNITS else self.requests)
+        return max(policies, key=_STRICTNESS.__getitem__, default=OnFailure.FAIL_OPEN)
+
+
+class LimiterUnavailable(Exception):
+    """The shared limiter cannot decide and the policy is fail_closed: answer 503, retry soon."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Keys:
+    """A plan's Redis keys and the static part of its script arguments."""
+
+    rates: tuple[bytes, ...]
+    leases: tuple[bytes, ...]
+    rate_args: tuple[tuple[bytes, ...], ...]  # a, b, d, tw, tr (encoded once: encoding args is costly)
+    lease_args: tuple[bytes, ...]
+    token_keys: tuple[bytes, ...]
+    settle_args: tuple[bytes, ...]  # per token bucket: a, b, d, cap
+    request_keys: tuple[bytes, ...]  # rps/rpm buckets (cancel refunds their cell)
+    refund_args: tuple[bytes, ...]  # per request bucket: a, b, d
+
+
+def _b(value: int | str) -> bytes:
+    return str(value).encode()
+
+
+def _keys(prefix: str, plan: Plan) -> _Keys:
+    settle: list[bytes] = []
+    for b in plan.rates:
+        if b.is_tokens:
+            settle += map(_b, (b.p // b.d, b.p % b.d, b.d, b.cap_us))
+    return _Keys(
+        rates=tuple(_b(f"{prefix}:{b.id}") for b in plan.rates),
+        leases=tuple(_b(f"{prefix}:{b.id}") for b in plan.leases),
+        rate_args=tuple(
+            tuple(map(_b, (b.p // b.d, b.p % b.d, b.d, *divmod(b.tol_ticks, b.d)))) for b in plan.rates
+        ),
+        lease_args=tuple(_b(b.limit) for b in plan.leases),
+        token_keys=tuple(_b(f"{prefix}:{b.id}") for b in plan.rates if b.is_tokens),
+        settle_args=tuple(settle),
+        request_keys=tuple(_b(f"{prefix}:{b.id}") for b in plan.rates if not b.is_tokens),
+        refund_args=tuple(
+            arg for b in plan.rates if not b.is_tokens for arg in map(_b, (b.p // b.d, b.p % b.d, b.d))
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """One script call's keys and arguments. `clock` goes last: empty in production, the virtual time
+    in tests (lua.PRELUDE); a script that embeds another's body passes `own_args` and the clock once."""
+
+    keys: list[bytes | str]
+    own_args: list[int | str | bytes]
+    clock: tuple[int, ...]
+
+    @property
+    def args(self) -> list[int | str | bytes]:
+        return [*self.own_args, *self.clock]
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireCall:
+    """A prepared acquire: the call, and what `finish_acquire` needs to read its reply."""
+
+    script: ScriptCall
+    demand: Demand
+    plan: Plan
+    lua_keys: _Keys
+    rid: str
+
+
+class RedisLimiter:
+    SCRIPTS: ClassVar[tuple[str, str, str, str]] = (lua.ACQUIRE, lua.SETTLE, lua.RENEW, lua.REFUND)
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        rules: Iterable[Rule],
+        *,
+        prefix: str = "mf:rl",
+        failure: FailurePolicy | None = None,
+        lease_ttl_s: float = 300.0,
+        pending_ttl_s: float = 3600.0,
+        concurrency_retry_s: float = 1.0,
+        retry_interval_s: float = 1.0,
+        local_share: int = 1,
+        owns_client: bool = False,
+    ) -> None:
+        """`local_share`: replicas sharing the load, so the `local` fallback enforces limit/N each."""
+        rules = list(rules)
+        self._client = client
+        self._owns_client = owns_client
+        self._prefix = prefix
+        self._failure = failure or FailurePolicy()
+        self._lease_us = int(lease_ttl_s * 1_000_000)
+        self._pending_ms = int(pending_ttl_s * 1000)
+        self._concurrency_retry_us = int(concurrency_retry_s * 1_000_000)
+        self._retry_interval_s = retry_interval_s
+        self._local_share = local_share
+        self._down_until = 0.0
+        self._new_id = id_factory()
+        acquire, settle, renew, refund = self.SCRIPTS
+        self._acquire = client.register_script(acquire)
+        self._settle = client.register_script(settle)
+        self._renew = client.register_script(renew)
+        self._refund = client.register_script(refund)
+        self._fallback = LocalLimiter(
+            _shared(rules, local_share),
+            lease_ttl_s=lease_ttl_s,
+            pending_ttl_s=pending_ttl_s,
+            concurrency_retry_s=concurrency_retry_s,
+        )
+        self._book = RuleBook(rules)
+        self._keys: dict[Plan, _Keys] = {}  # plans hash by identity; holding them keeps ids unique
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        rules: Iterable[Rule],
+        *,
+        timeout_s: float = 0.25,
+        max_connections: int = 64,
+        pool_timeout_s: float = 1.0,
+        **options: Any,
+    ) -> RedisLimiter:
+        """A limiter with its own bounded connection pool (requests queue for a connection, up to
+        `pool_timeout_s`, instead of opening one each), short socket timeouts and no client-side
+        retries: a retried acquire could charge twice, and a slow answer is worse than the failure
+        policy."""
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        return cls(aioredis.Redis(connection_pool=pool), rules, owns_client=True, **options)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
+
+    def update_rules(self, rules: Iterable[Rule]) -> None:
+        rules = list(rules)
+        self._book = RuleBook(rules)
+        self._keys = {}
+        self._fallback.update_rules(_shared(rules, self._local_share))
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+            await self._client.connection_pool.disconnect()
+
+    def _clock_args(self) -> tuple[int, ...]:
+        """Extra script arguments; production passes none (its scripts read Redis TIME)."""
+        return ()
+
+    def _keys_for(self, plan: Plan) -> _Keys:
+        keys = self._keys.get(plan)
+        if keys is None:
+            if len(self._keys) >= 65_536:
+                self._keys.clear()
+            keys = self._keys[plan] = _keys(self._prefix, plan)
+        return keys
+
+    async def acquire(self, demand: Demand) -> Decision:
+        call = self.prepare_acquire(demand)
+        if isinstance(call, Decision):
+            return call
+        try:
+            reply = await self._acquire(keys=call.script.keys, args=call.script.args)
+        except (RedisError, OSError) as err:
+            return self.acquire_failed(call, err)
+        return self.finish_acquire(call, reply)
+
+    # The three steps of `acquire`, public so that one script call can carry a companion's work too
+    # (gateway/shared_admission.py: the quotas).
+    def prepare_acquire(self, demand: Demand) -> AcquireCall | Decision:
+        """The script's keys and arguments, or the decision when Redis need not (or cannot) be asked."""
+        plan = self._book.plan(demand)
+        if plan.empty:
+            return Decision(True, Reservation("", plan, demand.tokens, "none"), None, None, None)
+        if time.monotonic() < self._down_until:
+            return self._degraded(demand, plan, "recently failed")
+        keys = self._keys_for(plan)
+        rid = self._new_id() if plan.needs_id else ""
+        too_large = plan.too_large(demand.tokens)
+        tokens = min(demand.tokens, MAX_TOKENS)
+        args: list[int | str | bytes] = [
+            len(keys.rates),
+            len(keys.leases),
+            rid,
+            self._lease_us,
+            self._pending_ms,
+            1 if too_large else 0,
+        ]
+        for bucket, static in zip(plan.rates, keys.rate_args, strict=True):
+            args.append(tokens if bucket.is_tokens else 1)
+            args.extend(static)
+        args.extend(keys.lease_args)
+        script_keys: list[bytes | str] = [*keys.rates, *keys.leases]
+        if plan.has_tokens:
+            script_keys.append(f"{self._prefix}:res:{rid}")
+        return AcquireCall(ScriptCall(script_keys, args, self._clock_args()), demand, plan, keys, rid)
+
+    def acquire_failed(self, call: AcquireCall, err: BaseException) -> Decision:
+        self._down_until = time.monotonic() + self._retry_interval_s
+        log.warning("rate limiter: Redis acquire failed: %s", err)
+        return self._degraded(call.demand, call.plan, str(err))
+
+    def finish_acquire(self, call: AcquireCall, reply: list[int]) -> Decision:
+        """The decision from the script's reply. A reply of 2 (checked only, see lua.ACQUIRE_BODY) is
+        the decision the request would have had: admitted, holding nothing (no reservation)."""
+        plan = call.plan
+        n = len(call.lua_keys.rates)
+        debts = [reply[1 + 2 * i] * b.d + reply[2 + 2 * i] for i, b in enumerate(plan.rates)]
+        base = 1 + 2 * n
+        leases: list[LeaseState] = [
+            (reply[base + 2 * i], reply[base + 2 * i + 1]) for i in range(len(call.lua_keys.leases))
+        ]
+        admitted = reply[0] in (1, 2)
+        reservation = Reservation(call.rid, plan, call.demand.tokens, "redis") if reply[0] == 1 else None
+        return conclude(
+            plan, call.demand.tokens, debts, leases, admitted, reservation, self._concurrency_retry_us
+        )
+
+    def _degraded(self, demand: Demand, plan: Plan, cause: str) -> Decision:
+        policy = self._failure.for_plan(plan)
+        if policy is OnFailure.FAIL_CLOSED:
+            raise LimiterUnavailable(f"rate limiter unavailable: {cause}", self._retry_interval_s)
+        if policy is OnFailure.LOCAL:
+            return replace(self._fallback.try_acquire(demand), degraded=True)
+        return Decision(True, Reservation("", plan, demand.tokens, "none"), None, None, None, degraded=True)
+
+    async def reconcile(self, reservation: Reservation, actual_tokens: int) -> bool:
+        """Charge the real token usage instead of the reservation and free the leases, once.
+
+        Never raises: it runs when the response is already sent. If Redis is unreachable, the estimate
+        stays charged and the leases expire after their TTL.
+        """
+        if reservation.backend == "local":
+            return self._fallback.settle(reservation, actual_tokens)
+        call = self.prepare_settle(reservation, actual_tokens)
+        if call is None:
+            return False
+        try:
+            freed = await self._settle(keys=call.keys, args=call.args)
+        except (RedisError, OSError) as err:
+            self.settle_failed(reservation, err)
+            return False
+        return bool(freed)
+
+    def prepare_settle(self, reservation: Reservation, actual_tokens: int) -> ScriptCall | None:
+        """The settle script's keys and arguments; None when the reservation holds nothing in Redis."""
+        if reservation.backend != "redis" or not reservation.id:
+            return None
+        keys = self._keys_for(reservation.plan)
+        script_keys: list[bytes | str] = [*keys.token_keys, *keys.leases]
+        if reservation.plan.has_tokens:
+            script_keys.append(f"{self._prefix}:res:{reservation.id}")
+        delta = min(actual_tokens, MAX_TOKENS) - reservation.tokens
+        args: list[int | str | bytes] = [len(keys.token_keys), len(keys.leases), reservation.id, delta]
+        args += keys.settle_args
+        return ScriptCall(script_keys, args, self._clock_args())
+
+    @staticmethod
+    def settle_failed(reservation: Reservation, err: BaseException) -> None:
+        log.warning("rate limiter: Redis settle of %s failed: %s", reservation.id, err)
+
+    async def release(self, reservation: Reservation) -> bool:
+        """The request ended without usage (upstream error, cancelled): refund every reserved token."""
+        return await self.reconcile(reservation, 0)
+
+    async def cancel(self, reservation: Reservation) -> None:
+        """Undo an admission that never ran (a sibling demand was refused): release its leases and
+        reserved tokens like `release`, and give back its request cells. Call it once, instead of
+        `release`. Never raises; if Redis is unreachable the cells refill with time."""
+        if reservation.backend == "local":
+            self._fallback.try_cancel(reservation)
+            return
+        if reservation.backend != "redis":
+            return
+        if reservation.id:
+            await self.reconcile(reservation, 0)
+        keys = self._keys_for(reservation.plan)
+        if not keys.request_keys:
+            return
+        args: list[int | str | bytes] = [*keys.refund_args, *self._clock_args()]
+        try:
+            await self._refund(keys=list(keys.request_keys), args=args)
+        except (RedisError, OSError) as err:
+            log.warning("rate limiter: Redis refund failed: %s", err)
+
+    async def renew(self, reservation: Reservation) -> bool:
+        """Keep a long stream's leases alive; call it well within the lease TTL."""
+        if reservation.backend == "local":
+            return self._fallback.try_renew(reservation)
+        if reservation.backend != "redis" or not reservation.id:
+            return True  # it holds nothing that could expire
+        keys = self._keys_for(reservation.plan)
+        script_keys: list[bytes | str] = list(keys.leases)
+        if reservation.plan.has_tokens:
+            script_keys.append(f"{self._prefix}:res:{reservation.id}")
+        args: list[int | str] = [len(keys.leases), reservation.id, self._lease_us, self._pending_ms]
+        args += self._clock_args()
+        try:
+            return bool(await self._renew(keys=script_keys, args=args))
+        except (RedisError, OSError) as err:
+            log.warning("rate limiter: Redis renew of %s failed: %s", reservation.id, err)
+            return False
+
+
+def _shared(rules: list[Rule], share: int) -> list[Rule]:
+    """Each of `share` replicas enforces 1/share of every limit when falling back to local state."""
+    if share <= 1:
+        return rules
+    return [
+        replace(
+            rule,
+            limit=max(1, rule.limit // share),
+            burst=None if rule.burst is None else max(1, rule.burst // share),
+        )
+        for rule in rules
+    ]

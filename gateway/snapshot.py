@@ -1,0 +1,349 @@
+"""What the gateway knows about keys, workspaces, models and limits: an in-memory snapshot.
+
+The request path never touches the database. It reads one immutable `Snapshot` (dicts keyed by public
+id), replaced as a whole when something changes:
+
+- **In this process** (the portal's API runs next to the gateway): `install_change_hook` listens to the
+  portal's sessions; a commit that touched an API key, workspace, MaaS model, target or limit rule
+  bumps `ConfigVersion`. The next gateway request sees the new number and waits for a fresh snapshot,
+  so a key disabled through the portal answers 401 on the very next call.
+- **In other processes** (several gateway replicas, or a portal process apart from the gateway): the
+  gateway polls `fingerprint()` every `gateway_snapshot_poll_seconds` (one small aggregate query: row
+  counts, highest ids and `updated_at` of those tables) and reloads when it changed; a full reload every
+  `gateway_snapshot_reload_seconds` is the safety net (and refreshes the quota usage other replicas
+  wrote).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
+
+from fleet.errors import IssuesError
+from gateway.limits import Rule, rules_from_rows
+from gateway.metering import Prices
+from gateway.routing import Strategy
+from portal.keys import aware
+from portal.services import Services
+from store.models import ApiKey, MaasModel, MaasTarget, RateLimitRule, Workspace
+
+log = logging.getLogger("modelfleet.gateway")
+
+WATCHED = (ApiKey, Workspace, MaasModel, MaasTarget, RateLimitRule)
+_WATCHED_TABLES = frozenset(m.__tablename__ for m in WATCHED)
+
+# The portal's strategy names (portal/api/maas.py) → the router's. `least_busy` is the router's
+# least-outstanding-requests; `latency` prefers the gateway's own region (the lowest network latency)
+# and spills over to the others (locality).
+STRATEGIES = {
+    "round_robin": Strategy.ROUND_ROBIN,
+    "weighted": Strategy.WEIGHTED,
+    "random": Strategy.RANDOM,
+    "least_busy": Strategy.LEAST_OUTSTANDING,
+    "least_outstanding": Strategy.LEAST_OUTSTANDING,
+    "latency": Strategy.LOCALITY,
+    "locality": Strategy.LOCALITY,
+}
+
+
+# -- change detection --------------------------------------------------------------------------------
+class ConfigVersion:
+    """A counter bumped after every commit that changed what the gateway serves (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+        self.value = 0
+
+    def bump(self) -> None:
+        self.value = next(self._counter)
+
+
+def config_version(services: Services) -> ConfigVersion:
+    version = services.extras.get("gateway_config_version")
+    if version is None:
+        version = services.extras.setdefault("gateway_config_version", ConfigVersion())
+    assert isinstance(version, ConfigVersion)
+    return version
+
+
+def install_change_hook(services: Services) -> ConfigVersion:
+    """Bump the version after each commit of the portal's sessions that changed a watched table.
+
+    Covers ORM changes (flushes) and bulk statements (`session.execute(delete(RateLimitRule)...)`).
+    Idempotent per `services`.
+    """
+    version = config_version(services)
+    if services.extras.get("gateway_change_hook"):
+        return version
+    services.extras["gateway_change_hook"] = True
+    factory: sessionmaker[Session] = services.sessions
+
+    def after_flush(session: Session, _context: Any) -> None:
+        for obj in itertools.chain(session.new, session.dirty, session.deleted):
+            if isinstance(obj, WATCHED):
+                session.info["gateway_changed"] = True
+                return
+
+    def on_execute(state: ORMExecuteState) -> None:
+        if (state.is_update or state.is_delete or state.is_insert) and _touches_watched(state):
+            state.session.info["gateway_changed"] = True
+
+    def after_commit(session: Session) -> None:
+        if session.info.pop("gateway_changed", False):
+            version.bump()
+
+    def after_rollback(session: Session) -> None:
+        session.info.pop("gateway_changed", None)
+
+    event.listen(factory, "after_flush", after_flush)
+    event.listen(factory, "do_orm_execute", on_execute)
+    event.listen(factory, "after_commit", after_commit)
+    event.listen(factory, "after_soft_rollback", lambda session, _previous: after_rollback(session))
+    return version
+
+
+def _touches_watched(state: ORMExecuteState) -> bool:
+    table = getattr(state.statement, "table", None)
+    return getattr(table, "name", None) in _WATCHED_TABLES
+
+
+def fingerprint(session: Session) -> tuple[Any, ...]:
+    """A cheap summary that changes when any watched row is created, edited or deleted."""
+    parts: list[Any] = []
+    for model in (ApiKey, Workspace, MaasModel, RateLimitRule):
+        parts += [func.count(model.id), func.max(model.id), func.max(model.updated_at)]
+    row = session.execute(
+        select(
+            *[select(p).scalar_subquery() for p in parts],
+            select(func.count(MaasTarget.id)).scalar_subquery(),
+            select(func.max(MaasTarget.id)).scalar_subquery(),
+        )
+    ).one()
+    return tuple(str(v) for v in row)
+
+
+# -- the snapshot ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    public_id: str
+    secret_hash: str
+    workspace: str
+    enabled: bool
+    expires_at: datetime | None
+    allowed_models: frozenset[str] | None  # None: every model visible to the workspace
+    token_quota: int | None
+    used_tokens: int
+    quota_refresh: str | None
+    quota_period_start: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceEntry:
+    slug: str
+    token_quota: int | None
+    used_tokens: int
+    quota_refresh: str | None
+    quota_period_start: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """One upstream, resolved: where to send, what model name to send, which headers to add."""
+
+    name: str  # unique per gateway: breakers are keyed by it
+    url: str  # OpenAI-compatible base, ending before `/chat/completions`
+    upstream_model: str | None
+    weight: int
+    priority: int
+    region: str | None
+    headers: tuple[tuple[str, str], ...] = ()
+    healthy: bool = True
+    kind: str = "external"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    public_id: str
+    enabled: bool
+    visibility: str
+    workspaces: frozenset[str]
+    strategy: Strategy
+    prices: Prices
+    targets: tuple[TargetSpec, ...]
+    created: int = 0  # Unix time, for /v1/models
+
+    def visible_to(self, workspace: str) -> bool:
+        return self.visibility == "all" or workspace in self.workspaces
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    keys: dict[str, KeyEntry] = field(default_factory=dict)
+    workspaces: dict[str, WorkspaceEntry] = field(default_factory=dict)
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+    fingerprint: tuple[Any, ...] = ()
+    version: int = 0  # the ConfigVersion it was loaded at
+
+
+def resolve_secret(ref: str | None) -> str | None:
+    """`env:NAME` or `file:/path` → the secret; None when unset, missing or unreadable (logged)."""
+    if not ref:
+        return None
+    kind, _, where = ref.partition(":")
+    try:
+        if kind == "env":
+            return os.environ.get(where) or None
+        if kind == "file":
+            return Path(where).read_text().strip() or None
+    except OSError as exc:
+        log.warning("gateway: secret %s unreadable: %s", ref, exc)
+        return None
+    return None
+
+
+class Loader:
+    """Builds snapshots from the database and the stacks (blocking: call it in a worker thread)."""
+
+    def __init__(self, services: Services, simulator_url: str | None = None) -> None:
+        self.services = services
+        self.simulator_url = simulator_url
+        self.lock = threading.Lock()  # held while reading usage, so it pairs with the usage writer
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        with self.services.sessions() as session:
+            return fingerprint(session)
+
+    def load(self, version: int) -> Snapshot:
+        with self.services.sessions() as session:
+            marker = fingerprint(session)
+            workspaces = {
+                w.slug: WorkspaceEntry(
+                    w.slug,
+                    w.token_quota,
+                    w.used_tokens or 0,
+                    w.quota_refresh,
+                    aware(w.quota_period_start) if w.quota_period_start else None,
+                )
+                for w in session.scalars(select(Workspace))
+            }
+            keys: dict[str, KeyEntry] = {}
+            for key, slug in session.execute(
+                select(ApiKey, Workspace.slug).join(Workspace, ApiKey.workspace_id == Workspace.id)
+            ):
+                keys[key.public_id] = KeyEntry(
+                    public_id=key.public_id,
+                    secret_hash=key.secret_hash,
+                    workspace=slug,
+                    enabled=key.enabled,
+                    expires_at=aware(key.expires_at) if key.expires_at else None,
+                    allowed_models=None if key.allowed_models is None else frozenset(key.allowed_models),
+                    token_quota=key.token_quota,
+                    used_tokens=key.used_tokens or 0,
+                    quota_refresh=key.quota_refresh,
+                    quota_period_start=aware(key.quota_period_start) if key.quota_period_start else None,
+                )
+            models = {m.public_id: self._model(m) for m in session.scalars(select(MaasModel))}
+            rules = tuple(rules_from_rows(session.scalars(select(RateLimitRule)).all()))
+        return Snapshot(keys, workspaces, models, rules, marker, version)
+
+    def _model(self, m: MaasModel) -> ModelEntry:
+        targets: list[TargetSpec] = []
+        for t in m.targets:
+            targets.extend(self._targets(m, t))
+        seen: dict[str, int] = {}
+        unique: list[TargetSpec] = []
+        for spec in targets:  # two identical targets on one model still need distinct names
+            n = seen.get(spec.name, 0)
+            seen[spec.name] = n + 1
+            unique.append(spec if n == 0 else _renamed(spec, f"{spec.name}#{n}"))
+        return ModelEntry(
+            public_id=m.public_id,
+            enabled=m.enabled,
+            visibility=m.visibility,
+            workspaces=frozenset(m.visible_workspaces or ()),
+            strategy=STRATEGIES.get(m.strategy, Strategy.ROUND_ROBIN),
+            prices=Prices.of(m.price_input_per_m, m.price_output_per_m, m.price_cached_per_m),
+            targets=tuple(unique),
+            created=int(aware(m.created_at).timestamp()),
+        )
+
+    def _targets(self, m: MaasModel, t: MaasTarget) -> Iterable[TargetSpec]:
+        if t.kind == "external":
+            secret = resolve_secret(t.secret_ref)
+            headers: tuple[tuple[str, str], ...] = ()
+            healthy = True
+            if secret is not None:
+                headers = (("authorization", f"Bearer {secret}"),)
+            elif t.secret_ref:
+                log.warning("gateway: %s: secret %s not found; target skipped", m.public_id, t.secret_ref)
+                healthy = False
+            base = (t.base_url or "").rstrip("/")
+            yield TargetSpec(
+                name=f"ext:{base}#{t.upstream_model}",
+                url=base,
+                upstream_model=t.upstream_model,
+                weight=t.weight,
+                priority=t.priority,
+                region=t.region,
+                headers=headers,
+                healthy=healthy,
+                kind="external",
+            )
+            return
+        yield from self._serving_targets(m, t)
+
+    def _serving_targets(self, m: MaasModel, t: MaasTarget) -> Iterable[TargetSpec]:
+        """One target per placement of the serving (its region and pool), weighted by both the MaaS
+        target's weight and the placement's."""
+        assert t.stack is not None and t.serving is not None
+        try:
+            snapshot = self.services.repository.snapshot(t.stack)
+            rendering = snapshot.rendering
+        except IssuesError as exc:
+            log.warning("gateway: %s: stack %s does not render: %s", m.public_id, t.stack, exc)
+            return
+        serving = next((s for s in snapshot.fleet.servings if s.name == t.serving), None)
+        if serving is None:
+            log.warning("gateway: %s: no serving %s in stack %s", m.public_id, t.serving, t.stack)
+            return
+        for placed in rendering.placements:
+            plan = placed.plan
+            if plan.serving != t.serving or (t.region is not None and plan.region != t.region):
+                continue
+            # A placement scaled to zero replicas has no pods: drained like weight 0.
+            placement_weight = serving.placements[plan.index].weight if plan.replicas else 0
+            url = self.simulator_url if self.simulator_url else placed.endpoint
+            yield TargetSpec(
+                name=f"{t.stack}/{t.serving}/{plan.region}/{plan.pool}",
+                url=f"{url.rstrip('/')}/v1",
+                upstream_model=serving.served_name,
+                weight=t.weight * placement_weight,
+                priority=t.priority,
+                region=plan.region,
+                kind="serving",
+            )
+
+
+def _renamed(spec: TargetSpec, name: str) -> TargetSpec:
+    return TargetSpec(
+        name,
+        spec.url,
+        spec.upstream_model,
+        spec.weight,
+        spec.priority,
+        spec.region,
+        spec.headers,
+        spec.healthy,
+        spec.kind,
+    )

@@ -1,0 +1,91 @@
+"""Checks of the request fields the gateway itself reads, made before anything is admitted.
+
+The gateway reserves tokens from `max_tokens` / `max_completion_tokens` and `n`, chooses between a
+stream and one answer from `stream`, forces `stream_options.include_usage` on streams, and estimates
+the prompt from `messages`, `prompt` or `input`. A value of the wrong type there would otherwise be
+read as "absent" (the default reservation, no stream) and refused by the engine only after the request
+had taken a rate-limit slot and its tokens; so it is refused here, in OpenAI's shape, naming the field
+and the reason. Every other field passes through to the engine, which validates its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.responses import Response
+
+from gateway.errors import invalid_request
+
+MAX_CHOICES = 128  # OpenAI's bound on `n`
+
+# The field that holds the prompt, per endpoint.
+PROMPT_FIELDS = {"chat.completions": "messages", "completions": "prompt", "embeddings": "input"}
+
+
+def check_request(body: Mapping[str, Any], endpoint: str) -> Response | None:
+    """None when the fields the gateway reads are well-formed; else the 400 that names the first bad one."""
+    problem = _prompt_problem(body, endpoint)
+    if problem is None and endpoint != "embeddings":
+        problem = _generation_problem(body)
+    if problem is None:
+        return None
+    field, reason = problem
+    return invalid_request(f"Invalid value for `{field}`: {reason}", field)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _prompt_problem(body: Mapping[str, Any], endpoint: str) -> tuple[str, str] | None:
+    field = PROMPT_FIELDS[endpoint]
+    value = body.get(field)
+    if value is None:
+        return field, "this field is required."
+    if endpoint == "chat.completions":
+        if not isinstance(value, list) or not value:
+            return field, "expected a non-empty array of message objects."
+        for i, message in enumerate(value):
+            if not isinstance(message, Mapping):
+                return f"{field}[{i}]", "expected a message object."
+            if not isinstance(message.get("role"), str):
+                return f"{field}[{i}].role", "expected a string (system, user, assistant, tool, ...)."
+        return None
+    if isinstance(value, str):
+        return None
+    if not isinstance(value, list) or not value:
+        return field, "expected a string, an array of strings, or token ids."
+    if all(isinstance(item, str) for item in value) or all(_is_int(item) for item in value):
+        return None
+    if all(isinstance(item, list) and item and all(_is_int(t) for t in item) for item in value):
+        return None
+    return field, "expected a string, an array of strings, an array of token ids, or an array of those."
+
+
+def _generation_problem(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        return "stream", "expected a boolean."
+    options = body.get("stream_options")
+    if options is not None:
+        if stream is not True:
+            return "stream_options", "only allowed when `stream` is true."
+        if not isinstance(options, Mapping):
+            return "stream_options", "expected an object."
+        include = options.get("include_usage")
+        if include is not None and not isinstance(include, bool):
+            return "stream_options.include_usage", "expected a boolean."
+    for field in ("max_tokens", "max_completion_tokens"):
+        value = body.get(field)
+        if value is not None and (not _is_int(value) or value < 1):
+            return field, f"expected an integer of at least 1, got {_shown(value)}."
+    n = body.get("n")
+    if n is not None and (not _is_int(n) or not 1 <= n <= MAX_CHOICES):
+        return "n", f"expected an integer from 1 to {MAX_CHOICES}, got {_shown(n)}."
+    return None

@@ -1,0 +1,34 @@
+"""Every table, so `Base.metadata` is complete wherever this package is imported."""
+
+from store.models.audit import AuditEvent, AuditHead
+from store.models.gateway import ApiKey, MaasModel, MaasTarget, RateLimitRule
+from store.models.identity import Membership, User, UserToken, Workspace, WorkspaceRole
+from store.models.plaza import ModelDeployTemplate, PlazaModel, Provider
+from store.models.stackops import JobEvent, JobStatus, RequestStatus, ServingRecord, StackJob, StackRequest
+from store.models.usage import UsageRecord, UsageRollup, UsageRollupState
+
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "AuditHead",
+    "JobEvent",
+    "JobStatus",
+    "MaasModel",
+    "MaasTarget",
+    "Membership",
+    "ModelDeployTemplate",
+    "PlazaModel",
+    "Provider",
+    "RateLimitRule",
+    "RequestStatus",
+    "ServingRecord",
+    "StackJob",
+    "StackRequest",
+    "UsageRecord",
+    "UsageRollup",
+    "UsageRollupState",
+    "User",
+    "UserToken",
+    "Workspace",
+    "WorkspaceRole",
+]
