@@ -19,8 +19,9 @@ import redis.asyncio as aioredis
 
 from benchmarks.report import bench
 from gateway.limits import Demand, LocalLimiter, RedisLimiter, Rule, Scope, Unit
-from gateway.quotas import LocalQuotas, QuotaHold, QuotaSubject, RedisQuotas, period_bounds
+from gateway.quotas import LocalQuotas, QuotaHold, QuotaSubject, RedisQuotas
 from gateway.shared_admission import SharedAdmission
+from store.periods import period_bounds
 
 REDIS_URL = os.environ.get("MODELFLEET_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 RULES = [

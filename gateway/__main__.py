@@ -1,16 +1,25 @@
-"""`python -m gateway --port 8080`: the gateway alone (the portal serves it too, under /v1)."""
+"""`python -m gateway --port 8080`: the data plane alone (the portal also serves it, under /v1).
+
+It reads its own settings, checks that the database is at the schema revision it knows (it never
+migrates), and serves from keys, MaaS models, limit rules, prices and published placements. No git,
+no console, no bootstrap tokens.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import uvicorn
 from starlette.applications import Starlette
 
 from gateway.app import create_gateway
-from portal.app import build_services
-from portal.settings import Settings
+from gateway.resources import open_resources
+from gateway.settings import GatewaySettings
+from store.schema import SchemaMismatch
+
+log = logging.getLogger("modelfleet.gateway")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,9 +28,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1, help="processes (use Redis to share limits)")
     args = parser.parse_args(argv)
-    if args.workers > 1 and not Settings().redis_url:
+    settings = GatewaySettings()
+    try:
+        # Checked once before any worker starts: a wrong database is a clear message, not N tracebacks.
+        open_resources(settings).engine.dispose()
+    except (SchemaMismatch, FileNotFoundError) as exc:
+        print(f"gateway: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.workers > 1 and not settings.redis_url:
         # Allowed (e.g. to try it out), but each process would enforce every limit and quota alone.
-        logging.getLogger("modelfleet.gateway").warning(
+        log.warning(
             "gateway: %d workers without MODELFLEET_REDIS_URL: each enforces the limits and quotas on its "
             "own, so together they admit up to %d times as much",
             args.workers,
@@ -44,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def app_from_env() -> Starlette:
-    return create_gateway(build_services(Settings()))
+    return create_gateway(open_resources(GatewaySettings()))
 
 
 if __name__ == "__main__":

@@ -35,13 +35,13 @@ from gateway.metering import (
     meter_response,
     prepare_upstream_body,
 )
+from gateway.metrics import ops_routes
+from gateway.resources import Backing
 from gateway.snapshot import KeyEntry, ModelEntry, TargetSpec
 from gateway.upstream import UpstreamError
 from gateway.validation import check_request
-from portal.context import current_request_id
-from portal.heap import freeze_startup_heap
-from portal.services import Services
 from store.db import utcnow
+from store.heap import freeze_startup_heap
 
 log = logging.getLogger("modelfleet.gateway")
 
@@ -55,15 +55,15 @@ ENDPOINTS = {
 class GatewayApp:
     """The HTTP layer: parse, authenticate, admit, relay, record. One per process."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, *, mounted: bool = False) -> None:
         self.gateway = gateway
+        self.mounted = mounted
 
     # -- helpers -----------------------------------------------------------------------------------
-    @staticmethod
-    def id_headers(request_id: str) -> dict[str, str]:
+    def id_headers(self, request_id: str) -> dict[str, str]:
         # Inside the portal its middleware already sends x-request-id (the portal's id); the usage row
         # keeps the gateway's own id, returned here as x-modelfleet-request-id in that case.
-        if current_request_id() is None:
+        if not self.mounted:
             return {"x-request-id": request_id}
         return {"x-modelfleet-request-id": request_id}
 
@@ -389,17 +389,16 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def create_gateway(
-    services: Services,
+    services: Backing,
     *,
     prefix: str = "/v1",
     gateway: Gateway | None = None,
 ) -> Starlette:
     """The gateway as an ASGI app (`app.state.gateway` is the `Gateway`)."""
     from gateway.compare import CompareEndpoint
-    from portal.api.metrics import ops_routes
 
     gateway = gateway or Gateway(services)
-    http = GatewayApp(gateway)
+    http = GatewayApp(gateway, mounted=not prefix)
     compare = CompareEndpoint(gateway, http)
     routes: list[BaseRoute] = [
         Route(f"{prefix}/models", http.list_models, methods=["GET"]),

@@ -56,8 +56,8 @@ from gateway.quotas import (
     Quotas,
     QuotaSubject,
     RedisQuotas,
-    period_bounds,
 )
+from gateway.resources import Backing
 from gateway.routing import Attempt, Router, Target
 from gateway.shared_admission import SharedAdmission
 from gateway.snapshot import (
@@ -71,8 +71,8 @@ from gateway.snapshot import (
 from gateway.tokens import estimate_prompt_tokens
 from gateway.upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout
 from gateway.usage import CHARGES, UsageWriter
-from portal.services import Services
 from store.db import utcnow
+from store.periods import period_bounds
 from store.security import API_KEY_PREFIX, split
 
 log = logging.getLogger("modelfleet.gateway")
@@ -188,7 +188,7 @@ class Sample:
 class Gateway:
     def __init__(
         self,
-        services: Services,
+        services: Backing,
         *,
         simulator_url: str | None = None,
         limiter: Limiter | None = None,

@@ -8,7 +8,13 @@ Label values stay low-cardinality on purpose: the public model id and a status c
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.exposition import choose_encoder
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 #: Buckets in seconds, from sub-millisecond (embeddings, cached answers) to long generations.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -81,3 +87,36 @@ def observe_tokens(model: str, prompt: int, completion: int, cached: int = 0, re
 def observe_refusal(scope: str, unit: str) -> None:
     """Count one request refused by a limit (`scope`/`unit` of the binding rule, or `quota`)."""
     LIMIT_REFUSALS.labels(scope=scope, unit=unit).inc()
+
+
+# -- exposition (the portal's `/metrics` and the stand-alone gateway's) ---------------------------------
+def registry() -> CollectorRegistry:
+    """The default registry, or a merge of every worker's files in multi-process mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return merged
+    return REGISTRY
+
+
+def exposition(accept: str | None) -> Response:
+    encode, content_type = choose_encoder(accept or "")
+    return Response(encode(registry()), headers={"content-type": content_type})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return exposition(request.headers.get("accept"))
+
+
+async def healthz_endpoint(request: Request) -> Response:
+    """Liveness and readiness of a gateway process: it answers. Deliberately not a database check: the
+    gateway keeps serving from its snapshot of keys and models while the database blinks."""
+    return JSONResponse({"status": "ok"})
+
+
+def ops_routes() -> list[BaseRoute]:
+    """`/metrics` and `/healthz` for the stand-alone gateway app (the Kubernetes probes and scrapes)."""
+    return [
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/healthz", healthz_endpoint, methods=["GET"]),
+    ]

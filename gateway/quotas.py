@@ -20,13 +20,12 @@ replicas cannot overshoot either.
 
 from __future__ import annotations
 
-import calendar
 import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 import redis.asyncio as aioredis
@@ -38,22 +37,6 @@ log = logging.getLogger("modelfleet.gateway")
 
 Kind = Literal["api_key", "workspace"]
 Counter = tuple[str, str, datetime | None]  # kind, id, period start (None: lifetime)
-
-
-def period_bounds(cycle: str | None, now: datetime) -> tuple[datetime | None, datetime | None]:
-    """The UTC calendar period containing `now` for a refresh cycle; (None, None) for no cycle."""
-    if cycle is None:
-        return None, None
-    day = datetime(now.year, now.month, now.day, tzinfo=UTC)
-    if cycle == "day":
-        return day, day + timedelta(days=1)
-    if cycle == "week":
-        start = day - timedelta(days=day.weekday())
-        return start, start + timedelta(days=7)
-    if cycle == "month":
-        start = day.replace(day=1)
-        return start, start + timedelta(days=calendar.monthrange(now.year, now.month)[1])
-    raise ValueError(f"unknown quota refresh cycle {cycle!r}")
 
 
 @dataclass(frozen=True, slots=True)

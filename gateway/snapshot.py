@@ -29,17 +29,24 @@ from typing import Any
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
-from fleet.errors import IssuesError
 from gateway.limits import Rule, rules_from_rows
 from gateway.metering import Prices
+from gateway.resources import Backing
 from gateway.routing import Strategy
-from portal.keys import aware
-from portal.services import Services
-from store.models import ApiKey, MaasModel, MaasTarget, RateLimitRule, Workspace
+from store.models import (
+    ApiKey,
+    MaasModel,
+    MaasTarget,
+    RateLimitRule,
+    ServingPlacement,
+    ServingReplica,
+    Workspace,
+)
+from store.periods import aware
 
 log = logging.getLogger("modelfleet.gateway")
 
-WATCHED = (ApiKey, Workspace, MaasModel, MaasTarget, RateLimitRule)
+WATCHED = (ApiKey, Workspace, MaasModel, MaasTarget, RateLimitRule, ServingPlacement, ServingReplica)
 _WATCHED_TABLES = frozenset(m.__tablename__ for m in WATCHED)
 
 # The portal's strategy names (portal/api/maas.py) → the router's. `least_busy` is the router's
@@ -68,7 +75,7 @@ class ConfigVersion:
         self.value = next(self._counter)
 
 
-def config_version(services: Services) -> ConfigVersion:
+def config_version(services: Backing) -> ConfigVersion:
     version = services.extras.get("gateway_config_version")
     if version is None:
         version = services.extras.setdefault("gateway_config_version", ConfigVersion())
@@ -76,7 +83,7 @@ def config_version(services: Services) -> ConfigVersion:
     return version
 
 
-def install_change_hook(services: Services) -> ConfigVersion:
+def install_change_hook(services: Backing) -> ConfigVersion:
     """Bump the version after each commit of the portal's sessions that changed a watched table.
 
     Covers ORM changes (flushes) and bulk statements (`session.execute(delete(RateLimitRule)...)`).
@@ -120,7 +127,7 @@ def _touches_watched(state: ORMExecuteState) -> bool:
 def fingerprint(session: Session) -> tuple[Any, ...]:
     """A cheap summary that changes when any watched row is created, edited or deleted."""
     parts: list[Any] = []
-    for model in (ApiKey, Workspace, MaasModel, RateLimitRule):
+    for model in (ApiKey, Workspace, MaasModel, RateLimitRule, ServingPlacement, ServingReplica):
         parts += [func.count(model.id), func.max(model.id), func.max(model.updated_at)]
     row = session.execute(
         select(
@@ -215,10 +222,11 @@ def resolve_secret(ref: str | None) -> str | None:
 class Loader:
     """Builds snapshots from the database and the stacks (blocking: call it in a worker thread)."""
 
-    def __init__(self, services: Services, simulator_url: str | None = None) -> None:
+    def __init__(self, services: Backing, simulator_url: str | None = None) -> None:
         self.services = services
         self.simulator_url = simulator_url
         self.lock = threading.Lock()  # held while reading usage, so it pairs with the usage writer
+        self.placements: dict[tuple[str, str], list[ServingPlacement]] = {}
 
     def fingerprint(self) -> tuple[Any, ...]:
         with self.services.sessions() as session:
@@ -253,6 +261,7 @@ class Loader:
                     quota_refresh=key.quota_refresh,
                     quota_period_start=aware(key.quota_period_start) if key.quota_period_start else None,
                 )
+            self.placements = _placements_by_serving(session)
             models = {m.public_id: self._model(m) for m in session.scalars(select(MaasModel))}
             rules = tuple(rules_from_rows(session.scalars(select(RateLimitRule)).all()))
         return Snapshot(keys, workspaces, models, rules, marker, version)
@@ -305,34 +314,34 @@ class Loader:
 
     def _serving_targets(self, m: MaasModel, t: MaasTarget) -> Iterable[TargetSpec]:
         """One target per placement of the serving (its region and pool), weighted by both the MaaS
-        target's weight and the placement's."""
+        target's weight and the placement's. Placements are what the control plane published from
+        the stacks (`serving_placements`): the gateway never reads git."""
         assert t.stack is not None and t.serving is not None
-        try:
-            snapshot = self.services.repository.snapshot(t.stack)
-            rendering = snapshot.rendering
-        except IssuesError as exc:
-            log.warning("gateway: %s: stack %s does not render: %s", m.public_id, t.stack, exc)
-            return
-        serving = next((s for s in snapshot.fleet.servings if s.name == t.serving), None)
-        if serving is None:
+        placements = self.placements.get((t.stack, t.serving), ())
+        if not placements:
             log.warning("gateway: %s: no serving %s in stack %s", m.public_id, t.serving, t.stack)
-            return
-        for placed in rendering.placements:
-            plan = placed.plan
-            if plan.serving != t.serving or (t.region is not None and plan.region != t.region):
+        for p in placements:
+            if t.region is not None and p.region != t.region:
                 continue
             # A placement scaled to zero replicas has no pods: drained like weight 0.
-            placement_weight = serving.placements[plan.index].weight if plan.replicas else 0
-            url = self.simulator_url if self.simulator_url else placed.endpoint
+            placement_weight = p.weight if p.desired_replicas else 0
+            url = self.simulator_url if self.simulator_url else p.endpoint
             yield TargetSpec(
-                name=f"{t.stack}/{t.serving}/{plan.region}/{plan.pool}",
+                name=f"{t.stack}/{t.serving}/{p.region}/{p.pool}",
                 url=f"{url.rstrip('/')}/v1",
-                upstream_model=serving.served_name,
+                upstream_model=p.public_name,
                 weight=t.weight * placement_weight,
                 priority=t.priority,
-                region=plan.region,
+                region=p.region,
                 kind="serving",
             )
+
+
+def _placements_by_serving(session: Session) -> dict[tuple[str, str], list[ServingPlacement]]:
+    out: dict[tuple[str, str], list[ServingPlacement]] = {}
+    for p in session.scalars(select(ServingPlacement).order_by(ServingPlacement.position)):
+        out.setdefault((p.stack, p.serving), []).append(p)
+    return out
 
 
 def _renamed(spec: TargetSpec, name: str) -> TargetSpec:

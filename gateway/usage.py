@@ -33,9 +33,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway import metrics
-from gateway.quotas import Counter, period_bounds
-from portal.keys import QUOTA_REFRESH_CYCLES
+from gateway.quotas import Counter
 from store.models import ApiKey, UsageRecord, Workspace
+from store.periods import QUOTA_REFRESH_CYCLES, period_bounds
 
 log = logging.getLogger("modelfleet.gateway")
 

@@ -11,16 +11,17 @@ from fastapi import FastAPI
 
 import console
 from gateway.app import create_gateway
-from portal import bootstrap, errors
+from portal import bootstrap, errors, placements
 from portal.api import ROUTERS
 from portal.context import RequestIdMiddleware
-from portal.heap import freeze_startup_heap
 from portal.services import Services
 from portal.settings import Settings
 from portal.stacks.repository import StackRepository
 from portal.stacks.worker import worker_starter
 from portal.usage.background import rollup_starter
-from store.db import make_engine, migrate, session_factory
+from store.db import make_engine, session_factory
+from store.heap import freeze_startup_heap
+from store.migrate import migrate
 from store.security import Hasher, load_or_create_pepper
 
 log = logging.getLogger("modelfleet.portal")
@@ -41,6 +42,7 @@ def build_services(settings: Settings) -> Services:
     services = Services(settings, engine, session_factory(engine), Hasher(pepper), repository)
     with bootstrap.one_start_at_a_time(engine):  # replicas starting at once make one admin
         bootstrap.run(services)
+    placements.publish_all(services)  # the stacks may have changed while no portal ran
     return services
 
 

@@ -20,7 +20,7 @@ log = logging.getLogger("modelfleet.portal")
 ADMIN = "admin"
 BOOTSTRAP_TOKEN = "bootstrap"
 # The key of the PostgreSQL advisory lock every start takes around its bootstrap: any fixed 64-bit
-# number, the same in every process, other than `store.db.MIGRATION_LOCK` ("mfbootst" in ASCII).
+# number, the same in every process, other than `store.migrate.MIGRATION_LOCK` ("mfbootst" in ASCII).
 BOOTSTRAP_LOCK = 0x6D66_626F_6F74_7374
 
 
@@ -32,7 +32,7 @@ def one_start_at_a_time(engine: Engine) -> Iterator[None]:
     looks for the `admin` user and creates it when missing: without the lock two starts both find none,
     both insert it, and the later one dies on `users.username`'s unique key. With it, the others wait
     for the first one's bootstrap, then find the admin (and its token) there. The lock is taken like
-    `store.db.migrate`'s: transaction-level, on a connection of its own kept open around the body, so a
+    `store.migrate.migrate`'s: transaction-level, on a connection of its own kept open around the body, so a
     start that dies mid-bootstrap never leaves it held. SQLite needs none: the bootstrap's transaction
     begins with `BEGIN IMMEDIATE`, which already admits one writer at a time.
     """

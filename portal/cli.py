@@ -83,7 +83,8 @@ def rollup(ctx: typer.Context) -> None:
     """Fold new usage rows into the hourly and daily rollups now (the portal also does it every
     MODELFLEET_USAGE_ROLLUP_INTERVAL_SECONDS, 60 by default)."""
     from portal.usage.rollup import rollup_once
-    from store.db import make_engine, migrate, session_factory
+    from store.db import make_engine, session_factory
+    from store.migrate import migrate
 
     engine = make_engine(command_settings(ctx).resolved_database_url)
     try:
@@ -106,7 +107,8 @@ def prune_usage(
     them; the portal also does it every round when MODELFLEET_USAGE_RETENTION_DAYS is set)."""
     from portal.usage import retention
     from portal.usage.rollup import rollup_once
-    from store.db import make_engine, migrate, session_factory
+    from store.db import make_engine, session_factory
+    from store.migrate import migrate
 
     settings = command_settings(ctx)
     days = days if days is not None else settings.usage_retention_days

@@ -49,8 +49,8 @@ def load_demo(services: Services) -> None:
     _deploy_templates(services)
     _workspace_and_user(services)
     # The gateway's part: MaaS models for the stack's public model names, answered by the engine
-    # simulator, and a demo API key printed once (gateway/demo.py).
-    from gateway.demo import seed_demo_gateway
+    # simulator, and a demo API key printed once (portal/demo_maas.py).
+    from portal.demo_maas import seed_demo_gateway
 
     seed_demo_gateway(services)
 

@@ -11,30 +11,18 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Literal, get_args
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.quotas import period_bounds
 from portal.usage.totals import key_tokens, workspace_tokens
 from store.db import utcnow
 from store.models import ApiKey, Workspace
+from store.periods import QuotaRefresh, aware, period_bounds
 from store.security import API_KEY_PREFIX, SECRET_LEN, Hasher, IssuedSecret, issue, split
 
 _UNKNOWN_DIGEST = "0" * 64  # compared against when no row matches, to spend the same time
-
-# How often a key's token quota refreshes: each UTC calendar day, ISO week (from Monday) or month.
-# None (no cycle) is a lifetime quota.
-QuotaRefresh = Literal["day", "week", "month"]
-QUOTA_REFRESH_CYCLES: tuple[str, ...] = get_args(QuotaRefresh)
-
-
-def aware(value: datetime) -> datetime:
-    """`value` in UTC. Naive times are UTC: SQLite hands stored times back without an offset, and
-    it stores an aware time's wall clock without converting it, so times are normalised before saving."""
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def utc_field(value: datetime | None) -> datetime | None:

@@ -38,6 +38,21 @@ def load_or_create_pepper(configured: str | None, data_dir: Path) -> bytes:
     return value
 
 
+def load_pepper(configured: str | None, data_dir: Path) -> bytes:
+    """The configured pepper, or the one the control plane generated; never creates one (the data
+    plane must hash exactly as the control plane did, so a missing pepper is an error)."""
+    if configured:
+        return configured.encode()
+    path = data_dir / "pepper"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"no pepper: set MODELFLEET_PEPPER (as the portal has it) or point MODELFLEET_DATA_DIR at the "
+            f"portal's data directory ({path} does not exist)"
+        ) from None
+
+
 @dataclass(frozen=True, slots=True)
 class Hasher:
     pepper: bytes

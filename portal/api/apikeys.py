@@ -29,9 +29,6 @@ from portal.api.maas import visible_to
 from portal.auth import Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.errors import Invalid, NotFound
 from portal.keys import (
-    QUOTA_REFRESH_CYCLES,
-    QuotaRefresh,
-    aware,
     is_expired,
     mint_api_key,
     quota_resets_at,
@@ -42,6 +39,7 @@ from portal.keys import (
 )
 from store.db import utcnow
 from store.models import ApiKey, MaasModel, RateLimitRule, Workspace, WorkspaceRole
+from store.periods import QUOTA_REFRESH_CYCLES, QuotaRefresh, aware
 from store.security import API_KEY_PREFIX
 
 router = APIRouter(prefix="/api/workspaces/{ws}/api-keys", tags=["api-keys"])

@@ -22,9 +22,9 @@ from portal import audit
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import AdminDep, Principal, SessionDep
 from portal.errors import Conflict, Invalid, NotFound
-from portal.keys import aware
 from store.models import ApiKey, MaasModel, RateLimitRule, Workspace
 from store.models.gateway import PERIOD_SECONDS
+from store.periods import aware
 
 router = APIRouter(prefix="/api/rate-limits", tags=["rate-limits"])
 

@@ -22,9 +22,9 @@ from portal import audit
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import AdminDep, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.errors import Conflict, Invalid, NotFound
-from portal.keys import aware
 from portal.services import Services
 from store.models import MaasModel, MaasTarget, PlazaModel, RateLimitRule, Workspace
+from store.periods import aware
 
 router = APIRouter(prefix="/api", tags=["maas"])
 

@@ -13,32 +13,14 @@ Keep the port off the internet or scrape through your ingress' allow-list.
 
 from __future__ import annotations
 
-import os
-
 from fastapi import APIRouter
-from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
-from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.responses import Response
 
-import gateway.metrics  # noqa: F401 (registers the gateway's families, even before its first request)
+# Importing it registers the gateway's families, even before its first request.
+from gateway.metrics import exposition
 
 router = APIRouter(tags=["metrics"])
-
-
-def registry() -> CollectorRegistry:
-    """The default registry, or a merge of every worker's files in multi-process mode."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-        return merged
-    return REGISTRY
-
-
-def exposition(accept: str | None) -> Response:
-    encode, content_type = choose_encoder(accept or "")
-    return Response(encode(registry()), headers={"content-type": content_type})
 
 
 @router.get(
@@ -48,21 +30,3 @@ def exposition(accept: str | None) -> Response:
 )
 def metrics(request: Request) -> Response:
     return exposition(request.headers.get("accept"))
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    return exposition(request.headers.get("accept"))
-
-
-async def healthz_endpoint(request: Request) -> Response:
-    """Liveness and readiness of a gateway process: it answers. Deliberately not a database check: the
-    gateway keeps serving from its snapshot of keys and models while the database blinks."""
-    return JSONResponse({"status": "ok"})
-
-
-def ops_routes() -> list[BaseRoute]:
-    """`/metrics` and `/healthz` for the stand-alone gateway app (the Kubernetes probes and scrapes)."""
-    return [
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/healthz", healthz_endpoint, methods=["GET"]),
-    ]

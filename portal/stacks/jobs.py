@@ -24,7 +24,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from portal import audit
+from portal import audit, placements
 from portal.services import Services
 from portal.stacks.backends import BackendError, JobContext, Outcome, backend_for
 from portal.stacks.changes import RequestView
@@ -223,6 +223,8 @@ def execute(services: Services, job_id: int, worker: str) -> None:
             log.exception("job %s failed", job_id)
             error = f"internal error ({type(exc).__name__}: {exc}); see the portal log"
     finish(services, job_id, worker, outcome, error, partial)
+    if outcome is not None:
+        placements.publish(services, stack)
 
 
 def finish(

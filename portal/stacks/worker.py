@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from portal import placements
 from portal.services import Services
 from portal.stacks import jobs
 
@@ -36,6 +37,7 @@ def housekeeping(services: Services) -> None:
             jobs.sync_pull_request(services, job_id)
         except Exception as exc:  # GitHub down or misconfigured: try again next round
             log.warning("pull request of job %s not synced: %s", job_id, exc)
+    placements.publish_all(services)  # merged pull requests changed what should run
 
 
 def start_worker(

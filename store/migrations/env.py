@@ -1,4 +1,4 @@
-"""Alembic environment: the engine comes from the caller (`store.db.migrate`), never from a file.
+"""Alembic environment: the engine comes from the caller (`store.migrate.migrate`), never from a file.
 
 `migrate` passes its own connection, already inside the transaction that holds the migration lock
 (PostgreSQL); the upgrade runs in that transaction and commits it. Without one (autogenerate in

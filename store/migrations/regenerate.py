@@ -15,7 +15,8 @@ from pathlib import Path
 
 from alembic import command
 
-from store.db import MIGRATIONS, alembic_config, make_engine
+from store.db import make_engine
+from store.migrate import MIGRATIONS, alembic_config
 
 INITIAL = MIGRATIONS / "versions" / "0001_initial_schema.py"
 

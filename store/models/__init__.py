@@ -4,6 +4,7 @@ from store.models.audit import AuditEvent, AuditHead
 from store.models.gateway import ApiKey, MaasModel, MaasTarget, RateLimitRule
 from store.models.identity import Membership, User, UserToken, Workspace, WorkspaceRole
 from store.models.plaza import ModelDeployTemplate, PlazaModel, Provider
+from store.models.runtime import ServingEvent, ServingPlacement, ServingReplica
 from store.models.stackops import JobEvent, JobStatus, RequestStatus, ServingRecord, StackJob, StackRequest
 from store.models.usage import UsageRecord, UsageRollup, UsageRollupState
 
@@ -21,7 +22,10 @@ __all__ = [
     "Provider",
     "RateLimitRule",
     "RequestStatus",
+    "ServingEvent",
+    "ServingPlacement",
     "ServingRecord",
+    "ServingReplica",
     "StackJob",
     "StackRequest",
     "UsageRecord",

@@ -13,10 +13,10 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from gateway.quotas import period_bounds
 from portal.services import Services
 from simulator.app import ModelProfile, Simulator, serve_in_thread
 from store.models import ApiKey, Workspace
+from store.periods import period_bounds
 from tests.gateway.gateway_support import Harness, harness, limiter_backend
 from tests.gateway.test_limits_helpers import REDIS_URL
 

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, event, select, update
 
-from gateway.quotas import Counter, period_bounds
+from gateway.quotas import Counter
 from gateway.usage import CHARGES, UsageWriter
 from portal.keys import mint_api_key
 from portal.services import Services
 from store.models import ApiKey, UsageRecord, Workspace
+from store.periods import period_bounds
 from tests.portal.usage_support import Row
 
 

@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text, update
 
-from gateway.quotas import period_bounds
 from portal.keys import mint_api_key, set_quota_refresh, status, used_in_period, verify_api_key
 from portal.services import Services
 from store.models import ApiKey, Workspace
+from store.periods import period_bounds
 from tests.portal.helpers import as_user, make_member
 from tests.portal.usage_support import Row, insert
 

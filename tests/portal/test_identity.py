@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from gateway.quotas import period_bounds
 from portal.services import Services
 from store.models import Workspace
+from store.periods import period_bounds
 from tests.portal.helpers import as_user, make_member
 from tests.portal.usage_support import Row, insert
 

@@ -13,7 +13,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, event, inspect
 
-from store.db import Base, alembic_config, make_engine, migrate
+from store.db import Base, make_engine
+from store.migrate import alembic_config, migrate
 
 STARTS = 6  # processes starting at once
 

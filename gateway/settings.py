@@ -1,0 +1,63 @@
+"""The data plane's settings (prefix `MODELFLEET_`): the shared ones and the gateway's own.
+
+`python -m gateway` reads only these; the portal's settings extend them, since `python -m portal`
+serves the gateway in process under `/v1`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from store.settings import StoreSettings
+
+
+class GatewaySettings(StoreSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELFLEET_", env_nested_delimiter="__", extra="ignore")
+
+    demo: bool = Field(default=False, description="load the demo stack, seed catalog, workspace and user")
+
+    # Gateway (the OpenAI-compatible data plane, gateway; docs/gateway/api.md).
+    redis_url: str | None = Field(
+        default=None, description="Redis for limits and quotas shared by replicas; unset: in process"
+    )
+    gateway_redis_prefix: str = Field(default="mf", description="key prefix in Redis ({mf} for Cluster)")
+    gateway_on_redis_failure_requests: Literal["fail_closed", "local", "fail_open"] = "local"
+    gateway_on_redis_failure_tokens: Literal["fail_closed", "local", "fail_open"] = Field(
+        default="fail_closed", description="token limits and quotas; fail_closed answers 503"
+    )
+    gateway_on_redis_failure_concurrency: Literal["fail_closed", "local", "fail_open"] = "local"
+    gateway_replicas: int = Field(
+        default=1, ge=1, description="gateway processes sharing the load (the `local` fallback enforces 1/N)"
+    )
+    gateway_region: str | None = Field(
+        default=None, description="this gateway's region: locality routing prefers targets there"
+    )
+    gateway_default_max_tokens: int = Field(
+        default=1024, ge=1, description="tokens reserved for the output when a request sets no max_tokens"
+    )
+    gateway_max_attempts: int = Field(default=3, ge=1, description="upstream tries per request (failover)")
+    gateway_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    gateway_read_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="longest silence from an upstream (first token included)"
+    )
+    gateway_max_connections: int = Field(default=1000, ge=1, description="upstream connection pool size")
+    gateway_bill_prompt_without_output: bool = Field(
+        default=True, description="bill the prompt of a stream cut before its first token"
+    )
+    gateway_snapshot_poll_seconds: float = Field(
+        default=1.0, gt=0, description="how often to look for key/model/limit edits by other processes"
+    )
+    gateway_snapshot_reload_seconds: float = Field(
+        default=30.0, gt=0, description="full reload of keys, models and limits (safety net)"
+    )
+    gateway_simulate_servings: bool | None = Field(
+        default=None,
+        description="answer serving targets with the in-process engine SIMULATOR instead of their "
+        "in-cluster endpoints; default: on with --demo",
+    )
+    usage_batch_size: int = Field(default=500, ge=1, description="usage rows per database write")
+    usage_flush_seconds: float = Field(default=0.5, gt=0, description="longest wait before rows are written")
+    compare_max_models: int = Field(default=3, ge=1, le=10, description="models per /v1/compare request")
