@@ -23,21 +23,21 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Message, Receive, Scope, Send
 
 from gateway import metrics
-from gateway.core import Admission, Connected, Gateway, Refused, Sample, new_request_id
-from gateway.errors import SSE_HEADERS, invalid_request, openai_error
-from gateway.metering import (
-    Outcome,
-    PreparedRequest,
-    StreamMeter,
-    meter_response,
-    prepare_upstream_body,
-)
+from gateway.access import resolve_model, usable_models
+from gateway.bodies import id_headers, model_object, read_json, upstream_body
+from gateway.compare import CompareEndpoint
+from gateway.core import Gateway, new_request_id
+from gateway.errors import answer, openai_error
+from gateway.metering import PreparedRequest, meter_response, prepare_upstream_body
 from gateway.metrics import ops_routes
+from gateway.records import Sample
+from gateway.refusal import Refusal, Why
+from gateway.relay import Connected
 from gateway.resources import Backing
-from gateway.snapshot import KeyEntry, ModelEntry, TargetSpec
+from gateway.snapshot import KeyEntry, Snapshot
+from gateway.streaming import RelayResponse, SettledAfter
 from gateway.upstream import UpstreamError
 from gateway.validation import check_request
 from store.db import utcnow
@@ -53,36 +53,33 @@ ENDPOINTS = {
 
 
 class GatewayApp:
-    """The HTTP layer: parse, authenticate, admit, relay, record. One per process."""
+    """The HTTP layer: parse, authenticate, admit, relay, record. One per process.
+
+    A request goes straight down: `identify` (key) → `read_json` → `resolve_model` → `check_request`
+    → `admit` (limits, quotas) → `relay.connect` (routing, failover) → the answer (complete, streamed
+    or passed through) → `record` (usage row) → `settle` (the real token count). Each step that says
+    no returns a `Refusal`, answered here by `refuse`.
+    """
 
     def __init__(self, gateway: Gateway, *, mounted: bool = False) -> None:
         self.gateway = gateway
         self.mounted = mounted
 
-    # -- helpers -----------------------------------------------------------------------------------
-    def id_headers(self, request_id: str) -> dict[str, str]:
-        # Inside the portal its middleware already sends x-request-id (the portal's id); the usage row
-        # keeps the gateway's own id, returned here as x-modelfleet-request-id in that case.
-        if not self.mounted:
-            return {"x-request-id": request_id}
-        return {"x-modelfleet-request-id": request_id}
+    async def caller(self, request: Request) -> tuple[Snapshot, KeyEntry] | Response:
+        identified = await self.gateway.identify(request.headers.get("authorization"))
+        if isinstance(identified, Refusal):
+            metrics.observe_request("", "auth", 401, 0.0)
+            return answer(identified)
+        return identified
 
-    def refuse(self, response: Response, sample: Sample, error_type: str, ids: dict[str, str]) -> Response:
-        """Answer a refusal made before any upstream was called: recorded, unbilled, with our id."""
-        sample.status, sample.error_type = response.status_code, error_type
-        self.gateway.record(sample)
-        response.headers.update(ids)
+    def refuse(self, refusal: Refusal, sample: Sample, headers: dict[str, str]) -> Response:
+        """Answer a refusal; recorded (unbilled) when it happened after the model was known."""
+        response = answer(refusal, headers)
+        sample.status, sample.error_type = response.status_code, refusal.recorded
+        if refusal.target is not None:
+            sample.target = refusal.target
+        self.gateway.recorder.record(sample)
         return response
-
-    async def caller(self, request: Request) -> tuple[Any, KeyEntry] | Response:
-        gateway = self.gateway
-        await gateway.ensure_started()
-        snapshot = await gateway.current()
-        key = gateway.authenticate(snapshot, request.headers.get("authorization"))
-        if isinstance(key, Response):
-            metrics.observe_request("", "auth", key.status_code, 0.0)
-            return key
-        return snapshot, key
 
     # -- GET /models ---------------------------------------------------------------------------------
     async def list_models(self, request: Request) -> Response:
@@ -90,18 +87,18 @@ class GatewayApp:
         if isinstance(caller, Response):
             return caller
         snapshot, key = caller
-        models = sorted(self.gateway.usable_models(snapshot, key), key=lambda m: m.public_id)
-        return JSONResponse({"object": "list", "data": [_model_object(m) for m in models]})
+        models = sorted(usable_models(snapshot, key), key=lambda m: m.public_id)
+        return JSONResponse({"object": "list", "data": [model_object(m) for m in models]})
 
     async def get_model(self, request: Request) -> Response:
         caller = await self.caller(request)
         if isinstance(caller, Response):
             return caller
         snapshot, key = caller
-        model = self.gateway.resolve_model(snapshot, key, request.path_params["model"])
-        if isinstance(model, Response):
-            return model
-        return JSONResponse(_model_object(model))
+        model = resolve_model(snapshot, key, request.path_params["model"])
+        if isinstance(model, Refusal):
+            return answer(model)
+        return JSONResponse(model_object(model))
 
     # -- POST /chat/completions, /completions, /embeddings ----------------------------------------------
     async def chat_completions(self, request: Request) -> Response:
@@ -125,40 +122,35 @@ class GatewayApp:
         if isinstance(body, Response):
             return body
         gateway = self.gateway
-        ids = self.id_headers(request_id)
-        model = gateway.resolve_model(snapshot, key, body.get("model"))
+        ids = id_headers(request_id, mounted=self.mounted)
+        model = resolve_model(snapshot, key, body.get("model"))
         stream = endpoint != "embeddings" and body.get("stream") is True
-        if isinstance(model, Response):
-            known = snapshot.models.get(body["model"]) if model.status_code == 403 else None
+        if isinstance(model, Refusal):
+            known = snapshot.models.get(body["model"]) if model.why is Why.MODEL_FORBIDDEN else None
             if known is None:  # an unknown (or invisible) model: nothing to record it against
-                return model
-            sample = Sample(request_id, at, started, key, known, endpoint, stream, status=200)
-            return self.refuse(model, sample, "model_not_found", ids)
+                return answer(model)
+            return self.refuse(model, Sample(request_id, at, started, key, known, endpoint, stream, 200), ids)
         sample = Sample(request_id, at, started, key, model, endpoint, stream, status=200)
         malformed = check_request(body, endpoint)
         if malformed is not None:
-            return self.refuse(malformed, sample, "invalid_request_error", ids)
-        tokens = gateway.reservation(snapshot, key, body, endpoint)
-        admitted = await gateway.admit(snapshot, key, model, tokens, at)
-        if isinstance(admitted, Refused):
-            return self.refuse(admitted.response, sample, admitted.error_type, ids)
-        admission = admitted
+            sample.status, sample.error_type = malformed.status_code, "invalid_request_error"
+            gateway.recorder.record(sample)
+            malformed.headers.update(ids)
+            return malformed
+        tokens = gateway.admitter.reservation(snapshot, key, body, endpoint)
+        admission = await gateway.admitter.admit(snapshot, key, model, tokens, at)
+        if isinstance(admission, Refusal):
+            return self.refuse(admission, sample, ids)
         sample.charges = admission.charges
         headers = {**admission.headers, **ids}
         prepared = prepare_upstream_body(body) if stream else PreparedRequest(body, False, True)
         metrics.IN_FLIGHT.inc()
         try:
-            connected = await gateway.connect(
+            connected = await gateway.relay.connect(
                 model, ENDPOINTS[endpoint], upstream_body(prepared.body, model), request_id, started
             )
-            if not isinstance(connected, Connected):
-                sample.status, sample.error_type, sample.target = (
-                    connected.status,
-                    connected.code,
-                    connected.target,
-                )
-                gateway.record(sample)
-                response = connected.response(headers)
+            if isinstance(connected, Refusal):
+                response = self.refuse(connected, sample, headers)
             elif connected.response.status_code != 200:
                 sample.target = connected.spec
                 response = await self._passthrough(connected, sample, headers)
@@ -185,20 +177,13 @@ class GatewayApp:
             data = await connected.response.aread()
             parsed = json.loads(data)
         except (UpstreamError, ValueError) as exc:
-            await gateway.close_upstream(connected)
-            sample.status, sample.error_type = 502, "upstream_error"
-            gateway.record(sample)
+            await gateway.relay.close(connected)
             cause = exc.cause if isinstance(exc, UpstreamError) else "invalid JSON"
-            return openai_error(
-                502,
-                f"The upstream sent a broken response ({cause}).",
-                "upstream_error",
-                "upstream_error",
-                headers=headers,
-            )
-        await gateway.close_upstream(connected)
+            broken = Refusal(Why.UPSTREAM_ERROR, f"The upstream sent a broken response ({cause}).")
+            return self.refuse(broken, sample, headers)
+        await gateway.relay.close(connected)
         sample.metered = meter_response(body, parsed if isinstance(parsed, dict) else {})
-        gateway.record(sample)
+        gateway.recorder.record(sample)
         return Response(data, 200, headers=headers, media_type="application/json")
 
     async def _passthrough(self, connected: Connected, sample: Sample, headers: dict[str, str]) -> Response:
@@ -210,165 +195,14 @@ class GatewayApp:
             data = await connected.response.aread()
         except UpstreamError:
             data = b""
-        await gateway.close_upstream(connected)
+        await gateway.relay.close(connected)
         if status in (401, 403):
-            sample.status, sample.error_type = 502, "upstream_auth_failed"
-            gateway.record(sample)
-            return openai_error(
-                502,
-                "The upstream refused the gateway's credentials.",
-                "upstream_error",
-                "upstream_auth_failed",
-                headers=headers,
-            )
+            refused = Refusal(Why.UPSTREAM_AUTH_FAILED, "The upstream refused the gateway's credentials.")
+            return self.refuse(refused, sample, headers)
         sample.status, sample.error_type = status, "upstream_rejected"
-        gateway.record(sample)
+        gateway.recorder.record(sample)
         media = connected.response.headers.get("content-type", "application/json")
         return Response(data, status, headers=headers, media_type=media)
-
-
-class SettledAfter(Response):
-    """A complete answer whose reservation is settled after its last byte went out, so the limiter's
-    and the quota store's round trips are not part of the client's latency."""
-
-    def __init__(self, inner: Response, admission: Admission, used_tokens: int) -> None:
-        self.inner = inner
-        self.admission = admission
-        self.used_tokens = used_tokens
-        self.status_code = inner.status_code
-        self.background = None
-        self.raw_headers = inner.raw_headers
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.inner(scope, receive, send)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.admission.settle(self.used_tokens)
-
-
-class RelayResponse(Response):
-    """A streamed answer: headers (rate limits included) first, then the upstream's events as they come.
-
-    Everything after the first byte is settled in `finally`, whatever happens: the record is made
-    synchronously first (a cancelled task raises again at every await), then the upstream is closed
-    and the reservation settled under a shield. A disconnect is noticed by listening for
-    `http.disconnect` next to the relay, which then stops reading the upstream.
-    """
-
-    def __init__(
-        self,
-        gateway: Gateway,
-        connected: Connected,
-        admission: Admission,
-        sample: Sample,
-        prepared: PreparedRequest,
-        headers: Mapping[str, str],
-    ) -> None:
-        self.gateway = gateway
-        self.connected = connected
-        self.admission = admission
-        self.sample = sample
-        self.prepared = prepared
-        self.status_code = 200
-        self.background = None
-        self.raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-        self.raw_headers += SSE_HEADERS
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gateway, connected = self.gateway, self.connected
-        meter = StreamMeter.for_request(self.prepared, started_at=connected.started, clock=time.perf_counter)
-        outcome: Outcome | None = None
-        disconnected = False
-        finished = False  # the last byte is out: a disconnect from now on is the normal end
-
-        async def emit(data: bytes) -> None:
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async with anyio.create_task_group() as group:
-
-                async def watch() -> None:
-                    nonlocal disconnected
-                    while True:
-                        message: Message = await receive()
-                        if message["type"] == "http.disconnect":
-                            if not finished:
-                                disconnected = True
-                                group.cancel_scope.cancel()
-                            return
-
-                group.start_soon(watch)
-                group.start_soon(gateway.renew_leases, self.admission)
-                outcome = await gateway.pump(connected, meter, emit)
-                finished = True
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                group.cancel_scope.cancel()
-        except OSError:
-            disconnected = not finished
-        except BaseException:
-            disconnected = not finished  # cancelled from outside: the server is stopping or the client left
-            raise
-        finally:
-            if disconnected:
-                outcome = _after_disconnect(meter)
-            metered = meter.finish(
-                outcome, bill_prompt_without_output=gateway.settings.gateway_bill_prompt_without_output
-            )
-            sample = self.sample
-            sample.metered = metered
-            if metered.outcome is not Outcome.COMPLETED:
-                sample.error_type = metered.outcome.value
-            usage = gateway.record(sample)
-            connected.attempt.close()
-            metrics.IN_FLIGHT.dec()
-            with anyio.CancelScope(shield=True):
-                await connected.response.aclose()
-                await self.admission.settle(usage.total_tokens)
-
-
-def _after_disconnect(meter: StreamMeter) -> Outcome | None:
-    """The outcome of a stream whose client went away: if the upstream had failed first (the client may
-    leave because of it) an upstream error; if the stream was already complete (`[DONE]` relayed, the
-    client closed before our last bookkeeping) read it from the stream; otherwise a disconnect."""
-    if meter.error is not None:
-        return Outcome.UPSTREAM_ERROR
-    if meter.done:
-        return None
-    return Outcome.CLIENT_DISCONNECTED
-
-
-def upstream_body(body: Mapping[str, Any], model: ModelEntry) -> Any:
-    """The body for one target: the client's (with usage forced on for streams), the upstream's model
-    name. Encoded once per distinct upstream name."""
-    cache: dict[str | None, bytes] = {}
-
-    def encode(spec: TargetSpec) -> bytes:
-        name = spec.upstream_model
-        encoded = cache.get(name)
-        if encoded is None:
-            encoded = cache[name] = json.dumps(
-                {**body, "model": name or model.public_id}, separators=(",", ":"), ensure_ascii=False
-            ).encode()
-        return encoded
-
-    return encode
-
-
-async def read_json(request: Request) -> dict[str, Any] | Response:
-    raw = await request.body()
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return invalid_request("We could not parse the JSON body of your request.")
-    if not isinstance(body, dict):
-        return invalid_request("The request body must be a JSON object.")
-    return body
-
-
-def _model_object(model: ModelEntry) -> dict[str, Any]:
-    return {"id": model.public_id, "object": "model", "created": model.created, "owned_by": "modelfleet"}
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -395,11 +229,10 @@ def create_gateway(
     gateway: Gateway | None = None,
 ) -> Starlette:
     """The gateway as an ASGI app (`app.state.gateway` is the `Gateway`)."""
-    from gateway.compare import CompareEndpoint
 
     gateway = gateway or Gateway(services)
     http = GatewayApp(gateway, mounted=not prefix)
-    compare = CompareEndpoint(gateway, http)
+    compare = CompareEndpoint(gateway, mounted=not prefix)
     routes: list[BaseRoute] = [
         Route(f"{prefix}/models", http.list_models, methods=["GET"]),
         Route(f"{prefix}/models/{{model:path}}", http.get_model, methods=["GET"]),

@@ -31,22 +31,26 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.core import Admission, Connected, Gateway, Refused, Sample, new_request_id
-from gateway.errors import SSE_HEADERS, error_body, invalid_request, openai_error
+from gateway.access import resolve_model
+from gateway.admission import Admission
+from gateway.bodies import id_headers, read_json, upstream_body
+from gateway.core import Gateway, new_request_id
+from gateway.errors import SSE_HEADERS, answer, error_body, invalid_request, openai_error
 from gateway.metering import Outcome, StreamMeter, cost, prepare_upstream_body
+from gateway.records import Sample
+from gateway.refusal import ANSWERS, Refusal
+from gateway.relay import Connected
 from gateway.snapshot import ModelEntry
+from gateway.streaming import after_disconnect
 from gateway.validation import check_request
 from store.db import utcnow
-
-if TYPE_CHECKING:
-    from gateway.app import GatewayApp
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 _RESERVED = ("models", "model", "stream", "stream_options", "prompt")
@@ -61,20 +65,18 @@ class Leg:
 
 
 class CompareEndpoint:
-    def __init__(self, gateway: Gateway, http: GatewayApp) -> None:
+    def __init__(self, gateway: Gateway, *, mounted: bool = False) -> None:
         self.gateway = gateway
-        self.http = http
+        self.mounted = mounted
 
     async def handle(self, request: Request) -> Response:
-        from gateway.app import read_json
-
         started = time.perf_counter()
         at = utcnow()
         request_id = new_request_id()
-        caller = await self.http.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        snapshot, key = caller
+        identified = await self.gateway.identify(request.headers.get("authorization"))
+        if isinstance(identified, Refusal):
+            return answer(identified)
+        snapshot, key = identified
         body = await read_json(request)
         if isinstance(body, Response):
             return body
@@ -102,27 +104,28 @@ class CompareEndpoint:
             return malformed
         models: list[ModelEntry] = []
         for i, name in enumerate(names):
-            model = gateway.resolve_model(snapshot, key, name)
-            if isinstance(model, Response):
-                return _for_leg(model, i, name)
+            model = resolve_model(snapshot, key, name)
+            if isinstance(model, Refusal):
+                return _for_leg(answer(model), i, name)
             models.append(model)
         # Admission for every leg before anything starts; any refusal releases the others.
         legs: list[Leg] = []
         for i, model in enumerate(models):
             leg_body = {**chat, "model": model.public_id}
-            tokens = gateway.reservation(snapshot, key, leg_body, "chat.completions")
+            tokens = gateway.admitter.reservation(snapshot, key, leg_body, "chat.completions")
             sample = Sample(f"{request_id}.{i}", at, started, key, model, "compare", True, status=200)
-            admitted = await gateway.admit(snapshot, key, model, tokens, at)
-            if isinstance(admitted, Refused):
+            admitted = await gateway.admitter.admit(snapshot, key, model, tokens, at)
+            if isinstance(admitted, Refusal):
                 with anyio.CancelScope(shield=True):
                     for leg in legs:
                         await leg.admission.cancel()
-                sample.status, sample.error_type = admitted.response.status_code, admitted.error_type
-                gateway.record(sample)
-                return _for_leg(admitted.response, i, model.public_id)
+                refused = answer(admitted)
+                sample.status, sample.error_type = refused.status_code, admitted.recorded
+                gateway.recorder.record(sample)
+                return _for_leg(refused, i, model.public_id)
             sample.charges = admitted.charges
             legs.append(Leg(i, model, admitted, sample))
-        return CompareStream(gateway, legs, chat, request_id, self.http.id_headers(request_id))
+        return CompareStream(gateway, legs, chat, request_id, id_headers(request_id, mounted=self.mounted))
 
 
 def _for_leg(response: Response, index: int, model: str) -> Response:
@@ -208,9 +211,7 @@ class CompareStream(Response):
         name = json.dumps(leg.model.public_id)
         tag = f'{{"type":"chunk","index":{leg.index},"model":{name},"chunk":'.encode()
         prepared = prepare_upstream_body({**self.chat, "model": leg.model.public_id})
-        from gateway.app import upstream_body
-
-        connected = await gateway.connect(
+        connected = await gateway.relay.connect(
             leg.model,
             "/chat/completions",
             upstream_body(prepared.body, leg.model),
@@ -234,22 +235,20 @@ class CompareStream(Response):
                 await emit(bytes(out))
 
         try:
-            outcome = await gateway.pump(connected, meter, forward)
+            outcome = await gateway.relay.pump(connected, meter, forward)
         except BaseException:
             outcome = Outcome.CLIENT_DISCONNECTED
             raise
         finally:
             if gone() or outcome is Outcome.CLIENT_DISCONNECTED:
-                from gateway.app import _after_disconnect
-
-                outcome = _after_disconnect(meter)
+                outcome = after_disconnect(meter)
             metered = meter.finish(
                 outcome, bill_prompt_without_output=gateway.settings.gateway_bill_prompt_without_output
             )
             sample.metered = metered
             if metered.outcome is not Outcome.COMPLETED:
                 sample.error_type = metered.outcome.value
-            usage = gateway.record(sample)
+            usage = gateway.recorder.record(sample)
             connected.attempt.close()
             with anyio.CancelScope(shield=True):
                 await connected.response.aclose()
@@ -286,7 +285,7 @@ class CompareStream(Response):
         if isinstance(connected, Connected):
             status = connected.response.status_code
             detail = _upstream_error(await connected.response.aread(), status)
-            await gateway.close_upstream(connected)
+            await gateway.relay.close(connected)
             sample.target = connected.spec
             sample.status, sample.error_type = status, "upstream_rejected"
             # The upstream's `param` names the field it refused (`max_tokens`, `n`): keep it, as the
@@ -298,13 +297,10 @@ class CompareStream(Response):
                 "code": detail.get("code"),
             }
         else:
-            sample.status, sample.error_type, sample.target = (
-                connected.status,
-                connected.code,
-                connected.target,
-            )
-            error = json.loads(error_body(connected.message, "upstream_error", connected.code))["error"]
-        gateway.record(sample)
+            status, _, code = ANSWERS[connected.why]
+            sample.status, sample.error_type, sample.target = status, connected.recorded, connected.target
+            error = json.loads(error_body(connected.message, "upstream_error", code))["error"]
+        gateway.recorder.record(sample)
         with anyio.CancelScope(shield=True):
             await leg.admission.settle(0)
         payload = {

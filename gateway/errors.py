@@ -9,7 +9,8 @@
 | 429 | requests, tokens or concurrency / rate_limit_exceeded | a rate limit (the message names it) |
 | 429 | insufficient_quota / insufficient_quota | the key's or the workspace's token quota is used up |
 | 502 | upstream_error / upstream_error, upstream_unreachable, upstream_auth_failed | upstreams failed |
-| 503 | service_unavailable / no_upstream_available, upstream_overloaded, limiter_unavailable | |
+| 503 | service_unavailable / no_upstream_available, upstream_overloaded, limiter_unavailable, | nothing |
+|     | model_not_ready | can serve it now (`retry-after`) |
 | 504 | upstream_error / upstream_timeout | the upstream did not answer in time |
 """
 
@@ -19,6 +20,17 @@ import json
 from collections.abc import Mapping
 
 from starlette.responses import Response
+
+from gateway.refusal import ANSWERS, Refusal, Why
+
+
+def answer(refusal: Refusal, headers: Mapping[str, str] | None = None) -> Response:
+    """The HTTP answer to a refusal, with the request's own headers (ids, rate limits) merged in."""
+    status, type_, code = ANSWERS[refusal.why]
+    merged = {**refusal.headers, **(headers or {})}
+    if refusal.retry_after is not None:
+        merged["retry-after"] = str(max(1, int(refusal.retry_after + 0.999)))
+    return openai_error(status, refusal.message, refusal.error_type or type_, code, refusal.param, merged)
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
@@ -39,20 +51,7 @@ def openai_error(
 
 
 def invalid_request(message: str, param: str | None = None) -> Response:
-    return openai_error(400, message, "invalid_request_error", "invalid_request_error", param)
-
-
-def invalid_api_key(message: str) -> Response:
-    return openai_error(401, message, "invalid_request_error", "invalid_api_key")
-
-
-def model_not_found(model: str, status: int = 404) -> Response:
-    message = (
-        f"The model `{model}` does not exist or you do not have access to it."
-        if status == 404
-        else f"This API key is not allowed to use the model `{model}`."
-    )
-    return openai_error(status, message, "invalid_request_error", "model_not_found", "model")
+    return answer(Refusal(Why.INVALID_REQUEST, message, param))
 
 
 # Headers of every server-sent event stream the gateway answers (chat streams and comparisons):

@@ -1,26 +1,20 @@
-"""API keys as the gateway sees them: the one function that turns a presented `sk-…` into a key row,
-and what a key's quota stands at; the recount of a key's or a workspace's quota when its refresh
-cycle changes.
-
-The public id part finds the row; the secret part is compared as HMAC-SHA256(pepper, secret) in
-constant time. An unknown public id still costs one HMAC and one comparison, so response times do
-not tell an attacker which public ids exist.
+"""API keys as the control plane manages them: minting, status, what a key's quota stands at, and the
+recount of a key's or a workspace's quota when its refresh cycle changes. (The one check of a presented
+`sk-…` is the gateway's: `gateway.access.authenticate`.)
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.usage.totals import key_tokens, workspace_tokens
 from store.db import utcnow
 from store.models import ApiKey, Workspace
 from store.periods import QuotaRefresh, aware, period_bounds
-from store.security import API_KEY_PREFIX, SECRET_LEN, Hasher, IssuedSecret, issue, split
+from store.security import API_KEY_PREFIX, Hasher, IssuedSecret, issue
 
 _UNKNOWN_DIGEST = "0" * 64  # compared against when no row matches, to spend the same time
 
@@ -118,24 +112,6 @@ def _recount(
     rows were pruned (`portal.usage.retention`)."""
     start, _ = period_bounds(cycle, now or utcnow())
     return count(session, ident, start), start
-
-
-def verify_api_key(session: Session, hasher: Hasher, presented: str) -> ApiKey | None:
-    """The enabled, unexpired key whose full value is `presented`, or None.
-
-    Quota is not checked here: a key with no tokens left is still *this* key, and the gateway answers
-    it with an insufficient-quota error rather than an authentication error.
-    """
-    parts = split(presented.strip(), API_KEY_PREFIX)
-    public_id, secret = parts if parts is not None else ("", "x" * SECRET_LEN)
-    row = session.scalar(select(ApiKey).where(ApiKey.public_id == public_id)) if parts else None
-    digest = hasher.digest(secret)
-    stored = row.secret_hash if row is not None else _UNKNOWN_DIGEST
-    if not hmac.compare_digest(digest, stored) or row is None:
-        return None
-    if not row.enabled or is_expired(row):
-        return None
-    return row
 
 
 def mint_api_key(

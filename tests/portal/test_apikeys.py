@@ -12,7 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text, update
 
-from portal.keys import mint_api_key, set_quota_refresh, status, used_in_period, verify_api_key
+from gateway.access import authenticate
+from gateway.refusal import Refusal
+from gateway.snapshot import KeyEntry, Loader
+from portal.keys import mint_api_key, set_quota_refresh, status, used_in_period
 from portal.services import Services
 from store.models import ApiKey, Workspace
 from store.periods import period_bounds
@@ -68,7 +71,14 @@ def test_the_full_key_is_shown_once_and_only_its_hmac_is_stored(
     assert secret_key[15:] not in export.text and expected not in export.text
 
 
-def test_verify_api_key_accepts_only_enabled_unexpired_exact_keys(
+def verify(services: Services, presented: str) -> KeyEntry | None:
+    """The gateway's one key check, over a fresh snapshot of the database."""
+    snapshot = Loader(services).load(0)
+    found = authenticate(snapshot, services.hasher, f"Bearer {presented}", datetime.now(UTC))
+    return None if isinstance(found, Refusal) else found
+
+
+def test_the_gateway_accepts_only_enabled_unexpired_exact_keys(
     client: TestClient, services: Services
 ) -> None:
     _workspace(client, "team-a")
@@ -77,19 +87,18 @@ def test_verify_api_key_accepts_only_enabled_unexpired_exact_keys(
     other = str(_key(client, "team-a")["secret_key"])
     wrong_secret = secret_key[:-1] + ("a" if secret_key[-1] != "a" else "b")
     unknown_id = "sk-" + "z" * 12 + secret_key[15:]
-    with services.sessions() as session:
-        found = verify_api_key(session, services.hasher, secret_key)
-        assert found is not None and found.public_id == public_id
-        assert verify_api_key(session, services.hasher, f"  {secret_key}\n") is not None
-        for bad in (
-            wrong_secret,
-            unknown_id,
-            secret_key[:-1],
-            "",
-            "Bearer " + secret_key,
-            other[:15] + secret_key[15:],
-        ):
-            assert verify_api_key(session, services.hasher, bad) is None, bad
+    found = verify(services, secret_key)
+    assert found is not None and found.public_id == public_id
+    assert verify(services, f"  {secret_key}\n") is not None
+    for bad in (
+        wrong_secret,
+        unknown_id,
+        secret_key[:-1],
+        "",
+        "Bearer " + secret_key,
+        other[:15] + secret_key[15:],
+    ):
+        assert verify(services, bad) is None, bad
 
     assert (
         client.put(f"/api/workspaces/team-a/api-keys/{public_id}/status", json={"enabled": False}).json()[
@@ -97,8 +106,7 @@ def test_verify_api_key_accepts_only_enabled_unexpired_exact_keys(
         ]
         == "disabled"
     )
-    with services.sessions() as session:
-        assert verify_api_key(session, services.hasher, secret_key) is None
+    assert verify(services, secret_key) is None
     client.put(f"/api/workspaces/team-a/api-keys/{public_id}/status", json={"enabled": True})
     with services.sessions() as session, session.begin():
         session.execute(
@@ -106,13 +114,11 @@ def test_verify_api_key_accepts_only_enabled_unexpired_exact_keys(
             .where(ApiKey.public_id == public_id)
             .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
         )
-    with services.sessions() as session:
-        assert verify_api_key(session, services.hasher, secret_key) is None
+    assert verify(services, secret_key) is None
     assert client.get(f"/api/workspaces/team-a/api-keys/{public_id}").json()["status"] == "expired"
 
     client.delete(f"/api/workspaces/team-a/api-keys/{public_id}")
-    with services.sessions() as session:
-        assert verify_api_key(session, services.hasher, secret_key) is None
+    assert verify(services, secret_key) is None
 
 
 def test_create_validates_expiry_and_allowed_models(client: TestClient) -> None:
