@@ -35,9 +35,9 @@ from fleet.rules import preflight as full_preflight
 from portal import preflight
 from portal.app import build_services
 from portal.preview import preview_change
+from portal.repository import StackRepository, StackSnapshot, serving_yaml
 from portal.services import Services
 from portal.settings import S3Credentials, Settings
-from portal.stacks.repository import StackRepository, StackSnapshot, serving_yaml
 from store.security import USER_TOKEN_PREFIX, issue
 
 SERVINGS = 1_000

@@ -20,8 +20,8 @@ from sqlalchemy import func, select
 from benchmarks.report import bench
 from benchmarks.synthetic import synthetic_stack
 from portal.app import build_services, create_app
+from portal.repository import StackRepository
 from portal.settings import Settings
-from portal.stacks.repository import StackRepository
 from store.models import AuditEvent, StackRequest
 from store.security import USER_TOKEN_PREFIX, issue
 

@@ -1,6 +1,7 @@
 """The web console: server-rendered pages (Jinja2) with small ES-module scripts, served by the portal.
 
-`install(app, services)` adds everything to a portal app: the cookie-to-token bridge in front of
+`install(app, pepper=…, session_hours=…)` adds everything to a portal app: the cookie-to-token bridge in
+front of
 `/api` and `/v1`, the pages under `/console`, their static files, and `/` redirecting to the console.
 See docs/console.md.
 """
@@ -25,11 +26,11 @@ from console.web import (
     make_templates,
     sign_in_redirect,
 )
-from portal.services import Services
 
 
-def install(app: FastAPI, services: Services) -> None:
-    codec = SessionCodec(services.hasher.pepper, int(services.settings.console_session_hours * 3600))
+def install(app: FastAPI, *, pepper: bytes, session_hours: float) -> None:
+    """Mount the console on the portal's app: its pages call that app's API in process (`http_client`)."""
+    codec = SessionCodec(pepper, int(session_hours * 3600))
     app.state.console_codec = codec
     app.state.console_templates = make_templates()
     app.state.console_http = http_client(app)

@@ -23,7 +23,6 @@ from http.cookies import CookieError, SimpleCookie
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from console.session import COOKIE, CSRF_HEADER, SessionCodec
-from portal.context import current_request_id
 
 BRIDGED_PREFIXES = ("/api/", "/v1/")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -45,7 +44,7 @@ def cookie_value(raw: bytes | None, name: str = COOKIE) -> str | None:
     return morsel.value if morsel is not None else None
 
 
-def _refusal(path: str) -> bytes:
+def _refusal(path: str, request_id: str | None) -> bytes:
     if path.startswith("/v1/"):  # the gateway answers in OpenAI's error shape
         error: dict[str, object] = {
             "message": CSRF_MESSAGE,
@@ -58,7 +57,7 @@ def _refusal(path: str) -> bytes:
             "code": "forbidden",
             "message": CSRF_MESSAGE,
             "fields": [],
-            "request_id": current_request_id(),
+            "request_id": request_id,
         }
     return json.dumps({"error": error}).encode()
 
@@ -82,7 +81,7 @@ class ConsoleBridge:
             await self.app(scope, receive, send)  # the API answers 401 as for any anonymous call
             return
         if scope["method"] not in SAFE_METHODS and dict(headers).get(CSRF_HEADER.encode()) != b"1":
-            body = _refusal(scope["path"])
+            body = _refusal(scope["path"], scope.get("state", {}).get("request_id"))
             await send(
                 {
                     "type": "http.response.start",

@@ -19,8 +19,7 @@ from console.charts import meter
 from console.client import all_of
 from console.web import PREFIX, Ctx, page
 from fleet.catalog import vendors
-from portal.api.maas import Strategy
-from portal.plaza.schemas import CAPABILITIES, Dtype
+from store.vocabulary import CAPABILITIES, Dtype, Strategy
 
 router = APIRouter(prefix=f"{PREFIX}/ops", include_in_schema=False)
 # The form's choices are the API's own types, so a value the console offers is one the API accepts.

@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from console import charts
 from console.client import ApiError, all_of
 from console.web import PREFIX, Ctx, page
-from portal.usage.periods import Period, ceil, floor, next_start
+from store.buckets import Period, ceil, floor, next_start
 from store.periods import QUOTA_REFRESH_CYCLES
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)

@@ -16,7 +16,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from fleet import kube
+from fleet import checks, kube
 from fleet.errors import IssuesError
 from fleet.manifests import Manifest
 from fleet.pipeline import Rendering, build
@@ -206,12 +206,10 @@ def diff(
 
 
 def _policy_violations(stacks_dir: Path, stack: str) -> list[Any] | None:
-    """The policy pack over the program's resources under Pulumi mocks, or None when the Pulumi SDK
-    is not installed. Imported here, not at the top: the CLI is where the pure core meets the pack,
-    and `fleet` modules themselves never import Pulumi."""
-    try:
-        from policies.offline import check_stack
-    except ImportError:
+    """The policy pack over the program's resources under Pulumi mocks, or None when it is not
+    installed (fleet/checks.py: the core finds the pack by entry point, never imports Pulumi)."""
+    check_stack = checks.installed("policies")
+    if check_stack is None:
         return None
     return check_stack(stacks_dir, stack)
 

@@ -14,9 +14,9 @@ from gateway.app import create_gateway
 from portal import bootstrap, errors, placements
 from portal.api import ROUTERS
 from portal.context import RequestIdMiddleware
+from portal.repository import StackRepository
 from portal.services import Services
 from portal.settings import Settings
-from portal.stacks.repository import StackRepository
 from portal.stacks.worker import worker_starter
 from portal.usage.background import rollup_starter
 from store.db import make_engine, session_factory
@@ -72,7 +72,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         responses=errors.ERROR_RESPONSES,
     )
     app.state.services = services
-    console.install(app, services)  # the web console at /console (before RequestIdMiddleware: inside it)
+    # The web console at /console (before RequestIdMiddleware: inside it).
+    console.install(app, pepper=services.hasher.pepper, session_hours=settings.console_session_hours)
     app.add_middleware(RequestIdMiddleware)
     errors.install(app)
     for router in ROUTERS:

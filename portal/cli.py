@@ -61,6 +61,22 @@ def command_settings(ctx: typer.Context) -> Settings:
 
 
 @app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Bring the database to this release's schema (the portal also does it at every start; the gateway
+    never does and refuses a database at another revision)."""
+    from store.db import make_engine
+    from store.migrate import head_revision
+    from store.migrate import migrate as upgrade
+
+    engine = make_engine(command_settings(ctx).resolved_database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    out.print(f"database at schema revision {head_revision()}")
+
+
+@app.command()
 def verify_audit(ctx: typer.Context) -> None:
     """Walk the audit chain; exit 1 at the first row that was changed, removed or reordered."""
     from portal.audit import verify

@@ -30,6 +30,8 @@ class RequestIdMiddleware:
         given = dict(scope["headers"]).get(HEADER.encode(), b"").decode("latin-1")
         rid = given if _VALID.match(given) else uuid.uuid4().hex
         token = _request_id.set(rid)
+        # Also in the scope's state, for parts that must not import the portal (the console).
+        scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -22,8 +22,8 @@ from fleet.incremental import Change, check_change
 from fleet.planner import PlacementPlan
 from fleet.spec import ModelServing
 from portal import modelstore
+from portal.repository import StackSnapshot
 from portal.services import Services
-from portal.stacks.repository import StackSnapshot
 
 NAME_TAKEN = "serving-name"
 MODEL_STORE = "model-store"

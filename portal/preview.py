@@ -21,7 +21,7 @@ from fleet.pipeline import RenderedPlacement
 from fleet.rules import pods
 from fleet.rules.preflight import object_id
 from portal.errors import Conflict, Invalid, NotFound
-from portal.stacks.repository import StackSnapshot
+from portal.repository import StackSnapshot
 
 Action = Literal["add", "remove", "change"]
 

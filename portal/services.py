@@ -11,8 +11,8 @@ import jwt
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from portal.repository import StackRepository
 from portal.settings import Settings
-from portal.stacks.repository import StackRepository
 from store.security import Hasher
 
 

@@ -10,13 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import audit
-from portal.api.serving_models import ServingSpecIn
 from portal.auth import AdminDep, Principal, PrincipalDep, ServicesDep, SessionDep
 from portal.errors import Conflict, NotFound
 from portal.plaza import deploy, store
 from portal.plaza.schemas import DeployTemplateIn, DeployTemplateOut, TemplateCheck
 from portal.plaza.views import template_out, visible_model
 from portal.services import Services
+from portal.serving_models import ServingSpecIn
 from store.models import ModelDeployTemplate, PlazaModel
 
 router = APIRouter(prefix="/api/plaza/models/{model_id}/deploy-templates", tags=["plaza"])

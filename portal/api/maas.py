@@ -25,11 +25,11 @@ from portal.errors import Conflict, Invalid, NotFound
 from portal.services import Services
 from store.models import MaasModel, MaasTarget, PlazaModel, RateLimitRule, Workspace
 from store.periods import aware
+from store.vocabulary import Strategy
 
 router = APIRouter(prefix="/api", tags=["maas"])
 
 PUBLIC_ID = r"^[A-Za-z0-9][-A-Za-z0-9._:/]{0,127}$"
-Strategy = Literal["round_robin", "weighted", "random", "least_busy", "latency"]
 SECRET_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]{0,127}|file:/[^\s\x00]{1,190})$")
 # Shapes of raw credentials people paste where a reference belongs: provider key prefixes, bearer
 # values, or one long unbroken token.

@@ -16,11 +16,9 @@ from portal.auth import AdminDep, Principal, PrincipalDep, ServicesDep, SessionD
 from portal.errors import Conflict, Invalid, NotFound
 from portal.plaza import deploy, importer, store
 from portal.plaza.schemas import (
-    CAPABILITIES,
     REQUIRED_FIELDS,
     BatchCreateIn,
     BatchCreateOut,
-    Capability,
     FacetCount,
     Facets,
     FieldProblem,
@@ -38,6 +36,7 @@ from portal.plaza.schemas import (
 )
 from portal.plaza.views import model_detail, model_out, visible_model
 from store.models import MaasModel, PlazaModel, Provider
+from store.vocabulary import CAPABILITIES, Capability
 
 router = APIRouter(prefix="/api/plaza", tags=["plaza"])
 

@@ -14,12 +14,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from portal import preflight
-from portal.api.serving_models import ServingSpecIn, resolve_stack
 from portal.auth import PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.errors import Conflict
 from portal.preview import preview_change
+from portal.repository import StackSnapshot
 from portal.services import Services
-from portal.stacks.repository import StackSnapshot
+from portal.serving_models import ServingSpecIn, resolve_stack
 
 router = APIRouter(prefix="/api", tags=["servings"])
 

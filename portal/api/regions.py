@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 
 from fleet.stack import PoolFacts
 from portal.api.common import Page, PageParams, page_params
-from portal.api.serving_models import resolve_stack
 from portal.auth import PrincipalDep, ServicesDep
+from portal.serving_models import resolve_stack
 
 router = APIRouter(prefix="/api", tags=["regions"])
 

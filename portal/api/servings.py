@@ -23,13 +23,13 @@ from sqlalchemy.orm import Session
 
 from portal import audit, preflight
 from portal.api.common import Page, PageParams, page_params
-from portal.api.serving_models import ServingSpecIn, resolve_stack
 from portal.auth import Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.context import current_request_id
 from portal.errors import Conflict, FieldError, Invalid, NotFound
+from portal.repository import StackSnapshot
 from portal.services import Services
+from portal.serving_models import ServingSpecIn, resolve_stack
 from portal.stacks.changes import Refused, replicas_of, with_replicas
-from portal.stacks.repository import StackSnapshot
 from store.models import RequestStatus, ServingRecord, StackJob, StackRequest, Workspace
 from store.models.stackops import PENDING
 

@@ -29,8 +29,8 @@ from portal.errors import Invalid, NotFound
 from portal.keys import utc_field
 from portal.usage.export import to_csv
 from portal.usage.measures import Sums
-from portal.usage.periods import Period, default_range, is_aligned
 from portal.usage.report import DIMENSION_ORDER, Dimension, Line, Report, UsageQuery, usage_report
+from store.buckets import Period, default_range, is_aligned
 from store.db import utcnow
 from store.models import ApiKey, Workspace, WorkspaceRole
 

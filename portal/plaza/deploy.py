@@ -20,11 +20,11 @@ from fleet.planner import plan_placement
 from fleet.rules.preflight import preflight, stack_data
 from fleet.spec import DeployTemplate, ModelServing
 from fleet.stack import PoolFacts, build_fleet
-from portal.api.serving_models import ServingSpecIn
 from portal.errors import FieldError, Invalid
 from portal.plaza.schemas import DeployTemplateIn, PoolCheck, TemplateCheck
+from portal.repository import StackSnapshot
 from portal.services import Services
-from portal.stacks.repository import StackSnapshot
+from portal.serving_models import ServingSpecIn
 from store.models import ModelDeployTemplate, PlazaModel
 
 CHECK_SERVING = "plaza-check"

@@ -10,9 +10,11 @@ import base64
 import binascii
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from store.vocabulary import CAPABILITIES, Capability, Dtype
 
 MODEL_ID = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 MODEL_ID_HELP = "lower-case letters, digits, '.', '_' or '-', up to 128, e.g. qwen2.5-7b-instruct"
@@ -22,24 +24,6 @@ TEMPLATE_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ACCELERATOR = r"^[a-z0-9]+(/[a-z0-9][-a-z0-9.]*)?$"
 
-Capability = Literal[
-    "text-generation",
-    "reasoning",
-    "tools",
-    "vision",
-    "embedding",
-    "rerank",
-    "image-generation",
-    "image-editing",
-    "speech-to-text",
-    "text-to-speech",
-    "audio-to-audio",
-    "video-understanding",
-    "video-generation",
-]
-CAPABILITIES: tuple[str, ...] = get_args(Capability)
-# The dtypes the core's planner sizes weights with (fleet.spec.ModelSource.dtype).
-Dtype = Literal["bfloat16", "float16", "float32", "fp8", "int8", "int4"]
 Quantization = Literal["fp8", "awq", "gptq", "w8a8", "w4a16", "ascend", "compressed-tensors"]
 SortKey = Literal["name", "-name", "created", "-created", "params", "-params"]
 

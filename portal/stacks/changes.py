@@ -22,7 +22,7 @@ from fleet.loader import read_servings, stack_config
 from fleet.manifests import Manifest
 from fleet.pipeline import Rendering, render_fleet
 from fleet.stack import build_fleet
-from portal.stacks.repository import StackRepository, serving_yaml
+from portal.repository import StackRepository, serving_yaml
 
 Serving = dict[str, Any]
 MAX_DIFF_CHARS = 50_000  # a pull request body holds 65,536 characters; leave room for the rest

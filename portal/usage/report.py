@@ -23,9 +23,9 @@ from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
 from portal.usage.measures import Sums, raw_sums, rollup_sums
-from portal.usage.periods import Period, ceil, floor, utc
 from portal.usage.rollup import watermark
 from portal.usage.sql import hour_start
+from store.buckets import Period, ceil, floor, utc
 from store.models import UsageRecord, UsageRollup
 
 Dimension = Literal["workspace", "api_key", "model", "period"]

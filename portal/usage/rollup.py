@@ -32,8 +32,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.usage.measures import MEASURES, Sums, raw_sums
-from portal.usage.periods import floor, utc
 from portal.usage.sql import hour_start
+from store.buckets import floor, utc
 from store.db import utcnow
 from store.models import UsageRecord, UsageRollup, UsageRollupState
 

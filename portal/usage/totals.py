@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from portal.usage.periods import is_aligned
 from portal.usage.report import UsageQuery, usage_report
+from store.buckets import is_aligned
 
 EVER = datetime(1970, 1, 1, tzinfo=UTC)
 NEVER = datetime(9999, 1, 1, tzinfo=UTC)  # no upper bound: rows stamped ahead by a skewed clock count too

@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 from console.i18n import CATALOG_DIR, Translator, choose
-from portal.plaza.schemas import CAPABILITIES
 from store.periods import QUOTA_REFRESH_CYCLES
+from store.vocabulary import CAPABILITIES
 
 CONSOLE = Path(__file__).resolve().parents[2] / "portal" / "console"
 # Keys built at run time from a value (t('cap.' ~ c), t(`state.${s}`)): their families must be complete.

@@ -18,9 +18,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from portal.app import build_services, create_app
+from portal.repository import StackRepository
 from portal.services import Services
 from portal.settings import Settings
-from portal.stacks.repository import StackRepository
 from store.security import USER_TOKEN_PREFIX, issue
 
 PROJECT_STACKS = Path(__file__).resolve().parents[2] / "stacks"

@@ -17,10 +17,10 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy import select
 from werkzeug import Request, Response
 
+from portal.repository import serving_yaml
 from portal.services import Services
 from portal.settings import Settings
 from portal.stacks import jobs
-from portal.stacks.repository import serving_yaml
 from portal.stacks.worker import run_once
 from store.models import AuditEvent, ServingRecord
 from tests.portal.stackops_support import commits, deploy, git, workspaces

@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 
 from fleet.rules.base import RULES
 from fleet.rules.preflight import preflight
-from portal.api.serving_models import ServingSpecIn
 from portal.plaza.deploy import TENANCY_RULES
 from portal.services import Services
+from portal.serving_models import ServingSpecIn
 from tests.portal.helpers import as_user, make_member
 from tests.portal.plaza_support import audit_rows, create_model, install_demo_stack, provider
 

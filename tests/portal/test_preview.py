@@ -12,8 +12,8 @@ from fleet.errors import IssuesError
 from portal.bootstrap import DEMO_STACKS
 from portal.errors import NotFound
 from portal.preview import preview_change
+from portal.repository import StackRepository, StackSnapshot
 from portal.services import Services
-from portal.stacks.repository import StackRepository, StackSnapshot
 
 URL = "/api/workspaces/demo/servings:preview"
 NEW = {

@@ -8,9 +8,9 @@ import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from portal.repository import serving_yaml
 from portal.services import Services
 from portal.settings import Settings
-from portal.stacks.repository import serving_yaml
 from portal.stacks.worker import run_once
 from store.models import AuditEvent, ServingRecord
 from tests.portal.helpers import as_user, make_member

@@ -13,9 +13,9 @@ from typing import Any
 from fleet.errors import IssuesError
 from fleet.loader import load_fleet
 from fleet.pipeline import render_fleet
+from portal.repository import StackRepository
 from portal.stacks.backends import BackendError, JobContext, Outcome
 from portal.stacks.changes import ChangePlan, Refused, plan_change
-from portal.stacks.repository import StackRepository
 
 JOB_TRAILER = "Modelfleet-Job"
 REQUESTS_TRAILER = "Modelfleet-Requests"

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from portal.errors import Invalid, Unavailable
-from portal.stacks.repository import StackRepository
+from portal.repository import StackRepository
 
 SERVING_NAME = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
