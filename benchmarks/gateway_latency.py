@@ -35,6 +35,7 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +44,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from benchmarks.processes import free_port, server
 from benchmarks.report import bench
@@ -234,6 +237,85 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process (MB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            out += [int(child) for child in (task / "children").read_text().split()]
+    return out
+
+
+def first_answer(command: list[str], env: dict[str, str], url: str, key: str | None, log: Path) -> float:
+    """Seconds from spawning a server to its first HTTP answer at `url` (any status but a transport
+    error); the server is stopped afterwards."""
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    with log.open("wb") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    httpx.get(url, headers=headers, timeout=1)
+                    return time.perf_counter() - started
+                if process.poll() is not None:
+                    raise RuntimeError(f"{command} exited with {process.returncode}")
+                time.sleep(0.005)
+        finally:
+            process.terminate()
+            process.wait(15)
+
+
+def start_up_and_memory(gw_cmd: list[str], gw_env: dict[str, str], key: str, tmp: Path) -> None:
+    """Start-up to the first answer and idle memory: the gateway beside the bare simulator (a
+    Starlette app on uvicorn, the least a Python HTTP server costs here) measured the same way."""
+    sim_port, port = free_port(), free_port()
+    sim_cmd = [sys.executable, "-m", "simulator.app", "--port", str(sim_port), "--any-model"]
+    sim = min(
+        first_answer(sim_cmd, gw_env, f"http://127.0.0.1:{sim_port}/v1/models", None, tmp / "s.log")
+        for _ in range(3)
+    )
+    cmd = [*gw_cmd, "--port", str(port)]
+    gateway = min(
+        first_answer(cmd, gw_env, f"http://127.0.0.1:{port}/v1/models", key, tmp / "g.log") for _ in range(3)
+    )
+    bench("gateway_start_to_first_answer", gateway, "s")
+    bench("simulator_start_to_first_answer", sim, "s")
+    bench("gateway_start_over_simulator", gateway / sim, "x")
+    for workers in (1, 2):
+        port = free_port()
+        command = [*gw_cmd, "--port", str(port), "--workers", str(workers)]
+        health = f"http://127.0.0.1:{port}/v1/models"
+        with server(command, gw_env, f"http://127.0.0.1:{port}/healthz", "gateway", tmp / "m.log") as pid:
+            for _ in range(20):  # every worker has answered once (the kernel spreads the connections)
+                httpx.get(health, headers={"authorization": f"Bearer {key}"}, timeout=5)
+            time.sleep(1.0)
+            worker_pids = children(pid) if workers > 1 else [pid]
+            per_worker = max(rss_mb(w) for w in worker_pids)
+            total = rss_mb(pid) + (sum(rss_mb(w) for w in worker_pids) if workers > 1 else 0)
+        suffix = "1proc" if workers == 1 else f"{workers}workers"
+        bench(f"gateway_idle_rss_per_worker_{suffix}", per_worker, "MB")
+        bench(f"gateway_idle_rss_total_{suffix}", total, "MB")
+    sim_port = free_port()
+    with server(
+        [sys.executable, "-m", "simulator.app", "--port", str(sim_port), "--any-model"],
+        gw_env,
+        f"http://127.0.0.1:{sim_port}/health",
+        "simulator",
+        tmp / "s2.log",
+    ) as sim_pid:
+        httpx.get(f"http://127.0.0.1:{sim_port}/v1/models", timeout=5)
+        time.sleep(1.0)
+        bench("simulator_idle_rss", rss_mb(sim_pid), "MB")
+
+
 def redis_url() -> str | None:
     try:
         import redis
@@ -361,6 +443,8 @@ def main() -> None:
             if os.environ.get("MODELFLEET_BENCH_WORKERS"):  # e.g. "2" to measure one configuration
                 configurations = tuple(int(w) for w in os.environ["MODELFLEET_BENCH_WORKERS"].split(","))
             bench("gateway_workers", configurations[0], "processes")
+            base_cmd = [sys.executable, "-m", "gateway", "--host", "127.0.0.1"]
+            start_up_and_memory(base_cmd, {**gw_env, "MODELFLEET_GATEWAY_REPLICAS": "2"}, key, tmp)
             for workers in configurations:
                 gw_cmd = [
                     sys.executable,
