@@ -48,8 +48,8 @@ def resolve_model(snapshot: Snapshot, key: KeyEntry, model: Any) -> ModelEntry |
         return Refusal(
             Why.INVALID_REQUEST, "Invalid value for `model`: expected a string (a model id).", "model"
         )
-    entry = snapshot.models.get(model)
-    if entry is None or not entry.enabled or not entry.visible_to(key.workspace):
+    entry = lookup(snapshot, key.workspace, model)
+    if entry is None:
         return Refusal(
             Why.MODEL_NOT_FOUND,
             f"The model `{model}` does not exist or you do not have access to it.",
@@ -62,11 +62,24 @@ def resolve_model(snapshot: Snapshot, key: KeyEntry, model: Any) -> ModelEntry |
     return entry
 
 
+def lookup(snapshot: Snapshot, workspace: str, name: str) -> ModelEntry | None:
+    """The model `name` means to a workspace: an enabled offering visible to it, else its own serving.
+
+    A workspace's serving may not take the public name of an offering visible to it (refused at deploy
+    time, on the name field), so both exist only where ops made the offering from that very serving
+    (the demo does): the offering, with its prices, is the one called."""
+    offered = snapshot.models.get(name)
+    if offered is not None and offered.enabled and offered.visible_to(workspace):
+        return offered
+    return snapshot.own.get(workspace, {}).get(name)
+
+
 def usable_models(snapshot: Snapshot, key: KeyEntry) -> list[ModelEntry]:
+    """The offerings visible to the key's workspace and the workspace's own servings."""
+    names = {*snapshot.models, *snapshot.own.get(key.workspace, {})}
+    found = (lookup(snapshot, key.workspace, name) for name in names)
     return [
         m
-        for m in snapshot.models.values()
-        if m.enabled
-        and m.visible_to(key.workspace)
-        and (key.allowed_models is None or m.public_id in key.allowed_models)
+        for m in found
+        if m is not None and (key.allowed_models is None or m.public_id in key.allowed_models)
     ]

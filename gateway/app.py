@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import metrics
-from gateway.access import resolve_model, usable_models
+from gateway.access import lookup, resolve_model, usable_models
 from gateway.bodies import id_headers, model_object, read_json, upstream_body
 from gateway.compare import CompareEndpoint
 from gateway.core import Gateway, new_request_id
@@ -126,7 +126,8 @@ class GatewayApp:
         model = resolve_model(snapshot, key, body.get("model"))
         stream = endpoint != "embeddings" and body.get("stream") is True
         if isinstance(model, Refusal):
-            known = snapshot.models.get(body["model"]) if model.why is Why.MODEL_FORBIDDEN else None
+            forbidden = model.why is Why.MODEL_FORBIDDEN
+            known = lookup(snapshot, key.workspace, body["model"]) if forbidden else None
             if known is None:  # an unknown (or invisible) model: nothing to record it against
                 return answer(model)
             return self.refuse(model, Sample(request_id, at, started, key, known, endpoint, stream, 200), ids)

@@ -35,7 +35,7 @@ from gateway.relay import Relay
 from gateway.resources import Backing
 from gateway.routing import Router
 from gateway.shared_admission import SharedAdmission
-from gateway.snapshot import KeyEntry, Loader, Snapshot, install_change_hook
+from gateway.snapshot import KeyEntry, Loader, ModelEntry, Snapshot, install_change_hook
 from gateway.upstream import UpstreamClient
 from gateway.usage import UsageWriter
 from store.db import utcnow
@@ -228,7 +228,7 @@ class Gateway:
     def _apply(self, snapshot: Snapshot) -> None:
         if snapshot.rules != self.snapshot.rules:
             self.admitter.update_rules(snapshot.rules)
-        self.relay.apply(snapshot.models)
+        self.relay.apply(routable(snapshot))
         self.snapshot = snapshot
         self._full_reload_at = time.monotonic()
 
@@ -256,6 +256,14 @@ class Gateway:
         if isinstance(key, Refusal):
             return key
         return snapshot, key
+
+
+def routable(snapshot: Snapshot) -> dict[str, ModelEntry]:
+    """Every model a router serves, by its route key: the offerings and each workspace's own servings."""
+    out = {m.route_key: m for m in snapshot.models.values()}
+    for own in snapshot.own.values():
+        out.update((m.route_key, m) for m in own.values())
+    return out
 
 
 def _usage_bases(snapshot: Snapshot) -> list[tuple[Counter, int]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import anyio
 
@@ -43,11 +44,11 @@ class Relay:
 
     def apply(self, models: dict[str, ModelEntry]) -> None:
         """Routers for a new snapshot's models (targets keep their identity across reloads)."""
-        for entry in models.values():
-            targets = [self._target(spec) for spec in entry.targets]
-            router = self.routers.get(entry.public_id)
+        for key, entry in models.items():
+            targets = [self._target(key, spec) for spec in entry.targets]
+            router = self.routers.get(key)
             if router is None:
-                self.routers[entry.public_id] = Router(targets, entry.strategy, breakers=self.breakers)
+                self.routers[key] = Router(targets, entry.strategy, breakers=self.breakers)
             else:
                 router.strategy = entry.strategy
                 router.set_targets(targets)
@@ -55,13 +56,18 @@ class Relay:
                 self.specs[spec.name] = spec
         for gone in set(self.routers) - set(models):
             del self.routers[gone]
+        live = {f"{key}\0{spec.name}" for key, entry in models.items() for spec in entry.targets}
+        for gone in set(self.targets) - live:  # replicas come and go: forget what left
+            del self.targets[gone]
 
-    def _target(self, spec: TargetSpec) -> Target:
-        """The router's target for a spec; the same object across reloads, so in-flight counts and
-        the weighted round robin's state stay with it."""
-        target = self.targets.get(spec.name)
+    def _target(self, router: str, spec: TargetSpec) -> Target:
+        """A router's target for a spec; the same object across reloads, so in-flight counts and the
+        weighted round robin's state stay with it. Two routers may share an endpoint (an offering and
+        the workspace serving it was made from) with their own weights; the breaker, keyed by the
+        target's name, is the endpoint's and so shared."""
+        target = self.targets.get(f"{router}\0{spec.name}")
         if target is None:
-            target = self.targets[spec.name] = Target(spec.name)
+            target = self.targets[f"{router}\0{spec.name}"] = Target(spec.name)
         target.url, target.weight, target.region = spec.url, spec.weight, spec.region
         target.priority, target.healthy = spec.priority, spec.healthy
         return target
@@ -77,9 +83,11 @@ class Relay:
         """Try the router's candidates in order until one answers with a non-failure status."""
         upstream = self.upstream
         assert upstream is not None
-        router = self.routers.get(model.public_id)
+        router = self.routers.get(model.route_key)
         if router is None:
             return Refusal(Why.NO_UPSTREAM, f"model {model.public_id} has no upstream")
+        if model.waiting and not any(t.weight > 0 for t in router.targets):
+            return not_ready(model)
         failure: Refusal | None = None
         for tries, attempt in enumerate(router.attempts(self.region), start=1):
             spec = self.specs[attempt.target.name]
@@ -146,6 +154,13 @@ class Relay:
         connected.attempt.close()
         with anyio.CancelScope(shield=True):
             await connected.response.aclose()
+
+
+def not_ready(model: ModelEntry) -> Refusal:
+    """Nothing of the model is ready: say what each placement is doing, and since when."""
+    now = datetime.now(UTC)
+    said = "; ".join(w.describe(now) for w in model.waiting)
+    return Refusal(Why.NOT_READY, f"The model `{model.public_id}` is not ready: {said}.", retry_after=5)
 
 
 def _failure(status: int, detail: str, retry_after: float | None, spec: TargetSpec) -> Refusal:

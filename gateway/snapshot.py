@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, func, select
-from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, selectinload, sessionmaker
 
 from gateway.limits import Rule, rules_from_rows
 from gateway.metering import Prices
@@ -46,6 +46,7 @@ from store.periods import aware
 
 log = logging.getLogger("modelfleet.gateway")
 
+PLATFORM = "platform"  # the owner of ops' servings (fleet.spec.ModelServing.workspace's default)
 WATCHED = (ApiKey, Workspace, MaasModel, MaasTarget, RateLimitRule, ServingPlacement, ServingReplica)
 _WATCHED_TABLES = frozenset(m.__tablename__ for m in WATCHED)
 
@@ -179,25 +180,50 @@ class TargetSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Waiting:
+    """A placement that should serve but has no ready replica: what the 503 says."""
+
+    serving: str
+    state: str
+    ready: int
+    desired: int
+    since: datetime
+    reason: str | None
+
+    def describe(self, now: datetime) -> str:
+        seconds = max(0, int((now - self.since).total_seconds()))
+        said = f"{self.serving} is {self.state}: {self.ready} of {self.desired} replicas ready"
+        said += f", for {seconds} s"
+        return f"{said} ({self.reason})" if self.reason and self.state == "failed" else said
+
+
+@dataclass(frozen=True, slots=True)
 class ModelEntry:
     public_id: str
     enabled: bool
-    visibility: str
+    visibility: str  # all | specified | none (MaaS offerings); workspace (a workspace's own serving)
     workspaces: frozenset[str]
     strategy: Strategy
     prices: Prices
     targets: tuple[TargetSpec, ...]
     created: int = 0  # Unix time, for /v1/models
+    key: str = ""  # the router's key: the public id, or `<workspace>/<public id>` for own servings
+    waiting: tuple[Waiting, ...] = ()
 
     def visible_to(self, workspace: str) -> bool:
         return self.visibility == "all" or workspace in self.workspaces
+
+    @property
+    def route_key(self) -> str:
+        return self.key or self.public_id
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     keys: dict[str, KeyEntry] = field(default_factory=dict)
     workspaces: dict[str, WorkspaceEntry] = field(default_factory=dict)
-    models: dict[str, ModelEntry] = field(default_factory=dict)
+    models: dict[str, ModelEntry] = field(default_factory=dict)  # MaaS offerings, by public id
+    own: dict[str, dict[str, ModelEntry]] = field(default_factory=dict)  # workspace → its servings
     rules: tuple[Rule, ...] = ()
     fingerprint: tuple[Any, ...] = ()
     version: int = 0  # the ConfigVersion it was loaded at
@@ -264,12 +290,14 @@ class Loader:
             self.placements = _placements_by_serving(session)
             models = {m.public_id: self._model(m) for m in session.scalars(select(MaasModel))}
             rules = tuple(rules_from_rows(session.scalars(select(RateLimitRule)).all()))
-        return Snapshot(keys, workspaces, models, rules, marker, version)
+            own = self._own_servings()
+        return Snapshot(keys, workspaces, models, own, rules, marker, version)
 
     def _model(self, m: MaasModel) -> ModelEntry:
         targets: list[TargetSpec] = []
+        waiting: list[Waiting] = []
         for t in m.targets:
-            targets.extend(self._targets(m, t))
+            targets.extend(self._targets(m, t, waiting))
         seen: dict[str, int] = {}
         unique: list[TargetSpec] = []
         for spec in targets:  # two identical targets on one model still need distinct names
@@ -285,9 +313,10 @@ class Loader:
             prices=Prices.of(m.price_input_per_m, m.price_output_per_m, m.price_cached_per_m),
             targets=tuple(unique),
             created=int(aware(m.created_at).timestamp()),
+            waiting=tuple(waiting),
         )
 
-    def _targets(self, m: MaasModel, t: MaasTarget) -> Iterable[TargetSpec]:
+    def _targets(self, m: MaasModel, t: MaasTarget, waiting: list[Waiting]) -> Iterable[TargetSpec]:
         if t.kind == "external":
             secret = resolve_secret(t.secret_ref)
             headers: tuple[tuple[str, str], ...] = ()
@@ -310,36 +339,74 @@ class Loader:
                 kind="external",
             )
             return
-        yield from self._serving_targets(m, t)
-
-    def _serving_targets(self, m: MaasModel, t: MaasTarget) -> Iterable[TargetSpec]:
-        """One target per placement of the serving (its region and pool), weighted by both the MaaS
-        target's weight and the placement's. Placements are what the control plane published from
-        the stacks (`serving_placements`): the gateway never reads git."""
         assert t.stack is not None and t.serving is not None
         placements = self.placements.get((t.stack, t.serving), ())
         if not placements:
             log.warning("gateway: %s: no serving %s in stack %s", m.public_id, t.serving, t.stack)
         for p in placements:
-            if t.region is not None and p.region != t.region:
-                continue
-            # A placement scaled to zero replicas has no pods: drained like weight 0.
-            placement_weight = p.weight if p.desired_replicas else 0
-            url = self.simulator_url if self.simulator_url else p.endpoint
-            yield TargetSpec(
-                name=f"{t.stack}/{t.serving}/{p.region}/{p.pool}",
-                url=f"{url.rstrip('/')}/v1",
-                upstream_model=p.public_name,
-                weight=t.weight * placement_weight,
-                priority=t.priority,
-                region=p.region,
-                kind="serving",
+            if t.region is None or p.region == t.region:
+                yield from self._placement_targets(p, t.weight, t.priority, waiting)
+
+    def _placement_targets(
+        self, p: ServingPlacement, weight: int, priority: int, waiting: list[Waiting]
+    ) -> Iterable[TargetSpec]:
+        """Where a placement can be reached now, from what was observed: each ready replica's own
+        address (local regions), or the placement's in-cluster endpoint while some replica is ready
+        (kubernetes regions). With the simulator standing in for clusters (`gateway_simulate_servings`,
+        the demo) a kubernetes placement with replicas is answered by the simulator, named as such."""
+        name = f"{p.stack}/{p.serving}/{p.region}/{p.pool}"
+        weight = weight * (p.weight if p.desired_replicas else 0)
+        if self.simulator_url and p.runtime == "kubernetes":
+            url = f"{self.simulator_url.rstrip('/')}/v1"
+            yield TargetSpec(name, url, p.public_name, weight, priority, p.region, kind="simulated")
+            return
+        ready = [r for r in p.replicas if r.state == "ready"]
+        if p.desired_replicas and not ready:
+            since = aware(p.state_since)
+            waiting.append(Waiting(p.serving, p.state, 0, p.desired_replicas, since, p.reason))
+        if p.runtime == "local":
+            for r in ready:
+                if r.url:
+                    url = f"{r.url.rstrip('/')}/v1"
+                    replica = f"{name}/{r.name}"
+                    yield TargetSpec(replica, url, p.public_name, weight, priority, p.region, kind="serving")
+            return
+        if ready or p.ready_replicas:
+            url = f"{p.endpoint.rstrip('/')}/v1"
+            yield TargetSpec(name, url, p.public_name, weight, priority, p.region, kind="serving")
+
+    def _own_servings(self) -> dict[str, dict[str, ModelEntry]]:
+        """Every workspace's own servings, callable at once by that workspace's keys under their
+        public model name (no MaaS model needed; unpriced: they run on the workspace's capacity)."""
+        grouped: dict[tuple[str, str], list[ServingPlacement]] = {}
+        for placements in self.placements.values():
+            for p in placements:
+                if p.workspace != PLATFORM:
+                    grouped.setdefault((p.workspace, p.public_name), []).append(p)
+        own: dict[str, dict[str, ModelEntry]] = {}
+        for (workspace, public_name), placements in grouped.items():
+            waiting: list[Waiting] = []
+            targets = [t for p in placements for t in self._placement_targets(p, 1, 0, waiting)]
+            created = min(aware(p.state_since) for p in placements)
+            own.setdefault(workspace, {})[public_name] = ModelEntry(
+                public_id=public_name,
+                enabled=True,
+                visibility="workspace",
+                workspaces=frozenset({workspace}),
+                strategy=Strategy.WEIGHTED,
+                prices=Prices.of(0, 0, None),
+                targets=tuple(targets),
+                created=int(created.timestamp()),
+                key=f"{workspace}/{public_name}",
+                waiting=tuple(waiting),
             )
+        return own
 
 
 def _placements_by_serving(session: Session) -> dict[tuple[str, str], list[ServingPlacement]]:
     out: dict[tuple[str, str], list[ServingPlacement]] = {}
-    for p in session.scalars(select(ServingPlacement).order_by(ServingPlacement.position)):
+    query = select(ServingPlacement).options(selectinload(ServingPlacement.replicas))
+    for p in session.scalars(query.order_by(ServingPlacement.position)):
         out.setdefault((p.stack, p.serving), []).append(p)
     return out
 

@@ -21,8 +21,11 @@ from sqlalchemy import select
 
 from gateway.app import create_gateway
 from gateway.core import Gateway
+from portal.observe.recorder import record
+from portal.observe.states import ReplicaObservation
 from portal.services import Services
-from store.models import UsageRecord
+from store.db import transaction
+from store.models import ServingPlacement, UsageRecord
 from tests.gateway.test_limits_helpers import REDIS_URL, delete_prefix, redis_reason
 
 
@@ -169,3 +172,14 @@ def limiter_backend(services: Services, backend: str) -> Iterator[None]:
         yield
     finally:
         delete_prefix(prefix)
+
+
+def observe(services: Services, serving: str, region: str, *replicas: ReplicaObservation) -> None:
+    """What an observer would write for one placement of the demo stack."""
+    with transaction(services.sessions) as session:
+        placement = session.scalars(
+            select(ServingPlacement).where(
+                ServingPlacement.serving == serving, ServingPlacement.region == region
+            )
+        ).one()
+        record(session, placement, list(replicas))

@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 
 from gateway.core import Gateway
 from gateway.snapshot import Loader
+from portal.observe.states import ReplicaObservation, State
 from portal.services import Services
 from portal.settings import Settings
-from tests.gateway.gateway_support import Harness, harness
+from tests.gateway.gateway_support import Harness, harness, observe
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 QWEN = {"kind": "serving", "stack": "demo", "serving": "qwen25-7b"}  # cn-east (weight 75), cn-north (25)
@@ -58,10 +59,15 @@ def test_latency_strategy_prefers_the_gateways_region(client: TestClient, servic
         assert {r.region for r in h.records(4)} == {"cn-north"}
 
 
-def test_without_the_simulator_targets_are_the_in_cluster_endpoints(gw: Harness) -> None:
+def test_without_the_simulator_only_observed_ready_placements_are_targets(gw: Harness) -> None:
     gw.model("qwen", [{**QWEN, "region": "cn-east", "weight": 10}])
     snapshot = Loader(gw.services).load(0)
-    (target,) = snapshot.models["qwen"].targets
+    assert snapshot.models["qwen"].targets == ()  # committed to git, never observed: nothing to call
+    (waiting,) = snapshot.models["qwen"].waiting
+    assert (waiting.serving, waiting.state, waiting.ready, waiting.desired) == ("qwen25-7b", "pending", 0, 1)
+
+    observe(gw.services, "qwen25-7b", "cn-east", ReplicaObservation("qwen-0", State.READY))
+    (target,) = Loader(gw.services).load(0).models["qwen"].targets
     assert target.url.endswith(".svc.cluster.local:8000/v1") and target.url.startswith("http://")
     assert (target.region, target.weight, target.upstream_model) == (
         "cn-east",
