@@ -1,8 +1,9 @@
 """`make bench`: every benchmark, one `BENCH <name> <value> <unit>` line per figure.
 
 The core first (the offline pipeline at 1k and 10k servings, the Pulumi-mocks path against it), then
-the portal (preflight + preview on 1,000 servings; 100 concurrent deploys), the gateway (limiter,
-simulator, routing, metering, added latency under open-loop load) and the console's page times.
+the portal (preflight + preview on 1,000 servings; 100 concurrent deploys; the kubernetes observer's
+CPU per 1,000 pod events), the gateway (limiter, simulator, routing, metering, added latency under
+open-loop load) and the console's page times.
 `python -m benchmarks core|portal|gateway` runs one group.
 """
 
@@ -49,10 +50,11 @@ def core() -> None:
 
 
 def portal() -> None:
-    from benchmarks import portal_preflight, portal_updates
+    from benchmarks import observer, portal_preflight, portal_updates
 
     portal_preflight.main()
     portal_updates.main()
+    observer.main()
 
 
 def gateway() -> None:

@@ -68,6 +68,17 @@ class Settings(GatewaySettings):
     s3_credentials: dict[str, S3Credentials] = Field(default_factory=dict)
     s3_timeout_seconds: float = 5.0
 
+    # The kubernetes observer: read-only access to each region's cluster, by the name the region
+    # gives its access (`cluster.kubeconfig_secret`, else `cluster.context`).
+    kubeconfigs: dict[str, str] = Field(
+        default_factory=dict,
+        description="a kubeconfig file (or `in-cluster`: the portal pod's service account) per region "
+        "access name; regions without one are not watched",
+    )
+    observer_watch_seconds: int = Field(
+        default=300, ge=10, le=1800, description="timeoutSeconds of each watch request before it resumes"
+    )
+
     gateway_base_url: str = Field(
         default="http://127.0.0.1:8000",
         description="where applications reach the OpenAI-compatible gateway; "
