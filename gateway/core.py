@@ -27,6 +27,8 @@ import redis.asyncio as aioredis
 from gateway.access import authenticate
 from gateway.admission import Admitter
 from gateway.breaker import BreakerBoard, BreakerConfig
+from gateway.feed import FeedListener, listen_url
+from gateway.health import check_once
 from gateway.limits import FailurePolicy, Limiter, OnFailure, RedisLimiter, build_limiter
 from gateway.quotas import Counter, LocalQuotas, Quotas, RedisQuotas
 from gateway.records import Recorder
@@ -84,6 +86,9 @@ class Gateway:
         self._start_lock: asyncio.Lock | None = None
         self._full_reload_at = 0.0
         self._exits: contextlib.ExitStack | None = None
+        self._changed: asyncio.Event | None = None  # set by the change feed: reload now
+        self._feed: FeedListener | None = None
+        self._checker: asyncio.Task[None] | None = None
 
     # The parts' state, for operators' introspection and tests.
     @property
@@ -165,15 +170,31 @@ class Gateway:
             )
         self.writer.start()
         await self.reload()
-        self._poller = asyncio.get_running_loop().create_task(self._poll())
+        loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        if self.services.engine.dialect.name == "postgresql":
+            changed = self._changed
+
+            def wake() -> None:  # called from the listener's thread
+                loop.call_soon_threadsafe(changed.set)
+
+            self._feed = FeedListener(listen_url(self.services.engine.url), wake)
+            self._feed.start()
+        self._poller = loop.create_task(self._poll())
+        if s.gateway_health_check_seconds > 0:
+            self._checker = loop.create_task(self._check_health())
         self._started = True
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        for task in (self._poller, self._checker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._poller = self._checker = None
+        if self._feed is not None:
+            await asyncio.to_thread(self._feed.stop)
+            self._feed = None
         await asyncio.to_thread(self.writer.stop)
         if self.relay.upstream is not None:
             await self.relay.upstream.aclose()
@@ -198,11 +219,13 @@ class Gateway:
             await self.reload()
         return self.snapshot
 
-    async def reload(self) -> None:
-        """Load a fresh snapshot in a worker thread; concurrent callers share one load."""
-        if self._reload is not None:
+    async def reload(self, *, fresh: bool = False) -> None:
+        """Load a fresh snapshot in a worker thread; concurrent callers share one load. `fresh`: a
+        load already under way may have read before the change that asked for this one (the change
+        feed's case), so load again after it."""
+        while self._reload is not None:
             await asyncio.shield(self._reload)
-            if self.version.value == self.snapshot.version:
+            if not fresh and self.version.value == self.snapshot.version:
                 return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -236,9 +259,16 @@ class Gateway:
         """Other processes' edits: a cheap fingerprint every poll interval, a full reload as a net."""
         interval = self.settings.gateway_snapshot_poll_seconds
         full = self.settings.gateway_snapshot_reload_seconds
+        assert self._changed is not None
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), interval)  # the feed, or the poll interval
+            fed = self._changed.is_set()
+            self._changed.clear()
             try:
+                if fed:
+                    await self.reload(fresh=True)
+                    continue
                 stale = time.monotonic() - self._full_reload_at >= full
                 if not stale:
                     stale = await asyncio.to_thread(self.loader.fingerprint) != self.snapshot.fingerprint
@@ -246,6 +276,26 @@ class Gateway:
                     await self.reload()
             except Exception:
                 log.exception("gateway: snapshot refresh failed; serving the previous one")
+
+    async def _check_health(self) -> None:
+        """Ask every ready serving endpoint's health path on a schedule (gateway/health.py)."""
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.gateway_health_check_seconds)
+            upstream = self.relay.upstream
+            if upstream is None:
+                continue
+            specs = [spec for entry in routable(self.snapshot).values() for spec in entry.targets]
+            try:
+                await check_once(
+                    specs,
+                    upstream,
+                    self.relay.breakers,
+                    s.gateway_health_check_timeout_seconds,
+                    s.gateway_health_check_seconds,
+                )
+            except Exception:
+                log.exception("gateway: health checks failed; trying again next round")
 
     # -- who ------------------------------------------------------------------------------------
     async def identify(self, authorization: str | None) -> tuple[Snapshot, KeyEntry] | Refusal:

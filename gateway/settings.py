@@ -50,6 +50,12 @@ class GatewaySettings(StoreSettings):
     gateway_snapshot_poll_seconds: float = Field(
         default=1.0, gt=0, description="how often to look for key/model/limit edits by other processes"
     )
+    gateway_health_check_seconds: float = Field(
+        default=5.0, ge=0, description="how often each ready serving endpoint's health path is asked (0: off)"
+    )
+    gateway_health_check_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="how long a health check may take before it counts as a failure"
+    )
     gateway_snapshot_reload_seconds: float = Field(
         default=30.0, gt=0, description="full reload of keys, models and limits (safety net)"
     )

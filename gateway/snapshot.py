@@ -192,7 +192,9 @@ class Waiting:
 
     def describe(self, now: datetime) -> str:
         seconds = max(0, int((now - self.since).total_seconds()))
-        said = f"{self.serving} is {self.state}: {self.ready} of {self.desired} replicas ready"
+        doing = {"failed": "has failed", "committed": "is committed but not yet running"}
+        said = f"{self.serving} {doing.get(self.state, 'is ' + self.state)}: "
+        said += f"{self.ready} of {self.desired} replicas ready"
         said += f", for {seconds} s"
         return f"{said} ({self.reason})" if self.reason and self.state == "failed" else said
 

@@ -125,5 +125,17 @@ class UpstreamClient:
             raise _translated(exc) from exc
         return UpstreamResponse(response)
 
+    async def healthy(self, url: str, timeout_s: float) -> bool:
+        """A GET of an engine's health path answers 200 within `timeout_s` (what its readiness probe
+        asks); any other status, an error or a timeout is unhealthy."""
+        try:
+            async with self._session.get(
+                url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as response:
+                await response.read()
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
     async def aclose(self) -> None:
         await self._session.close()
