@@ -15,8 +15,12 @@ its files (count and bytes) per region.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from fleet.incremental import Change, check_change
 from fleet.planner import PlacementPlan
@@ -24,8 +28,10 @@ from fleet.spec import ModelServing
 from portal import modelstore
 from portal.repository import StackSnapshot
 from portal.services import Services
+from store.models import MaasModel
 
 NAME_TAKEN = "serving-name"
+NAME_CLASH = "public-name"
 MODEL_STORE = "model-store"
 DEFAULT_WORKSPACE = ModelServing.model_fields["workspace"].default
 
@@ -60,12 +66,16 @@ def run(
     desired: dict[str, Any],
     *,
     model_store: bool = True,
+    session: Session | None = None,
 ) -> PreflightReport:
     """Check `desired` (a serving file's content) as a new serving or a replacement of its namesake.
 
-    `model_store=False` leaves the stores alone (no network), e.g. for a dry run of many requests."""
+    `model_store=False` leaves the stores alone (no network), e.g. for a dry run of many requests.
+    `session`: the caller's, when it holds one (on SQLite a second session would wait for its lock)."""
     name = str(desired.get("name", ""))
-    taken = _taken_by_another_workspace(snapshot, desired)
+    taken = _taken_by_another_workspace(snapshot, desired) or _clashes_with_an_offering(
+        services, snapshot.stack, desired, session
+    )
     if taken is not None:
         return PreflightReport(name, snapshot.commit, [taken], {"stack": snapshot.stack})
     change = check_change(snapshot.index, desired, snapshot.policy_config)
@@ -96,6 +106,41 @@ def _taken_by_another_workspace(snapshot: StackSnapshot, desired: dict[str, Any]
         "mandatory",
         f"servings[{name}].name",
         f"servings[{name}].name: the name {name!r} is taken in this stack; choose another",
+    )
+
+
+def _clashes_with_an_offering(
+    services: Services, stack: str, desired: dict[str, Any], session: Session | None
+) -> Check | None:
+    """A workspace's serving is callable by its public model name; an offering (MaaS model) visible to
+    the workspace under the same name would make that name mean two things, so the serving may not take
+    it. An offering made from this very serving (the demo's) is the same model, not a clash."""
+    name = desired.get("name")
+    public = desired.get("public_model_name") or name
+    if not isinstance(name, str) or not isinstance(public, str):
+        return None
+    workspace = desired.get("workspace", DEFAULT_WORKSPACE)
+    with nullcontext(session) if session is not None else services.sessions() as reading:
+        began = not reading.in_transaction()
+        offering = reading.scalar(select(MaasModel).where(MaasModel.public_id == public))
+        clash = (
+            offering is not None
+            and (offering.visibility == "all" or workspace in (offering.visible_workspaces or []))
+            and not any(
+                t.kind == "serving" and (t.stack, t.serving) == (stack, name) for t in offering.targets
+            )
+        )
+        if began:  # leave the caller's session as it was: its own transaction comes next
+            reading.commit()
+    if not clash:
+        return None
+    where = "public_model_name" if desired.get("public_model_name") else "name"
+    return Check(
+        NAME_CLASH,
+        "mandatory",
+        f"servings[{name}].{where}",
+        f"servings[{name}].{where}: {public!r} is already the name of a model offered to your workspace; "
+        "choose another public model name",
     )
 
 

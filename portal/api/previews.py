@@ -75,7 +75,7 @@ def preflight_serving(
     """Everything that would stop (or should worry) this request, without queuing it."""
     workspace_for(session, principal, ws)
     snapshot = _snapshot(services, body)
-    report = preflight.run(services, snapshot, body.to_serving(ws))
+    report = preflight.run(services, snapshot, body.to_serving(ws), session=session)
     return PreflightOut(
         ok=not report.blocking,
         serving=report.serving,

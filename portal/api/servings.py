@@ -386,10 +386,12 @@ def _field(subject: str, name: str) -> str:
     return subject.removeprefix(prefix + ".") if subject.startswith(prefix + ".") else subject
 
 
-def _preflight(services: Services, snapshot: StackSnapshot, desired: dict[str, Any]) -> list[dict[str, Any]]:
+def _preflight(
+    services: Services, snapshot: StackSnapshot, desired: dict[str, Any], session: Session
+) -> list[dict[str, Any]]:
     """422 with one field per blocking check; the other findings are kept with the request."""
     name = str(desired.get("name", ""))
-    report = preflight.run(services, snapshot, desired)
+    report = preflight.run(services, snapshot, desired, session=session)
     if report.blocking:
         fields = [
             FieldError(field=_field(c.subject, name), message=c.message.removeprefix(f"{c.subject}: "))
@@ -575,7 +577,7 @@ def create_serving(
     if taken:
         raise Conflict(f"a serving named {body.name!r} already exists in stack {stack_name!r}")
     desired = body.to_serving(ws)
-    checks = _preflight(services, snapshot, desired)
+    checks = _preflight(services, snapshot, desired, session)
     queued = _queue(
         session,
         principal,
@@ -619,7 +621,7 @@ def scale_serving(
             "replicas", f"{len(replicas)} value(s) for {len(old)} placement(s); give one per placement"
         )
     desired = with_replicas(current, replicas)
-    checks = _preflight(services, target.snapshot, desired)
+    checks = _preflight(services, target.snapshot, desired, session)
     queued = _queue(
         session,
         principal,
@@ -670,7 +672,7 @@ def serving_action(
         usable = remembered if remembered and len(remembered) == len(old) and any(remembered) else None
         change = {"replicas": usable or [1] * len(old)}
     desired = with_replicas(current, change["replicas"])
-    checks = _preflight(services, target.snapshot, desired)
+    checks = _preflight(services, target.snapshot, desired, session)
     queued = _queue(
         session,
         principal,

@@ -102,6 +102,42 @@ def test_name_taken_in_the_stack_or_by_a_pending_request_is_a_conflict(client: T
     assert again.status_code == 409 and "chat" in again.json()["error"]["message"]
 
 
+def test_a_public_name_an_offering_visible_to_the_workspace_has_is_refused_on_its_field(
+    client: TestClient,
+) -> None:
+    workspaces(client, "team-a", "team-b")
+    offering = {"kind": "external", "base_url": "https://api.example.com/v1", "upstream_model": "m"}
+    made = client.post(
+        "/api/maas-models",
+        json={
+            "public_id": "house-chat",
+            "targets": [offering],
+            "visibility": "specified",
+            "workspaces": ["team-a"],
+        },
+    )
+    assert made.status_code == 201, made.text
+    body = deploy("chat", public_model_name="house-chat")
+    checked = client.post("/api/workspaces/team-a/servings:preflight", json=body).json()
+    assert checked["ok"] is False  # the preflight says what Deploy then does
+    assert [c["subject"] for c in checked["checks"]] == ["servings[chat].public_model_name"]
+    refused = client.post("/api/workspaces/team-a/servings", json=body)
+    assert refused.status_code == 422, refused.text
+    (field,) = refused.json()["error"]["fields"]
+    assert field["field"] == "public_model_name"
+    assert "'house-chat' is already the name of a model offered to your workspace" in field["message"]
+    # Without a public model name the serving's name is the public one: refused on `name`.
+    named = client.post("/api/workspaces/team-a/servings", json=deploy("house-chat"))
+    assert named.status_code == 422 and named.json()["error"]["fields"][0]["field"] == "name"
+    # Not offered to team-b: no clash there.
+    assert (
+        client.post(
+            "/api/workspaces/team-b/servings", json=deploy("chat", public_model_name="house-chat")
+        ).status_code
+        == 202
+    )
+
+
 def test_queued_requests_coalesce_into_one_job_and_one_commit(client: TestClient, services: Services) -> None:
     workspaces(client, "team-a", "team-b", "demo")
     before = commits(services)
