@@ -382,7 +382,13 @@ def set_up(database_url: str, tmp: Path, pepper: str, admin_token: str, engine_u
             call(
                 "POST",
                 "/api/maas-models",
-                {"public_id": MODEL, "targets": [target], "enabled": True, "price_input_per_m": 1.0},
+                {
+                    "public_id": MODEL,
+                    "targets": [target],
+                    "enabled": True,
+                    "visibility": "all",
+                    "price_input_per_m": 1.0,
+                },
             )
             key = call("POST", "/api/workspaces/bench/api-keys", {"name": "bench", "token_quota": 10**15})
             rules = [

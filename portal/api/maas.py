@@ -91,7 +91,8 @@ class MaasModelUpdate(BaseModel):
     price_output_per_m: float = Field(0, ge=0, le=1_000_000)
     price_cached_per_m: float = Field(0, ge=0, le=1_000_000)
     enabled: bool = False
-    visibility: Literal["all", "specified"] = "all"
+    # Offerings are visible to no workspace until ops choose ("all", or "specified" workspaces).
+    visibility: Literal["none", "all", "specified"] = "none"
     workspaces: list[str] = Field(
         default_factory=list, max_length=1000, description="workspace slugs when visibility is specified"
     )
@@ -217,7 +218,7 @@ def _validate(session: Session, services: Services, body: MaasModelUpdate) -> Pl
             _check_serving(services, i, target)
     if body.strategy == "weighted" and body.targets and not any(t.weight for t in body.targets):
         raise Invalid.field("targets", "strategy 'weighted' needs at least one target with a weight above 0")
-    if body.visibility == "all" and body.workspaces:
+    if body.visibility != "specified" and body.workspaces:
         raise Invalid.field("workspaces", "only with visibility 'specified'")
     if body.visibility == "specified" and not body.workspaces:
         raise Invalid.field("workspaces", "visibility 'specified' needs at least one workspace")

@@ -86,6 +86,7 @@ class Harness:
             "public_id": public_id,
             "targets": targets,
             "enabled": True,
+            "visibility": "all",
             "price_input_per_m": float(prices[0]),
             "price_output_per_m": float(prices[1]),
             "price_cached_per_m": float(prices[2]),

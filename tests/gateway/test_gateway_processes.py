@@ -54,7 +54,10 @@ def set_up(settings: Settings, engine_url: str) -> dict[str, str]:
 
             call("/api/workspaces", {"slug": "team", "name": "Team"})
             target = {"kind": "external", "base_url": f"{engine_url}/v1", "upstream_model": "sim"}
-            call("/api/maas-models", {"public_id": "chat", "targets": [target], "enabled": True})
+            call(
+                "/api/maas-models",
+                {"public_id": "chat", "targets": [target], "enabled": True, "visibility": "all"},
+            )
             keys = {name: call("/api/workspaces/team/api-keys", {"name": name}) for name in ("slow", "burst")}
             call(
                 "/api/rate-limits",

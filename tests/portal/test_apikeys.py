@@ -139,7 +139,9 @@ def test_create_validates_expiry_and_allowed_models(client: TestClient) -> None:
     assert stored["status"] == "active"
     assert abs(datetime.fromisoformat(stored["expires_at"]) - soon) < timedelta(seconds=1)
 
-    client.post("/api/maas-models", json={"public_id": "qwen/chat", "targets": [EXTERNAL]})
+    client.post(
+        "/api/maas-models", json={"public_id": "qwen/chat", "targets": [EXTERNAL], "visibility": "all"}
+    )
     only_b = {
         "public_id": "b-only",
         "targets": [EXTERNAL],

@@ -19,7 +19,9 @@ EXTERNAL = {"kind": "external", "base_url": "https://api.example.com/v1", "upstr
 @pytest.fixture
 def world(client: TestClient) -> dict[str, str]:
     client.post("/api/workspaces", json={"slug": "team-a", "name": "A"})
-    client.post("/api/maas-models", json={"public_id": "qwen/chat", "targets": [EXTERNAL]})
+    client.post(
+        "/api/maas-models", json={"public_id": "qwen/chat", "targets": [EXTERNAL], "visibility": "all"}
+    )
     key = client.post("/api/workspaces/team-a/api-keys", json={"name": "k"}).json()
     return {"workspace": "team-a", "model": "qwen/chat", "key": key["id"]}
 

@@ -66,7 +66,7 @@ def test_create_with_serving_and_external_targets(client: TestClient, demo_stack
     created = client.post("/api/maas-models", json=body)
     assert created.status_code == 201, created.text
     model = created.json()
-    assert model["enabled"] is False and model["visibility"] == "all"
+    assert model["enabled"] is False and model["visibility"] == "none"  # until ops choose
     assert model["targets"][0] == {
         "kind": "serving",
         "stack": "demo",
@@ -206,7 +206,8 @@ def test_workspaces_list_the_enabled_models_visible_to_them(client: TestClient) 
     for slug in ("team-a", "team-b"):
         client.post("/api/workspaces", json={"slug": slug, "name": slug})
     common = {"targets": [EXTERNAL], "enabled": True, "price_input_per_m": 1, "price_output_per_m": 2}
-    client.post("/api/maas-models", json={"public_id": "org/everyone", **common})
+    client.post("/api/maas-models", json={"public_id": "org/everyone", **common, "visibility": "all"})
+    client.post("/api/maas-models", json={"public_id": "org/unchosen", **common})  # visible to none yet
     client.post(
         "/api/maas-models",
         json={"public_id": "org/b-only", **common, "visibility": "specified", "workspaces": ["team-b"]},
@@ -220,6 +221,7 @@ def test_workspaces_list_the_enabled_models_visible_to_them(client: TestClient) 
         assert listed["items"][0]["base_url"].endswith("/v1")
         assert client.get("/api/workspaces/team-a/models/org/everyone").json()["model"] == "org/everyone"
         assert client.get("/api/workspaces/team-a/models/org/b-only").status_code == 404
+        assert client.get("/api/workspaces/team-a/models/org/unchosen").status_code == 404
         assert client.get("/api/workspaces/team-a/models/org/off").status_code == 404
         assert client.get("/api/workspaces/team-b/models").status_code == 404
     assert [m["model"] for m in client.get("/api/workspaces/team-b/models").json()["items"]] == [
