@@ -58,11 +58,12 @@ def portal() -> None:
 
 
 def gateway() -> None:
-    from benchmarks import gateway_latency, gateway_limits, gateway_simulator
+    from benchmarks import gateway_latency, gateway_limits, gateway_simulator, readiness_feed
 
     gateway_limits.main()
     gateway_simulator.main()
     gateway_latency.main()
+    readiness_feed.main()
 
 
 def console() -> None:

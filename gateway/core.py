@@ -172,7 +172,7 @@ class Gateway:
         await self.reload()
         loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
-        if self.services.engine.dialect.name == "postgresql":
+        if s.gateway_feed and self.services.engine.dialect.name == "postgresql":
             changed = self._changed
 
             def wake() -> None:  # called from the listener's thread

@@ -50,6 +50,10 @@ class GatewaySettings(StoreSettings):
     gateway_snapshot_poll_seconds: float = Field(
         default=1.0, gt=0, description="how often to look for key/model/limit edits by other processes"
     )
+    gateway_feed: bool = Field(
+        default=True,
+        description="follow the change feed (PostgreSQL LISTEN): reload at once when routable state changes",
+    )
     gateway_health_check_seconds: float = Field(
         default=5.0, ge=0, description="how often each ready serving endpoint's health path is asked (0: off)"
     )
