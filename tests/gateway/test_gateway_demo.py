@@ -50,7 +50,13 @@ def test_the_demo_serves_its_models_from_the_simulator(
         serve(create_app(services=services)) as url,
         openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as sdk,
     ):
-        assert [m.id for m in sdk.models.list()] == DEMO_MODELS
+        # The offerings, and the demo workspace's own servings (callable by its keys under their names).
+        own = {
+            s.served_name
+            for s in services.repository.snapshot("demo").fleet.servings
+            if s.workspace == "demo"
+        }
+        assert [m.id for m in sdk.models.list()] == sorted({*DEMO_MODELS, *own})
         reply = sdk.chat.completions.create(
             model="qwen2.5-7b-instruct",
             messages=[{"role": "user", "content": "hi"}],

@@ -64,7 +64,12 @@ def test_without_the_simulator_only_observed_ready_placements_are_targets(gw: Ha
     snapshot = Loader(gw.services).load(0)
     assert snapshot.models["qwen"].targets == ()  # committed to git, never observed: nothing to call
     (waiting,) = snapshot.models["qwen"].waiting
-    assert (waiting.serving, waiting.state, waiting.ready, waiting.desired) == ("qwen25-7b", "pending", 0, 1)
+    assert (waiting.serving, waiting.state, waiting.ready, waiting.desired) == (
+        "qwen25-7b",
+        "committed",
+        0,
+        2,
+    )
 
     observe(gw.services, "qwen25-7b", "cn-east", ReplicaObservation("qwen-0", State.READY))
     (target,) = Loader(gw.services).load(0).models["qwen"].targets
