@@ -14,6 +14,7 @@ from gateway.app import create_gateway
 from portal import bootstrap, errors, placements
 from portal.api import ROUTERS
 from portal.context import RequestIdMiddleware
+from portal.observe.local.starter import local_runtime_starter
 from portal.services import Services
 from portal.settings import Settings
 from portal.stacks.repository import StackRepository
@@ -29,7 +30,7 @@ log = logging.getLogger("modelfleet.portal")
 # Parts that start with the app and stop with it (the stack worker, later the gateway): each gets
 # the services and returns a stop function.
 Starter = Callable[[Services], Callable[[], None] | None]
-STARTERS: list[Starter] = [worker_starter, rollup_starter]  # each checks its own settings
+STARTERS: list[Starter] = [worker_starter, rollup_starter, local_runtime_starter]  # each checks its settings
 
 
 def build_services(settings: Settings) -> Services:
