@@ -63,5 +63,10 @@ class Leases:
         connection, self.connection = self.connection, None
         self.held.clear()
         if connection is not None:
+            # Closing would return the connection to the pool, locks and all: unlock, and end it
+            # (the server ends a closed session's locks too, but a moment later).
             with contextlib.suppress(DBAPIError):
+                connection.execute(text("SELECT pg_advisory_unlock_all()"))
+            with contextlib.suppress(DBAPIError):
+                connection.invalidate()
                 connection.close()
