@@ -249,7 +249,7 @@ def capture_rendering_stack(rendering: Rendering, stack: str = "test") -> Captur
         kubeconfigs = {
             name: pulumi.Output.secret(PLACEHOLDER_KUBECONFIG)
             for name, region in rendering.fleet.regions.items()
-            if region.cluster.kubeconfig_secret is not None
+            if region.cluster is not None and region.cluster.kubeconfig_secret is not None
         }
         return deploy(rendering, kubeconfigs)
 

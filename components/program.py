@@ -42,7 +42,7 @@ def kubeconfig_secrets(fleet: Fleet, config: pulumi.Config | None = None) -> dic
     return {
         name: config.require_secret(region.cluster.kubeconfig_secret)
         for name, region in fleet.regions.items()
-        if region.cluster.kubeconfig_secret is not None
+        if region.cluster is not None and region.cluster.kubeconfig_secret is not None
     }
 
 
@@ -66,13 +66,17 @@ def deploy(
         kubeconfigs = kubeconfig_secrets(fleet)
     regions: dict[str, Region] = {}
     for name, spec in fleet.regions.items():
-        regions[name] = Region(name, spec, rendering.namespaces[name], kubeconfig=kubeconfigs.get(name))
+        # `local` regions are applied by the control plane as processes, not by Pulumi.
+        if spec.runtime == "kubernetes":
+            regions[name] = Region(name, spec, rendering.namespaces[name], kubeconfig=kubeconfigs.get(name))
     pools = {
         name: GpuNodePool(name, facts, rendering.plan.pools[name]) for name, facts in fleet.pools.items()
     }
     endpoints: dict[str, dict[str, list[pulumi.Output[str]]]] = {}
     for placement in rendering.placements:
         plan = placement.plan
+        if plan.region not in regions:
+            continue  # a local region's placement
         region = regions[plan.region]
         serving = ModelServing(
             object_name(plan.serving, plan.pool),
@@ -86,6 +90,7 @@ def deploy(
             f"{name}-gateway", objects, provider=regions[name].provider, depends_on=[regions[name].namespace]
         ).endpoint
         for name, objects in gateway_objects(fleet).items()
+        if name in regions
     }
     exports: dict[str, Any] = {
         "endpoints": endpoints,

@@ -37,6 +37,8 @@ class Region(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TYPE, name, None, opts)
         cluster = region.cluster
+        if cluster is None:
+            raise ValueError(f"region {region.name!r} runs locally (runtime: local): it has no cluster")
         if cluster.kubeconfig_secret is not None and kubeconfig is None:
             raise ValueError(
                 f"region {region.name!r} reads its kubeconfig from the config secret "

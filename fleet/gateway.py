@@ -186,11 +186,16 @@ def region_objects(gateway: Gateway, region: Region, platform: Platform) -> tupl
 
 
 def gateway_regions(fleet: Fleet) -> list[str]:
-    """The regions the gateway runs in (none when the stack has no `platform.gateway`)."""
+    """The regions the gateway runs in (none when the stack has no `platform.gateway`); never a
+    `local` region (the portal's own gateway serves it)."""
     gateway = fleet.platform.gateway
     if gateway is None:
         return []
-    return [name for name in fleet.regions if gateway.regions is None or name in gateway.regions]
+    return [
+        name
+        for name, region in fleet.regions.items()
+        if region.runtime == "kubernetes" and (gateway.regions is None or name in gateway.regions)
+    ]
 
 
 def gateway_objects(fleet: Fleet) -> dict[str, tuple[Manifest, ...]]:

@@ -355,6 +355,8 @@ def launcher_config_map(fleet: Fleet, s: ModelServing, plan: PlacementPlan, laun
 def placement_objects(
     fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLaunch
 ) -> list[Manifest]:
+    if fleet.regions[plan.region].runtime == "local":
+        return []  # the control plane runs the launch as processes: nothing for a cluster
     objects = [
         workload(fleet, s, plan, launch),
         service(fleet, s, plan, launch),

@@ -66,7 +66,9 @@ def render_fleet(fleet: Fleet, plan: FleetPlan | None = None) -> Rendering:
         rendered.append(RenderedPlacement(placement, launch, objects, endpoint(fleet, s, placement, launch)))
     if issues:
         raise RenderError(issues)
-    namespaces = {name: namespace(region) for name, region in fleet.regions.items()}
+    namespaces = {
+        name: namespace(region) for name, region in fleet.regions.items() if region.runtime == "kubernetes"
+    }
     return Rendering(fleet, plan, tuple(rendered), namespaces, tuple(dict.fromkeys(warnings)))
 
 

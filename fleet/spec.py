@@ -116,10 +116,23 @@ class Controllers(Frozen):
     keda: bool = False
 
 
+class LocalRuntime(Frozen):
+    """A `local` region is one machine: the control plane runs each replica's engine argv as a
+    supervised process. `engines`: `installed` runs the engine program (it must be on PATH),
+    `simulate` runs the engine simulator in its place (named as such everywhere), `auto` the
+    program when it is on PATH, else the simulator."""
+
+    engines: Literal["auto", "installed", "simulate"] = "auto"
+
+
 class Region(Frozen):
     name: str
     display_name: str = ""
-    cluster: ClusterAccess
+    runtime: Literal["kubernetes", "local"] = Field(
+        default="kubernetes", description="kubernetes: applied by Pulumi; local: processes on this machine"
+    )
+    cluster: ClusterAccess | None = Field(default=None, description="kubernetes regions only")
+    local: LocalRuntime | None = Field(default=None, description="local regions only")
     namespace: str = "modelfleet"
     model_store: ModelStore
     gateway_domain: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -129,6 +142,16 @@ class Region(Frozen):
     )
 
     _name = field_validator("name", "namespace")(_dns_label)
+
+    @model_validator(mode="after")
+    def _runtime_needs(self) -> Region:
+        if self.runtime == "kubernetes" and self.cluster is None:
+            raise ValueError("cluster: required for a kubernetes region (or set runtime: local)")
+        if self.runtime == "local" and self.cluster is not None:
+            raise ValueError("cluster: a local region runs on this machine and has no cluster")
+        if self.runtime == "kubernetes" and self.local is not None:
+            raise ValueError("local: only for regions with runtime: local")
+        return self
 
 
 # ----------------------------------------------------------------------------------- node pools

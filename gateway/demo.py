@@ -6,23 +6,16 @@ The simulator is not a model: it invents text (simulator/app.py).
 
 Started in process, on a free loopback port, in its own thread (its own event loop), by the gateway when
 it starts; every serving target's in-cluster endpoint is replaced by it. Each served model gets a
-profile that roughly matches its size, so comparing models shows different speeds.
+profile that roughly matches its size (simulator/profiles.py), so comparing models shows different
+speeds.
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack
 
-from simulator.app import ModelProfile, Simulator, serve_in_thread
-
-# time to first token (ms), decode speed (tokens/s), natural answer length (tokens)
-PROFILES = {
-    "deepseek-r1": ModelProfile(ttft_ms=450, tokens_per_second=30, completion_tokens=96),
-    "qwen2.5-72b-instruct": ModelProfile(ttft_ms=250, tokens_per_second=35, completion_tokens=64),
-    "qwen3-32b": ModelProfile(ttft_ms=180, tokens_per_second=50, completion_tokens=64),
-    "qwen2.5-7b-instruct": ModelProfile(ttft_ms=60, tokens_per_second=110, completion_tokens=64),
-}
-DEFAULT_PROFILE = ModelProfile(ttft_ms=120, tokens_per_second=60, completion_tokens=64)
+from simulator.app import Simulator, serve_in_thread
+from simulator.profiles import DEFAULT_PROFILE, PROFILES
 
 
 def start_simulator(exits: ExitStack) -> str:

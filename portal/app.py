@@ -15,6 +15,7 @@ from portal import bootstrap, errors, placements
 from portal.api import ROUTERS
 from portal.context import RequestIdMiddleware
 from portal.observe.kubernetes.starter import kubernetes_observer_starter
+from portal.observe.local.starter import local_runtime_starter
 from portal.repository import StackRepository
 from portal.services import Services
 from portal.settings import Settings
@@ -34,6 +35,7 @@ STARTERS: list[Starter] = [
     worker_starter,
     rollup_starter,
     kubernetes_observer_starter,
+    local_runtime_starter,
 ]  # each checks its own settings
 
 

@@ -58,6 +58,8 @@ def desired_rows(
         serving = servings[plan.serving]
         region = fleet.regions[plan.region]
         launch = launch_of(placed)
+        if region.runtime == "local":  # whether the simulator stands in for the engine program
+            launch["engines"] = region.local.engines if region.local else "auto"
         fields = {
             "stack": stack,
             "serving": plan.serving,
@@ -65,7 +67,7 @@ def desired_rows(
             "region": plan.region,
             "pool": plan.pool,
             "position": plan.index,
-            "runtime": getattr(region, "runtime", "kubernetes"),
+            "runtime": region.runtime,
             "public_name": serving.served_name,
             "endpoint": placed.endpoint,
             "desired_replicas": plan.replicas,

@@ -41,6 +41,10 @@ class Settings(GatewaySettings):
     git_author: str = "modelfleet-portal <portal@modelfleet.local>"
     worker_enabled: bool = Field(default=True, description="apply queued stack updates in this process")
     worker_poll_seconds: float = 0.5
+    local_runtime_enabled: bool = Field(
+        default=True,
+        description="supervise the engine processes of `local` regions in this process (docs/ops-guide.md)",
+    )
 
     # pull-request backend: a GitHub-compatible REST API.
     github_api_url: str = "https://api.github.com"

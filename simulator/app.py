@@ -23,7 +23,10 @@ overridable per request with a `"simulator": {...}` object in the body (the Open
 content chunk instead, omit usage, report cached and reasoning tokens (reasoning tokens are streamed
 as `reasoning_content`, and are part of `completion_tokens` as in OpenAI's usage).
 
-Run one: `python -m simulator.app --port 8001 --ttft-ms 200 --tokens-per-second 50`.
+Run one: `python -m simulator --port 8001 --ttft-ms 200 --tokens-per-second 50`. A `local` region runs
+it in place of an engine that is not installed (`--stands-in-for vllm`, which says so on its first log
+line); `--exit-at-start CODE` and `--load-seconds S` (or `SIMULATOR_EXIT_AT_START`,
+`SIMULATOR_LOAD_SECONDS`) make it fail at start or take a while to listen.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ import base64
 import hashlib
 import json
 import math
+import os
 import random
 import secrets
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Iterator, Mapping
@@ -53,6 +58,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from simulator.profiles import ModelProfile, profile_for
+
 OWNER = "modelfleet-simulator"
 _WORDS = """the a of to and in is it you that he was for on are with as his they be at one have this from or
     had by word but what some we can out other were all there when up use your how said an each she
@@ -67,20 +74,6 @@ _WORDS = """the a of to and in is it you that he was for on are with as his they
 VOCABULARY = tuple(_WORDS.split())
 UsagePlacement = Literal["separate", "last_chunk", "none"]
 FailMode = Literal["error_event", "disconnect"]
-
-
-@dataclass(frozen=True)
-class ModelProfile:
-    """How one simulated model behaves."""
-
-    ttft_ms: float = 0.0
-    tokens_per_second: float = 0.0  # 0: no decode delay
-    completion_tokens: int = 32  # the answer's natural length when max_tokens does not cut it
-    embedding_dimensions: int = 32
-
-    def __post_init__(self) -> None:
-        if self.ttft_ms < 0 or self.tokens_per_second < 0 or self.completion_tokens < 1:
-            raise ValueError("ttft_ms and tokens_per_second must be >= 0, completion_tokens >= 1")
 
 
 @dataclass(frozen=True)
@@ -661,7 +654,7 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m simulator.app",
+        prog="python -m simulator",
         description="A SIMULATED OpenAI-compatible engine (made-up text) for gateway tests and benchmarks.",
     )
     parser.add_argument("--host", default="127.0.0.1")
@@ -673,6 +666,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ttft-ms", type=float, default=0.0)
     parser.add_argument("--tokens-per-second", type=float, default=0.0, help="0: no decode delay")
     parser.add_argument("--completion-tokens", type=int, default=32)
+    parser.add_argument(
+        "--profiles",
+        action="store_true",
+        help="each model answers at its profile's speed (simulator/profiles.py), not the timing flags",
+    )
+    parser.add_argument(
+        "--stands-in-for", metavar="ENGINE", help="say on start that it runs in place of ENGINE"
+    )
+    parser.add_argument(
+        "--load-seconds",
+        type=float,
+        default=float(os.environ.get("SIMULATOR_LOAD_SECONDS", "0")),
+        help="wait this long before listening, as an engine loading weights does "
+        "(default: $SIMULATOR_LOAD_SECONDS or 0)",
+    )
+    parser.add_argument(
+        "--exit-at-start",
+        type=int,
+        metavar="CODE",
+        default=_env_int("SIMULATOR_EXIT_AT_START"),
+        help="fault injection: fail at start with this exit code (default: $SIMULATOR_EXIT_AT_START)",
+    )
     args = parser.parse_args(argv)
     profile = ModelProfile(
         ttft_ms=args.ttft_ms,
@@ -680,10 +695,27 @@ def main(argv: list[str] | None = None) -> None:
         completion_tokens=args.completion_tokens,
     )
     names = args.model or ["sim-chat"]
-    simulator = Simulator(
-        dict.fromkeys(names, profile), accept_any_model=args.any_model, default_profile=profile
-    )
+    if args.stands_in_for:
+        print(
+            f"modelfleet engine SIMULATOR standing in for {args.stands_in_for} (made-up text, not a model): "
+            f"serving {', '.join(names)} on {args.host}:{args.port}",
+            flush=True,
+        )
+    if args.exit_at_start is not None:
+        print(f"simulated start failure: exiting with code {args.exit_at_start}", file=sys.stderr, flush=True)
+        sys.exit(args.exit_at_start)
+    if args.load_seconds > 0:
+        print(f"loading (simulated) for {args.load_seconds:g} s", flush=True)
+        time.sleep(args.load_seconds)
+
+    models = {name: profile_for(name) if args.profiles else profile for name in names}
+    simulator = Simulator(models, accept_any_model=args.any_model, default_profile=profile)
     uvicorn.run(simulator.app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,10 @@ from tests.fixtures import factories as f
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ROOT / "stacks"
+
+# The demo stack has a local region: a portal a test starts (in process or as `python -m portal`)
+# would run its engines as processes that outlive the test. Tests of the local runtime turn it on.
+os.environ.setdefault("MODELFLEET_LOCAL_RUNTIME_ENABLED", "false")
 
 
 @pytest.fixture(scope="session")

@@ -239,7 +239,7 @@ def _argparse_mains() -> dict[str, Callable[[list[str]], None]]:
     from gateway.__main__ import main as gateway_main
     from simulator.app import main as simulator_main
 
-    return {"gateway": gateway_main, "simulator.app": simulator_main}
+    return {"gateway": gateway_main, "simulator.app": simulator_main, "simulator": simulator_main}
 
 
 @cache

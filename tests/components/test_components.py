@@ -52,6 +52,8 @@ def placement(rendering: Rendering, *, kind: str) -> RenderedPlacement:
 
 def test_region_provider_per_cluster_with_its_identifier(demo_rendering: Rendering) -> None:
     fleet = demo_rendering.fleet
+    clusters = {name: r.cluster for name, r in fleet.regions.items() if r.cluster is not None}
+    assert len(clusters) < len(fleet.regions), "demo has a local region (no cluster, no provider)"
 
     def program() -> dict[str, Any]:
         made = {
@@ -60,42 +62,43 @@ def test_region_provider_per_cluster_with_its_identifier(demo_rendering: Renderi
                 spec,
                 demo_rendering.namespaces[name],
                 kubeconfig=pulumi.Output.secret(f"kubeconfig of {name}")
-                if spec.cluster.kubeconfig_secret
+                if clusters[name].kubeconfig_secret
                 else None,
             )
             for name, spec in fleet.regions.items()
+            if name in clusters
         }
         return {name: r.cluster_identifier for name, r in made.items()}
 
     cap = run_program(program, "unit")
     providers = cap.by_type(PROVIDER)
-    assert sorted(p.name for p in providers) == sorted(fleet.regions)
+    assert sorted(p.name for p in providers) == sorted(clusters)
     for p in providers:
-        spec = fleet.regions[p.name]
+        cluster = clusters[p.name]
         region = one(cap, "modelfleet:index:Region", p.name)
         assert p.parent == region.urn
         assert p.urn.endswith(f"::modelfleet:index:Region${PROVIDER}::{p.name}")
-        assert p.props["clusterIdentifier"] == spec.cluster.cluster_identifier
+        assert p.props["clusterIdentifier"] == cluster.cluster_identifier
         assert p.props["enableServerSideApply"] == "true"  # providers take JSON-encoded config
-        if spec.cluster.kubeconfig_secret:
+        if cluster.kubeconfig_secret:
             assert p.props["kubeconfig"] == f"kubeconfig of {p.name}"
             assert "context" not in p.props
         else:
-            assert p.props["context"] == spec.cluster.context
+            assert p.props["context"] == cluster.context
             assert "kubeconfig" not in p.props
-    assert cap.exports == {n: r.cluster.cluster_identifier for n, r in fleet.regions.items()}
-    assert {r.cluster.context for r in fleet.regions.values()} != {None}, "demo uses a context"
+    assert cap.exports == {n: c.cluster_identifier for n, c in clusters.items()}
+    assert {c.context for c in clusters.values()} != {None}, "demo uses a context"
 
 
 def test_region_namespace_uses_the_region_provider(demo_rendering: Rendering) -> None:
     fleet = demo_rendering.fleet
 
     def program() -> None:
-        for name, spec in fleet.regions.items():
-            Region(name, spec, demo_rendering.namespaces[name], kubeconfig="kc")
+        for name in demo_rendering.namespaces:  # the cluster regions: a local one has no namespace
+            Region(name, fleet.regions[name], demo_rendering.namespaces[name], kubeconfig="kc")
 
     cap = run_program(program, "unit")
-    for name in fleet.regions:
+    for name in demo_rendering.namespaces:
         region = one(cap, "modelfleet:index:Region", name)
         provider = one(cap, PROVIDER, name)
         ns = one(cap, "kubernetes:core/v1:Namespace", f"{name}-namespace")

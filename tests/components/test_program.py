@@ -25,12 +25,14 @@ ROOT = STACKS.parent
 def expected_types(rendering: Rendering) -> Counter[str]:
     """What the program must register for a rendering, counted per resource type."""
     fleet = rendering.fleet
+    clusters = [r for r in fleet.regions.values() if r.runtime == "kubernetes"]  # local: no Pulumi
+    on_clusters = [p for p in rendering.placements if fleet.regions[p.plan.region].runtime == "kubernetes"]
     want: Counter[str] = Counter(
         {
-            "modelfleet:index:Region": len(fleet.regions),
-            PROVIDER: len(fleet.regions),
+            "modelfleet:index:Region": len(clusters),
+            PROVIDER: len(clusters),
             "modelfleet:index:GpuNodePool": len(fleet.pools),
-            "modelfleet:index:ModelServing": len(rendering.placements),
+            "modelfleet:index:ModelServing": len(on_clusters),
         }
     )
     for _, obj in rendering.objects():
@@ -111,12 +113,19 @@ def test_workloads_wait_for_the_config_maps_their_pods_mount(demo_capture: Captu
 
 def test_demo_exports_every_serving_in_every_region(demo_capture: Capture, demo_rendering: Rendering) -> None:
     endpoints = demo_capture.exports["endpoints"]
+    regions = demo_rendering.fleet.regions
     want: dict[str, dict[str, list[str]]] = {}
     for p in demo_rendering.placements:
-        want.setdefault(p.plan.serving, {}).setdefault(p.plan.region, []).append(p.endpoint)
+        if regions[p.plan.region].runtime == "kubernetes":  # a local region's replicas have own URLs
+            want.setdefault(p.plan.serving, {}).setdefault(p.plan.region, []).append(p.endpoint)
     assert endpoints == want
     served = {(s, r) for s, regions in endpoints.items() for r in regions}
-    placed = {(s.name, p.region) for s in demo_rendering.fleet.servings for p in s.placements}
+    placed = {
+        (s.name, p.region)
+        for s in demo_rendering.fleet.servings
+        for p in s.placements
+        if regions[p.region].runtime == "kubernetes"
+    }
     assert served == placed
     assert any(len(regions) > 1 for regions in endpoints.values()), "demo has a multi-region serving"
     for urls in (u for regions in endpoints.values() for u in regions.values()):
@@ -135,6 +144,9 @@ def test_kubeconfig_comes_from_the_config_secret_the_region_names() -> None:
     resources = capture(STACKS, "demo")
     config = stack_config(STACKS, "demo")
     for region in config["regions"]:
+        if region.get("runtime") == "local":
+            assert not [r for r in resources if r.type == PROVIDER and r.name == region["name"]]
+            continue
         (provider,) = [r for r in resources if r.type == PROVIDER and r.name == region["name"]]
         if "kubeconfig_secret" in region["cluster"]:
             assert provider.props["kubeconfig"] == PLACEHOLDER_KUBECONFIG
@@ -193,7 +205,7 @@ def test_main_module_registers_what_capture_captures(demo_capture: Capture) -> N
     config = {f"modelfleet:{k}": v for k, v in stack_config(STACKS, "demo").items()}
     secrets = []
     for region in config["modelfleet:regions"]:
-        if "kubeconfig_secret" in region["cluster"]:
+        if "kubeconfig_secret" in region.get("cluster", {}):
             key = f"modelfleet:{region['cluster']['kubeconfig_secret']}"
             config[key] = PLACEHOLDER_KUBECONFIG
             secrets.append(key)

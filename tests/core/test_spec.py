@@ -10,6 +10,7 @@ import yaml
 
 from fleet.errors import Issue, SpecError
 from fleet.loader import load_fleet, read_servings, stack_config
+from fleet.pipeline import render_fleet
 from tests.fixtures import factories as f
 
 H100 = f.nvidia_h100_80g_x8.pool_name
@@ -213,6 +214,36 @@ def test_region_without_kubeconfig_or_context() -> None:
 def test_region_reached_through_a_context_is_accepted() -> None:
     region = f.region(cluster={"context": "admin@cn-east", "cluster_identifier": "cn-east-1"})
     assert f.fleet(f.config(regions=[region])).regions[f.REGION].cluster.context == "admin@cn-east"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        pytest.param({"cluster": None}, "cluster: required for a kubernetes region", id="no-cluster"),
+        pytest.param(
+            {"runtime": "local"}, "cluster: a local region runs on this machine", id="local-with-cluster"
+        ),
+        pytest.param(
+            {"local": {"engines": "simulate"}}, "local: only for regions with runtime: local", id="k8s"
+        ),
+    ],
+)
+def test_region_runtime_needs(overrides: dict[str, Any], expected: str) -> None:
+    region = {k: v for k, v in {**f.region(), **overrides}.items() if v is not None}
+    issues = spec_issues(f.config(regions=[region]))
+    assert expected in message_at(issues, f"regions[{f.REGION}]")
+
+
+def test_local_region_needs_no_cluster_and_renders_no_kubernetes_objects() -> None:
+    region = f.region(runtime="local", local={"engines": "simulate"})
+    del region["cluster"]
+    fleet = f.fleet(f.config(regions=[region]), f.serving())
+    assert fleet.regions[f.REGION].local is not None
+    assert fleet.regions[f.REGION].local.engines == "simulate"
+    rendering = render_fleet(fleet)
+    [placed] = rendering.placements
+    assert placed.objects == () and rendering.namespaces == {}
+    assert placed.launch.roles["single"].command  # the launch the local runtime runs is rendered
 
 
 def test_custom_engine_without_runtime() -> None:

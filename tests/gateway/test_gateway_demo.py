@@ -20,7 +20,13 @@ from portal.settings import Settings
 from store.models import ApiKey, MaasModel
 from tests.gateway.gateway_support import serve
 
-DEMO_MODELS = ["deepseek-r1", "qwen2.5-72b-instruct", "qwen2.5-7b-instruct", "qwen3-32b"]
+DEMO_MODELS = [
+    "deepseek-r1",
+    "qwen2.5-72b-instruct",
+    "qwen2.5-7b-instruct",
+    "qwen2.5-7b-instruct-local",  # the local region's serving (the simulator stands in there too)
+    "qwen3-32b",
+]
 
 
 @pytest.fixture

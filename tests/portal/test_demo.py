@@ -151,6 +151,7 @@ def test_python_m_portal_demo_prints_the_gateway_url_of_its_own_port(
 ) -> None:
     for name in [n for n in os.environ if n.startswith("MODELFLEET_")]:
         monkeypatch.delenv(name)
+    monkeypatch.setenv("MODELFLEET_LOCAL_RUNTIME_ENABLED", "false")  # no engine processes outliving it
     served: dict[str, Any] = {}
     monkeypatch.setattr(cli.uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
     result = CliRunner().invoke(

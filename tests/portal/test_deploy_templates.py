@@ -51,7 +51,9 @@ def test_templates_are_saved_with_the_core_facts_and_audited(demo: TestClient, s
     assert created.status_code == 201, created.text
     body = created.json()
     assert (body["engine"], body["engine_version"]) == ("vllm", "0.33.0")  # from the stack template
-    assert body["pools"] == ["east-h100", "east-l20-shared"] and len(body["checked_commit"]) == 40
+    assert (
+        body["pools"] == ["east-h100", "east-l20-shared", "local-gpu"] and len(body["checked_commit"]) == 40
+    )
     assert body["extra_args"] == ["--max-num-batched-tokens", "8192", "--enable-chunked-prefill"]
 
     second = demo.post(
@@ -129,7 +131,7 @@ def test_each_kind_of_refusal_names_its_field(demo: TestClient) -> None:
     )
     messages = [f["message"] for f in reasons.json()["error"]["fields"]]
     assert any(m.startswith("pool east-h100:") and "GiB" in m for m in messages)
-    assert any(m.startswith("pool east-l20-shared:") and "GiB" in m for m in messages)
+    assert any(m.startswith("pool east-l20-shared, local-gpu:") and "GiB" in m for m in messages)
     assert demo.get(f"{BASE}/qwen2.5-72b-instruct/deploy-templates").json() == []
 
     create_model(demo, "mystery-13b")  # neither in the core catalog nor sized by its plaza entry

@@ -28,7 +28,8 @@ def test_regions_and_pools_carry_the_planners_numbers(
     answer = client.get("/api/regions", params={"stack": demo})
     assert answer.status_code == 200, answer.text
     page = answer.json()
-    assert page["total"] == 3 and [r["name"] for r in page["items"]] == ["cn-east", "cn-south", "cn-north"]
+    names = [r["name"] for r in page["items"]]
+    assert page["total"] == 4 and names == ["cn-east", "cn-south", "cn-north", "local"]
     east = page["items"][0]
     assert (
         east["display_name"] == "East China (Shanghai)" and east["gateway_domain"] == "east.llm.example.com"
@@ -53,12 +54,12 @@ def test_any_signed_in_user_may_read_and_nobody_else(client: TestClient, demo: s
     client.post("/api/workspaces", json={"slug": "team-a", "name": "A"})
     alice = make_member(client, "alice", "team-a", "member")
     with as_user(client, alice):
-        assert client.get("/api/regions").json()["total"] == 3  # the only stack is the default
+        assert client.get("/api/regions").json()["total"] == 4  # the only stack is the default
     assert client.get("/api/regions", headers={"Authorization": ""}).status_code == 401
 
 
 def test_paging_and_an_unknown_stack(client: TestClient, demo: str) -> None:
     page = client.get("/api/regions", params={"page": 2, "page_size": 2}).json()
-    assert [r["name"] for r in page["items"]] == ["cn-north"] and page["total"] == 3
+    assert [r["name"] for r in page["items"]] == ["cn-north", "local"] and page["total"] == 4
     unknown = client.get("/api/regions", params={"stack": "nope"})
     assert unknown.status_code == 422 and unknown.json()["error"]["fields"][0]["field"] == "stack"

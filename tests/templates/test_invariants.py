@@ -60,7 +60,9 @@ def engine_container(pod: dict[str, Any]) -> dict[str, Any]:
 
 def test_rendering_is_not_empty(rendered: Rendering) -> None:
     assert rendered.placements
-    assert all(any(True for _ in pods(p)) for p in rendered.placements)
+    regions = rendered.fleet.regions
+    for p in rendered.placements:  # a local region's placements are processes: no pods
+        assert any(True for _ in pods(p)) == (regions[p.plan.region].runtime == "kubernetes")
 
 
 def test_non_nvidia_pods_never_request_nvidia_gpus(rendered: Rendering) -> None:
@@ -126,6 +128,8 @@ def test_args_in_the_pod_are_the_validated_args(rendered: Rendering) -> None:
 
 def test_multi_node_is_a_leader_worker_set_that_restarts_as_a_group(rendered: Rendering) -> None:
     for p in rendered.placements:
+        if not p.objects:  # a local region's placement
+            continue
         [workload] = [o for o in p.objects if o["kind"] in ("Deployment", "LeaderWorkerSet")]
         if not p.plan.multi_node:
             assert workload["kind"] == "Deployment"

@@ -65,6 +65,8 @@ class RegionCluster:
 
 
 def credentials_name(region: Region) -> str:
+    if region.cluster is None:  # a local region: nothing to watch through an API server
+        return ""
     return region.cluster.kubeconfig_secret or region.cluster.context or ""
 
 
@@ -72,7 +74,7 @@ def region_cluster(kubeconfigs: dict[str, str], stack: str, region: Region) -> R
     """The region as the observer reaches it, or None when the portal has no access configured."""
     name = credentials_name(region)
     source = kubeconfigs.get(name)
-    if not source:
+    if not source or region.cluster is None:
         return None
     if source != IN_CLUSTER and not Path(source).expanduser().is_file():
         raise AccessError(
