@@ -50,10 +50,11 @@ def core() -> None:
 
 
 def portal() -> None:
-    from benchmarks import observer, portal_preflight, portal_updates
+    from benchmarks import local_deploy, observer, portal_preflight, portal_updates
 
     portal_preflight.main()
     portal_updates.main()
+    local_deploy.main()
     observer.main()
 
 

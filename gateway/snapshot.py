@@ -192,6 +192,8 @@ class Waiting:
 
     def describe(self, now: datetime) -> str:
         seconds = max(0, int((now - self.since).total_seconds()))
+        if self.desired == 0:
+            return f"{self.serving} is stopped (for {seconds} s); start it to call it again"
         doing = {"failed": "has failed", "committed": "is committed but not yet running"}
         said = f"{self.serving} {doing.get(self.state, 'is ' + self.state)}: "
         said += f"{self.ready} of {self.desired} replicas ready"
@@ -363,7 +365,7 @@ class Loader:
             yield TargetSpec(name, url, p.public_name, weight, priority, p.region, kind="simulated")
             return
         ready = [r for r in p.replicas if r.state == "ready"]
-        if p.desired_replicas and not ready:
+        if not ready:  # say why, should nothing else of the model answer
             since = aware(p.state_since)
             waiting.append(Waiting(p.serving, p.state, 0, p.desired_replicas, since, p.reason))
         if p.runtime == "local":
