@@ -3,6 +3,7 @@ engine simulator standing in for an engine that is not installed (the region's `
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -11,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import simulator
-
 LOOPBACK = "127.0.0.1"
 SIMULATOR = "simulator"
 # The portal's own settings (database URL, pepper, tokens) are never handed to an engine process.
 PRIVATE_PREFIXES = ("MODELFLEET_",)
-PROJECT_ROOT = Path(simulator.__file__).resolve().parents[1]
+# The simulator is a program the portal starts, not code it imports: where its package lives, so the
+# child finds it whatever its working directory.
+_SPEC = importlib.util.find_spec(SIMULATOR)
+PROJECT_ROOT = Path(_SPEC.origin if _SPEC and _SPEC.origin else __file__).resolve().parents[1]
 
 
 class LaunchError(Exception):
