@@ -60,4 +60,7 @@ class GatewaySettings(StoreSettings):
     )
     usage_batch_size: int = Field(default=500, ge=1, description="usage rows per database write")
     usage_flush_seconds: float = Field(default=0.5, gt=0, description="longest wait before rows are written")
+    gateway_max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="largest request body /v1 accepts; larger: 413"
+    )
     compare_max_models: int = Field(default=3, ge=1, le=10, description="models per /v1/compare request")

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 import console
+from gateway import bounds as gateway_bounds
 from gateway.app import create_gateway
 from portal import bootstrap, errors, placements
 from portal.api import ROUTERS
@@ -18,7 +19,9 @@ from portal.services import Services
 from portal.settings import Settings
 from portal.stacks.repository import StackRepository
 from portal.stacks.worker import worker_starter
+from portal.storable import storable_input
 from portal.usage.background import rollup_starter
+from store.bounds import Bounds, BoundsMiddleware
 from store.db import make_engine, session_factory
 from store.heap import freeze_startup_heap
 from store.migrate import migrate
@@ -52,6 +55,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # The OpenAI-compatible gateway, its own ASGI app, served on the portal's port under /v1. It starts
     # on its first request (no cost for a portal nobody calls through) and stops with the portal.
     gateway = create_gateway(services, prefix="")
+    gateway_bounds.install(gateway, settings)  # its own limits, refused in OpenAI's shape
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -70,9 +74,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         summary="Self-service control plane: model plaza, servings as stack updates, API keys, audit.",
         lifespan=lifespan,
         responses=errors.ERROR_RESPONSES,
+        dependencies=[Depends(storable_input)],  # NUL bytes and oversized integers: 422, not a 500
     )
     app.state.services = services
     console.install(app, services)  # the web console at /console (before RequestIdMiddleware: inside it)
+    # Outermost last: the request id, then bounded input (its refusals carry the id), then the last
+    # word on unexpected errors (a 500 or a 503 with the id) around everything the app does.
+    app.add_middleware(errors.ServerErrors)
+    app.add_middleware(
+        BoundsMiddleware,
+        bounds=Bounds(settings.portal_max_body_bytes, settings.max_header_bytes, settings.max_json_depth),
+        answer=errors.refusal_body,
+        skip=("/v1/",),  # the gateway's own bounds apply there
+    )
     app.add_middleware(RequestIdMiddleware)
     errors.install(app)
     for router in ROUTERS:

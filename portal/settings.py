@@ -68,6 +68,10 @@ class Settings(GatewaySettings):
     s3_credentials: dict[str, S3Credentials] = Field(default_factory=dict)
     s3_timeout_seconds: float = 5.0
 
+    portal_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="largest request body the portal's API accepts; larger: 413"
+    )
+
     gateway_base_url: str = Field(
         default="http://127.0.0.1:8000",
         description="where applications reach the OpenAI-compatible gateway; "
