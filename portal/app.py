@@ -12,8 +12,9 @@ from fastapi import Depends, FastAPI
 import console
 from gateway import bounds as gateway_bounds
 from gateway.app import create_gateway
-from portal import bootstrap, errors, placements
+from portal import audit, audit_checkpoint, bootstrap, errors, placements
 from portal.api import ROUTERS
+from portal.audit_keys import load_or_create_audit_keys
 from portal.context import RequestIdMiddleware
 from portal.services import Services
 from portal.settings import Settings
@@ -32,7 +33,7 @@ log = logging.getLogger("modelfleet.portal")
 # Parts that start with the app and stop with it (the stack worker, later the gateway): each gets
 # the services and returns a stop function.
 Starter = Callable[[Services], Callable[[], None] | None]
-STARTERS: list[Starter] = [worker_starter, rollup_starter]  # each checks its own settings
+STARTERS: list[Starter] = [worker_starter, rollup_starter, audit_checkpoint.checkpoint_starter]
 
 
 def build_services(settings: Settings) -> Services:
@@ -42,9 +43,12 @@ def build_services(settings: Settings) -> Services:
         settings.pepper.get_secret_value() if settings.pepper else None, settings.data_dir
     )
     repository = StackRepository(settings.resolved_stacks_repo, settings.stacks_subdir, settings.git_author)
-    services = Services(settings, engine, session_factory(engine), Hasher(pepper), repository)
+    sessions = session_factory(engine)
+    sessions.configure(info={audit.KEYS: load_or_create_audit_keys(settings)})  # every append seals
+    services = Services(settings, engine, sessions, Hasher(pepper), repository)
     with bootstrap.one_start_at_a_time(engine):  # replicas starting at once make one admin
         bootstrap.run(services)
+    audit_checkpoint.checkpoint_now(services)  # seals what is there, rows from before keys included
     placements.publish_all(services)  # the stacks may have changed while no portal ran
     return services
 

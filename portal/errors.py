@@ -208,17 +208,21 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
 
 
 def install(app: FastAPI) -> None:
+    from portal.refusals import audit_refusal  # imports the audit, which imports this module's users
+
     @app.exception_handler(PortalError)
-    async def _portal(_: Request, exc: PortalError) -> JSONResponse:
+    async def _portal(request: Request, exc: PortalError) -> JSONResponse:
+        await audit_refusal(request, exc.status, exc.code, exc.message, exc.fields)
         return _body(exc.status, exc.code, exc.message, exc.fields)
 
     @app.exception_handler(IssuesError)
-    async def _issues(_: Request, exc: IssuesError) -> JSONResponse:
+    async def _issues(request: Request, exc: IssuesError) -> JSONResponse:
         fields = [FieldError(field=i.path, message=i.message) for i in exc.issues]
+        await audit_refusal(request, 422, exc.kind, str(exc), fields)
         return _body(422, exc.kind, str(exc), fields)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         fields = [
             FieldError(
                 field=_location(e.get("loc", ())), message=str(e.get("msg", "")).removeprefix("Value error, ")
@@ -226,6 +230,7 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:3])
+        await audit_refusal(request, 422, "invalid", summary or "invalid request", fields)
         return _body(422, "invalid", summary or "invalid request", fields)
 
     @app.exception_handler(StarletteHTTPException)

@@ -68,6 +68,24 @@ class Settings(GatewaySettings):
     s3_credentials: dict[str, S3Credentials] = Field(default_factory=dict)
     s3_timeout_seconds: float = 5.0
 
+    # Audit (docs/portal/keys-maas-limits-audit.md): the keys that seal the chain and its checkpoints.
+    audit_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='audit chain keys by id ({"1": "…"}), shared by every portal replica; '
+        "default: generated once into <data_dir>/audit-keys/",
+    )
+    audit_key_id: str | None = Field(
+        default=None, description="the key new audit rows use; default: highest id"
+    )
+    audit_checkpoint_dir: Path | None = Field(
+        default=None,
+        description="where signed checkpoints of the audit chain are written (outside the database); "
+        "default <data_dir>/audit-checkpoints",
+    )
+    audit_checkpoint_seconds: float = Field(
+        default=60.0, gt=0, description="how often the portal writes a checkpoint when the chain grew"
+    )
+
     portal_max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="largest request body the portal's API accepts; larger: 413"
     )
@@ -90,6 +108,10 @@ class Settings(GatewaySettings):
         description="delete raw usage rows older than this once they are in the rollups "
         "(statistics keep them); unset: keep every row",
     )
+
+    @property
+    def resolved_audit_checkpoint_dir(self) -> Path:
+        return self.audit_checkpoint_dir or self.data_dir / "audit-checkpoints"
 
     @property
     def resolved_stacks_repo(self) -> Path:
