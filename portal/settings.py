@@ -86,6 +86,22 @@ class Settings(GatewaySettings):
         default=60.0, gt=0, description="how often the portal writes a checkpoint when the chain grew"
     )
 
+    allow_private_urls: bool | None = Field(
+        default=None,
+        description="let MaaS upstream and plaza import URLs reach loopback and private addresses "
+        "(portal/addresses.py); default: on with --demo",
+    )
+    plaza_import_deadline_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="longest a plaza import from a URL may take, all reads included",
+    )
+    plaza_import_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, description="largest index fetched")
+    plaza_import_concurrency: int = Field(
+        default=4, ge=1, description="imports from URLs at once per portal process; more: 503"
+    )
+
     portal_max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="largest request body the portal's API accepts; larger: 413"
     )
@@ -108,6 +124,10 @@ class Settings(GatewaySettings):
         description="delete raw usage rows older than this once they are in the rollups "
         "(statistics keep them); unset: keep every row",
     )
+
+    @property
+    def private_urls_allowed(self) -> bool:
+        return self.demo if self.allow_private_urls is None else self.allow_private_urls
 
     @property
     def resolved_audit_checkpoint_dir(self) -> Path:
