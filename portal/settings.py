@@ -69,8 +69,8 @@ class Settings(GatewaySettings):
     s3_timeout_seconds: float = 5.0
 
     # Audit (docs/portal/keys-maas-limits-audit.md): the keys that seal the chain and its checkpoints.
-    audit_keys: dict[str, SecretStr] = Field(
-        default_factory=dict,
+    audit_keys: dict[str, SecretStr] | None = Field(
+        default=None,
         description='audit chain keys by id ({"1": "…"}), shared by every portal replica; '
         "default: generated once into <data_dir>/audit-keys/",
     )
