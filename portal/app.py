@@ -48,6 +48,9 @@ def build_services(settings: Settings) -> Services:
     services = Services(settings, engine, sessions, Hasher(pepper), repository)
     with bootstrap.one_start_at_a_time(engine):  # replicas starting at once make one admin
         bootstrap.run(services)
+    with services.sessions() as session:
+        if (problem := audit.keys_problem(session)) is not None:
+            log.error("audit: %s; run `python -m portal verify-audit`", problem)
     audit_checkpoint.checkpoint_now(services)  # seals what is there, rows from before keys included
     placements.publish_all(services)  # the stacks may have changed while no portal ran
     return services

@@ -19,7 +19,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -166,14 +166,17 @@ def _row_problem(keys: AuditKeys, event: AuditEvent, prev: str, keyed_seen: bool
 
 
 def verify(
-    session: Session, checkpoint: Checkpoint | None = None, batch: int = 5000, keys: AuditKeys | None = None
+    session: Session,
+    checkpoints: Sequence[Checkpoint] = (),
+    batch: int = 5000,
+    keys: AuditKeys | None = None,
 ) -> ChainReport:
     """Walk the chain in id order; the first row whose link or hash does not hold is reported. Then
-    the chain must reach and match `checkpoint` (the newest signed one): rows cut from the end, or a
-    chain rewritten wholesale, do not."""
+    the chain must reach every one of `checkpoints` (signed, kept outside the database) with the hash
+    it recorded: rows cut from the end, or a chain rewritten wholesale, do not."""
     keys = keys or session_keys(session)
+    sealed = {c.last_id: c for c in checkpoints}
     prev, expected_id, checked, last_id, keyed_seen = GENESIS, 1, 0, 0, False
-    at_checkpoint: str | None = None
     while True:
         rows = session.scalars(
             select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)
@@ -188,9 +191,14 @@ def verify(
             problem = _row_problem(keys, event, prev, keyed_seen)
             if problem is not None:
                 return ChainReport(checked, event.id, problem)
+            checkpoint = sealed.get(event.id)
+            if checkpoint is not None and checkpoint.last_hash != event.hash:
+                return ChainReport(
+                    checked,
+                    event.id,
+                    f"row {event.id} differs from the checkpoint of {checkpoint.at}: the chain was rewritten",
+                )
             keyed_seen = keyed_seen or event.key_id is not None
-            if checkpoint is not None and event.id == checkpoint.last_id:
-                at_checkpoint = event.hash
             prev, expected_id, checked, last_id = event.hash, event.id + 1, checked + 1, event.id
         session.expunge_all()
     head = session.get(AuditHead, 1)
@@ -198,22 +206,37 @@ def verify(
         return ChainReport(
             checked, last_id + 1, f"rows after {last_id} were removed (head is at {head.last_id})"
         )
-    if checkpoint is None:
-        return ChainReport(checked, None, verified_head=(last_id, prev))
-    stamp = checkpoint.at
-    if checkpoint.last_id > last_id:
+    newest = max(checkpoints, key=lambda c: c.last_id, default=None)
+    if newest is not None and newest.last_id > last_id:
         return ChainReport(
             checked,
             last_id + 1,
-            f"rows after {last_id} were removed (the checkpoint of {stamp} saw row {checkpoint.last_id})",
+            f"rows after {last_id} were removed (the checkpoint of {newest.at} saw row {newest.last_id})",
         )
-    if at_checkpoint != checkpoint.last_hash:
-        return ChainReport(
-            checked,
-            checkpoint.last_id,
-            f"row {checkpoint.last_id} differs from the checkpoint of {stamp}: the chain was rewritten",
+    return ChainReport(
+        checked, None, sealed_through=newest.last_id if newest else None, verified_head=(last_id, prev)
+    )
+
+
+def keys_problem(session: Session) -> str | None:
+    """Whether this process's keys seal like the ones that sealed the newest row: replicas with
+    different keys (each generated its own) would fork a chain that never verifies again."""
+    keys = session_keys(session)
+    newest = session.scalars(
+        select(AuditEvent).where(AuditEvent.key_id.is_not(None)).order_by(AuditEvent.id.desc()).limit(1)
+    ).first()
+    if newest is None or newest.key_id is None:
+        return None
+    if newest.key_id not in keys.keys:
+        return f"audit row {newest.id} is sealed with key {newest.key_id!r}, which this portal does not hold"
+    if not keys.matches(
+        newest.key_id, _message(newest.prev_hash, _fields(newest), newest.key_id), newest.hash
+    ):
+        return (
+            f"audit row {newest.id} does not verify with this portal's key {newest.key_id!r}: another "
+            "replica has other keys (set the same MODELFLEET_AUDIT_KEYS everywhere) or the row was changed"
         )
-    return ChainReport(checked, None, sealed_through=checkpoint.last_id, verified_head=(last_id, prev))
+    return None
 
 
 def head_of(session: Session) -> tuple[int, str]:

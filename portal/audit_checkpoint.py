@@ -8,8 +8,9 @@ audit key, in a file under `audit_checkpoint_dir` — a directory the database's
 chain to reach the newest checkpoint's row with the very hash it recorded.
 
 The portal writes one at start, every `audit_checkpoint_seconds` while the chain grows (one of the
-app's STARTERS), and after each successful verification. The newest `KEEP` files are kept: the chain
-links every older row to the newest checkpoint.
+app's STARTERS), and after each successful verification. The newest `KEEP` files are kept and the
+chain must match every one of them, so a tail cut while no portal ran is caught by the older
+checkpoints even after a restart wrote a new one at the shortened head.
 """
 
 from __future__ import annotations
@@ -69,10 +70,9 @@ def read(path: Path, keys: AuditKeys) -> Checkpoint:
     return checkpoint
 
 
-def latest(directory: Path, keys: AuditKeys) -> Checkpoint | None:
-    """The newest checkpoint (by chain position); None when none was written yet."""
-    files = _files(directory)
-    return read(files[-1], keys) if files else None
+def all_of(directory: Path, keys: AuditKeys) -> list[Checkpoint]:
+    """Every kept checkpoint, oldest first, each checked against its signature."""
+    return [read(path, keys) for path in _files(directory)]
 
 
 def write(directory: Path, keys: AuditKeys, last_id: int, last_hash: str) -> Checkpoint | None:
@@ -102,12 +102,13 @@ def checkpoint_now(services: Services) -> Checkpoint | None:
 
 
 def verify_with(session: Session, keys: AuditKeys, directory: Path) -> audit.ChainReport:
-    """The chain against the newest checkpoint; a checkpoint that fails its signature fails it."""
+    """The chain against every kept checkpoint (one written after a truncation made while no portal
+    ran still leaves the older ones); a checkpoint that fails its signature fails it."""
     try:
-        newest = latest(directory, keys)
+        checkpoints = all_of(directory, keys)
     except CheckpointError as exc:
         return audit.ChainReport(0, 0, str(exc))
-    return audit.verify(session, newest, keys=keys)
+    return audit.verify(session, checkpoints, keys=keys)
 
 
 def verify(services: Services, session: Session) -> audit.ChainReport:

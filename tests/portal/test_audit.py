@@ -257,6 +257,17 @@ def test_a_truncated_tail_with_the_head_moved_back_is_detected(
     report = client.get("/api/audit/verify").json()
     assert report["ok"] is False and report["broken_at"] == keep[-1]["id"] + 1
     assert f"saw row {rows[-1]['id']}" in report["reason"], report
+    # A restart writes a checkpoint at the shortened head; the older one still holds the cut rows.
+    from portal.app import build_services, create_app
+
+    restarted = build_services(services.settings)
+    try:
+        with TestClient(create_app(services=restarted)) as again:
+            again.headers["Authorization"] = client.headers["Authorization"]
+            after_restart = again.get("/api/audit/verify").json()
+    finally:
+        restarted.engine.dispose()
+    assert after_restart["ok"] is False and f"saw row {rows[-1]['id']}" in after_restart["reason"]
 
 
 def test_refusals_are_audited_with_their_reason(client: TestClient) -> None:
