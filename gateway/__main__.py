@@ -14,6 +14,7 @@ import sys
 import uvicorn
 from starlette.applications import Starlette
 
+from gateway import bounds
 from gateway.app import create_gateway
 from gateway.resources import open_resources
 from gateway.settings import GatewaySettings
@@ -60,7 +61,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def app_from_env() -> Starlette:
-    return create_gateway(open_resources(GatewaySettings()))
+    settings = GatewaySettings()
+    app = create_gateway(open_resources(settings))
+    bounds.install(app, settings)  # body, header and JSON-depth limits, refused in OpenAI's shape
+    return app
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ serves the gateway in process under `/v1`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -70,4 +71,16 @@ class GatewaySettings(StoreSettings):
     )
     usage_batch_size: int = Field(default=500, ge=1, description="usage rows per database write")
     usage_flush_seconds: float = Field(default=0.5, gt=0, description="longest wait before rows are written")
+    # Where MaaS targets' secret references may point (gateway/secrets.py): never the server's own settings.
+    maas_secret_env_prefix: str = Field(
+        default="MAAS_SECRET_",
+        min_length=1,
+        description="env:NAME references resolve only for NAME with this prefix (never MODELFLEET_*)",
+    )
+    maas_secrets_dir: Path | None = Field(
+        default=None, description="file:PATH references resolve only inside this directory; unset: none do"
+    )
+    gateway_max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="largest request body /v1 accepts; larger: 413"
+    )
     compare_max_models: int = Field(default=3, ge=1, le=10, description="models per /v1/compare request")

@@ -18,21 +18,21 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import ORMExecuteState, Session, selectinload, sessionmaker
 
+from gateway import secrets
 from gateway.limits import Rule, rules_from_rows
 from gateway.metering import Prices
 from gateway.resources import Backing
 from gateway.routing import Strategy
+from gateway.settings import GatewaySettings
 from store.models import (
     ApiKey,
     MaasModel,
@@ -233,20 +233,10 @@ class Snapshot:
     version: int = 0  # the ConfigVersion it was loaded at
 
 
-def resolve_secret(ref: str | None) -> str | None:
-    """`env:NAME` or `file:/path` → the secret; None when unset, missing or unreadable (logged)."""
-    if not ref:
-        return None
-    kind, _, where = ref.partition(":")
-    try:
-        if kind == "env":
-            return os.environ.get(where) or None
-        if kind == "file":
-            return Path(where).read_text().strip() or None
-    except OSError as exc:
-        log.warning("gateway: secret %s unreadable: %s", ref, exc)
-        return None
-    return None
+def resolve_secret(ref: str | None, settings: GatewaySettings) -> str | None:
+    """`env:NAME` or `file:/path` → the secret, inside the namespace the operator allows
+    (gateway/secrets.py); None when unset, refused, missing or unreadable (logged)."""
+    return secrets.resolve(ref, settings)
 
 
 class Loader:
@@ -322,7 +312,7 @@ class Loader:
 
     def _targets(self, m: MaasModel, t: MaasTarget, waiting: list[Waiting]) -> Iterable[TargetSpec]:
         if t.kind == "external":
-            secret = resolve_secret(t.secret_ref)
+            secret = resolve_secret(t.secret_ref, self.services.settings)
             headers: tuple[tuple[str, str], ...] = ()
             healthy = True
             if secret is not None:

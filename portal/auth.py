@@ -235,13 +235,16 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def current_principal(
+    request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     if credentials is None:
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
     with services.sessions() as session, session.begin():
-        return authenticate(session, services, credentials.credentials)
+        principal = authenticate(session, services, credentials.credentials)
+    request.state.principal = principal  # who a refused attempt is audited against (portal.refusals)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

@@ -78,20 +78,47 @@ def migrate(ctx: typer.Context) -> None:
 
 @app.command()
 def verify_audit(ctx: typer.Context) -> None:
-    """Walk the audit chain; exit 1 at the first row that was changed, removed or reordered."""
-    from portal.audit import verify
+    """Walk the audit chain with the portal's audit keys and compare it with the newest signed
+    checkpoint; exit 1 at the first row that was changed, removed or reordered, or when rows were cut
+    from the end."""
+    from portal.audit_checkpoint import verify_with
+    from portal.audit_keys import AuditKeyError, load_audit_keys
     from store.db import make_engine, session_factory
 
     settings = command_settings(ctx)
-    with session_factory(make_engine(settings.resolved_database_url))() as session:
-        report = verify(session)
+    try:
+        keys = load_audit_keys(settings)
+    except AuditKeyError as exc:
+        out.print(f"[red]cannot verify[/]: {exc}")
+        raise typer.Exit(2) from None
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with session_factory(engine)() as session:
+            report = verify_with(session, keys, settings.resolved_audit_checkpoint_dir)
+    finally:
+        engine.dispose()
     if report.ok:
-        out.print(f"[green]audit chain intact[/]: {report.checked} rows")
+        sealed = f", matching the checkpoint at row {report.sealed_through}" if report.sealed_through else ""
+        out.print(f"[green]audit chain intact[/]: {report.checked} rows{sealed}")
         return
     out.print(
         f"[red]audit chain broken at row {report.broken_at}[/]: {report.reason} ({report.checked} rows ok)"
     )
     raise typer.Exit(1)
+
+
+@app.command()
+def rotate_audit_key(ctx: typer.Context) -> None:
+    """Add the next audit key under the data directory; the portal seals new rows with it after a
+    restart (older rows stay verifiable with the older keys, which are kept)."""
+    from portal.audit_keys import AuditKeyError, rotate
+
+    try:
+        key_id = rotate(command_settings(ctx))
+    except AuditKeyError as exc:
+        out.print(f"[red]cannot rotate[/]: {exc}")
+        raise typer.Exit(2) from None
+    out.print(f"audit key {key_id} added; restart the portal to seal new rows with it")
 
 
 @app.command()

@@ -6,16 +6,22 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import exc as db
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleet.errors import IssuesError
 from portal.context import current_request_id
+
+log = logging.getLogger("modelfleet.portal")
+RETRY_AFTER_SECONDS = 1
 
 
 class FieldError(BaseModel):
@@ -89,6 +95,8 @@ STATUS_CODES = {
     415: "unsupported_media_type",
     422: "invalid",
     429: "rate_limited",
+    431: "headers_too_large",
+    503: "unavailable",
 }
 
 # Documented on every route so the OpenAPI document says what errors look like.
@@ -102,9 +110,93 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _body(status: int, code: str, message: str, fields: list[FieldError] | None = None) -> JSONResponse:
     error = ErrorBody(code=code, message=message, fields=fields or [], request_id=current_request_id())
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return JSONResponse(
         ErrorResponse(error=error).model_dump(mode="json"), status_code=status, headers=headers
     )
+
+
+def refusal_body(status: int, message: str, field: str | None) -> bytes:
+    """A refusal of the bounds middleware (store/bounds.py: 400, 413, 431) in the portal's shape."""
+    fields = [FieldError(field=field, message=message)] if field else []
+    code = STATUS_CODES.get(status, "bad_request")
+    error = ErrorBody(code=code, message=message, fields=fields, request_id=current_request_id())
+    return ErrorResponse(error=error).model_dump_json().encode()
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """The database went away (connection terminated, server restarting, pool exhausted): the
+    request did nothing durable, and the same request may well succeed a moment later."""
+    if isinstance(exc, db.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, db.OperationalError | db.TimeoutError)
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _empty_body(receive: Receive) -> Receive:
+    """The request again, for a retried read: its (empty) body, then the client's own messages."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class ServerErrors:
+    """The last word on a request that raised: a 503 with Retry-After when the database connection
+    was lost (a read is retried once first: it changed nothing), else a 500. Both in the error shape,
+    with the request id in the body and the header — which is why this sits inside the request id
+    middleware, not in Starlette's outermost error handler (which runs after the id is gone).
+
+    A 500 is raised on after it is answered, so the server logs the traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        attempts = 2 if scope.get("method") in SAFE_METHODS else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.app(scope, receive if attempt == 1 else _empty_body(receive), watched)
+                return
+            except Exception as exc:
+                if started:
+                    raise
+                if database_unreachable(exc):
+                    log.warning("portal: database unreachable (%s, attempt %d)", type(exc).__name__, attempt)
+                    if attempt < attempts:
+                        continue
+                    response = _body(503, "unavailable", "the database is unreachable; try again shortly")
+                    await response(scope, receive, send)
+                    return
+                if isinstance(exc, db.DataError):  # a value no validation caught (the model's gap)
+                    log.warning("portal: the database refused a value: %s", exc.orig)
+                    response = _body(422, "invalid", "a value is outside what the database can store")
+                    await response(scope, receive, send)
+                    return
+                response = _body(
+                    500, "internal", f"internal error ({type(exc).__name__}); see the server log"
+                )
+                await response(scope, receive, send)
+                raise
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -116,17 +208,21 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
 
 
 def install(app: FastAPI) -> None:
+    from portal.refusals import audit_refusal  # imports the audit, which imports this module's users
+
     @app.exception_handler(PortalError)
-    async def _portal(_: Request, exc: PortalError) -> JSONResponse:
+    async def _portal(request: Request, exc: PortalError) -> JSONResponse:
+        await audit_refusal(request, exc.status, exc.code, exc.message, exc.fields)
         return _body(exc.status, exc.code, exc.message, exc.fields)
 
     @app.exception_handler(IssuesError)
-    async def _issues(_: Request, exc: IssuesError) -> JSONResponse:
+    async def _issues(request: Request, exc: IssuesError) -> JSONResponse:
         fields = [FieldError(field=i.path, message=i.message) for i in exc.issues]
+        await audit_refusal(request, 422, exc.kind, str(exc), fields)
         return _body(422, exc.kind, str(exc), fields)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         fields = [
             FieldError(
                 field=_location(e.get("loc", ())), message=str(e.get("msg", "")).removeprefix("Value error, ")
@@ -134,12 +230,11 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:3])
+        await audit_refusal(request, 422, "invalid", summary or "invalid request", fields)
         return _body(422, "invalid", summary or "invalid request", fields)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _body(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # logged by the server
-        return _body(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
+    # Unexpected exceptions: `ServerErrors`, a middleware inside the request id's.

@@ -8,6 +8,10 @@ Two sources of checks:
 - the model store of every region the serving is placed in (`portal.modelstore`): the weights the
   pods will fetch are there (missing files block; a store the portal cannot ask is advice).
 
+Nothing in a report names another workspace's servings (docs/portal/preflight-and-preview.md):
+a name clash says the name is not available, a capacity refusal gives totals and the request's own
+share (`private`).
+
 The portal refuses a request whose report is blocking and keeps the report with it. `facts` carries
 what the checks learnt: the plan of each placement, the pools' use after the change, the model and
 its files (count and bytes) per region.
@@ -15,6 +19,7 @@ its files (count and bytes) per region.
 
 from __future__ import annotations
 
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +27,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fleet.errors import Issue, IssuesError
 from fleet.incremental import Change, check_change
 from fleet.planner import PlacementPlan
 from fleet.spec import ModelServing
@@ -79,7 +85,13 @@ def run(
     if taken is not None:
         return PreflightReport(name, snapshot.commit, [taken], {"stack": snapshot.stack})
     change = check_change(snapshot.index, desired, snapshot.policy_config)
-    checks = [Check(f.rule, f.level, f.subject, f.message) for f in change.findings]
+    others = others_servings(snapshot, desired.get("workspace", DEFAULT_WORKSPACE))
+    checks = [
+        Check(
+            f.rule, f.level, private(f.subject, change, others), private(f.message, change, others, f.subject)
+        )
+        for f in change.findings
+    ]
     facts = _facts(snapshot, change)
     if model_store and change.serving is not None and change.view is not None:
         regions = [p.region for p in change.serving.placements]
@@ -105,7 +117,7 @@ def _taken_by_another_workspace(snapshot: StackSnapshot, desired: dict[str, Any]
         NAME_TAKEN,
         "mandatory",
         f"servings[{name}].name",
-        f"servings[{name}].name: the name {name!r} is taken in this stack; choose another",
+        f"servings[{name}].name: {NAME_UNAVAILABLE.format(name=name)}",
     )
 
 
@@ -142,6 +154,48 @@ def _clashes_with_an_offering(
         f"servings[{name}].{where}: {public!r} is already the name of a model offered to your workspace; "
         "choose another public model name",
     )
+
+
+NAME_UNAVAILABLE = "the name {name!r} is not available in this stack; choose another"
+# The core's capacity refusal lists every serving on the pool with its size ("qwen 2x8, chat 1x8"):
+# right for ops running `python -m fleet`, but a workspace user must not learn other workspaces'
+# servings from it, so the portal answers with totals and the request's own share.
+_OVER_CAPACITY = re.compile(
+    r"^(?P<head>.*?)(?P<capacity>\d+) devices but servings ask for (?P<used>\d+) \(.*\): "
+    r"over by (?P<over>\d+)$",
+    re.DOTALL,
+)
+
+
+def others_servings(snapshot: StackSnapshot, workspace: str) -> frozenset[str]:
+    """Names of the stack's servings that belong to other workspaces than `workspace`."""
+    return frozenset(n for n, s in snapshot.index.servings.items() if s.workspace != workspace)
+
+
+def private(text: str, change: Change, others: frozenset[str] = frozenset(), subject: str = "") -> str:
+    """`text` (a check's subject or message) without other workspaces' servings: their names become
+    "another workspace's serving", and a capacity refusal gives totals and this request's share."""
+    match = _OVER_CAPACITY.match(text)
+    if match is not None and subject.startswith("pools["):
+        pool = subject.removeprefix("pools[").split("]", 1)[0]
+        mine = sum(p.replicas * p.devices_per_replica for p in change.plans if p.pool == pool)
+        text = (
+            f"{match['head']}{match['capacity']} devices but servings ask for {match['used']} in all, "
+            f"{mine} of them for this serving: over by {match['over']}"
+        )
+    for name in others:
+        if name in text:
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", "another workspace's serving", text)
+    return text
+
+
+def private_error(error: IssuesError, change: Change, others: frozenset[str]) -> IssuesError:
+    """The same error with each issue made `private`."""
+    issues = [
+        Issue(private(i.path, change, others), private(i.message, change, others, i.path))
+        for i in error.issues
+    ]
+    return type(error)(issues)
 
 
 def _placement_fact(p: PlacementPlan) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from fleet.manifests import Manifest
 from fleet.pipeline import RenderedPlacement
 from fleet.rules import pods
 from fleet.rules.preflight import object_id
+from portal import preflight
 from portal.errors import Conflict, Invalid, NotFound
 from portal.repository import StackSnapshot
 
@@ -131,7 +132,10 @@ def preview_change(snapshot: StackSnapshot, name: str, desired: dict[str, Any] |
     itself does not render (there is no "deployed" to compare with)."""
     index = snapshot.index
     if index.rendering is None:
-        raise Conflict(f"stack {snapshot.stack} at {snapshot.commit[:12]} does not render: {index.error}")
+        # Not the error itself: it may name other workspaces' servings (ops see it in the stack's jobs).
+        raise Conflict(
+            f"stack {snapshot.stack} at {snapshot.commit[:12]} does not render; an operator must fix it"
+        )
     deployed = index.rendered.get(name, ())
     exists = name in index.servings
     if desired is None:
@@ -143,7 +147,8 @@ def preview_change(snapshot: StackSnapshot, name: str, desired: dict[str, Any] |
         raise Invalid.field("name", f"must be {name!r}, the serving being previewed")
     change = check_change(index, desired, snapshot.policy_config, rules=False)
     if change.rendered is None:
-        raise change.error or IssuesError([])
+        others = preflight.others_servings(snapshot, desired.get("workspace", preflight.DEFAULT_WORKSPACE))
+        raise preflight.private_error(change.error or IssuesError([]), change, others)
     changes, unchanged = diff_objects(deployed, change.rendered)
     action: Literal["create", "update"] = "update" if exists else "create"
     return Preview(name, snapshot.stack, snapshot.commit, action, tuple(changes), unchanged)

@@ -83,6 +83,44 @@ class Settings(GatewaySettings):
         default=300, ge=10, le=1800, description="timeoutSeconds of each watch request before it resumes"
     )
 
+    # Audit (docs/portal/keys-maas-limits-audit.md): the keys that seal the chain and its checkpoints.
+    audit_keys: dict[str, SecretStr] | None = Field(
+        default=None,
+        description='audit chain keys by id ({"1": "…"}), shared by every portal replica; '
+        "default: generated once into <data_dir>/audit-keys/",
+    )
+    audit_key_id: str | None = Field(
+        default=None, description="the key new audit rows use; default: highest id"
+    )
+    audit_checkpoint_dir: Path | None = Field(
+        default=None,
+        description="where signed checkpoints of the audit chain are written (outside the database); "
+        "default <data_dir>/audit-checkpoints",
+    )
+    audit_checkpoint_seconds: float = Field(
+        default=60.0, gt=0, description="how often the portal writes a checkpoint when the chain grew"
+    )
+
+    allow_private_urls: bool | None = Field(
+        default=None,
+        description="let MaaS upstream and plaza import URLs reach loopback and private addresses "
+        "(portal/addresses.py); default: on with --demo",
+    )
+    plaza_import_deadline_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="longest a plaza import from a URL may take, all reads included",
+    )
+    plaza_import_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, description="largest index fetched")
+    plaza_import_concurrency: int = Field(
+        default=4, ge=1, description="imports from URLs at once per portal process; more: 503"
+    )
+
+    portal_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="largest request body the portal's API accepts; larger: 413"
+    )
+
     gateway_base_url: str = Field(
         default="http://127.0.0.1:8000",
         description="where applications reach the OpenAI-compatible gateway; "
@@ -101,6 +139,14 @@ class Settings(GatewaySettings):
         description="delete raw usage rows older than this once they are in the rollups "
         "(statistics keep them); unset: keep every row",
     )
+
+    @property
+    def private_urls_allowed(self) -> bool:
+        return self.demo if self.allow_private_urls is None else self.allow_private_urls
+
+    @property
+    def resolved_audit_checkpoint_dir(self) -> Path:
+        return self.audit_checkpoint_dir or self.data_dir / "audit-checkpoints"
 
     @property
     def resolved_stacks_repo(self) -> Path:

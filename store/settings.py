@@ -24,6 +24,17 @@ class StoreSettings(BaseSettings):
         "default: generated once into <data_dir>/pepper",
     )
 
+    # Bounded input (store/bounds.py): both planes refuse what is bigger or deeper than this.
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="total size of a request's headers; larger: 431"
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=2,
+        le=500,
+        description="deepest nesting of a JSON body's arrays and objects; deeper: 400",
+    )
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'modelfleet.db').resolve()}"

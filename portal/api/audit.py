@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel
 from sqlalchemy import Select, false, func, or_, select
 from sqlalchemy.orm import Session
 
-from portal import audit
+from portal import audit, audit_checkpoint
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import AdminDep, Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.keys import utc_field
@@ -91,6 +91,7 @@ class VerifyOut(BaseModel):
     checked: int
     broken_at: int | None
     reason: str
+    sealed_through: int | None = None  # the row of the newest signed checkpoint the chain matched
 
 
 def _utc(value: datetime) -> datetime:
@@ -193,7 +194,15 @@ def export_audit(
 
 
 @router.get("/verify", response_model=VerifyOut)
-def verify_audit(session: SessionDep, _: AdminDep) -> VerifyOut:
-    """Walk the whole chain; the first row that was changed, removed or reordered is reported."""
-    report = audit.verify(session)
-    return VerifyOut(ok=report.ok, checked=report.checked, broken_at=report.broken_at, reason=report.reason)
+def verify_audit(session: SessionDep, services: ServicesDep, _: AdminDep) -> VerifyOut:
+    """Walk the whole chain and compare it with the newest signed checkpoint; the first row that was
+    changed, removed or reordered, or rows cut from the end, are reported. An intact chain is
+    checkpointed anew."""
+    report = audit_checkpoint.verify(services, session)
+    return VerifyOut(
+        ok=report.ok,
+        checked=report.checked,
+        broken_at=report.broken_at,
+        reason=report.reason,
+        sealed_through=report.sealed_through,
+    )

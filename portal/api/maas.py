@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fleet.errors import IssuesError
-from portal import audit
+from gateway import secrets
+from portal import addresses, audit
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import AdminDep, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.errors import Conflict, Invalid, NotFound
@@ -56,7 +57,7 @@ class TargetIn(BaseModel):
     )
 
 
-def _check_target(i: int, t: TargetIn) -> None:
+def _check_target(i: int, t: TargetIn, services: Services) -> None:
     """Each kind's required fields, and nothing of the other kind's, so a mixed target is refused."""
     at = f"targets[{i}]"
     own = {"serving": ("stack", "serving"), "external": ("base_url", "upstream_model")}[t.kind]
@@ -81,6 +82,12 @@ def _check_target(i: int, t: TargetIn) -> None:
                 "env:NAME or file:/path",
             )
         raise Invalid.field(f"{at}.secret_ref", "must be env:NAME or file:/absolute/path")
+    if t.secret_ref is not None and (why := secrets.problem(t.secret_ref, services.settings)) is not None:
+        raise Invalid.field(f"{at}.secret_ref", why)
+    if t.base_url is not None and t.base_url.host:
+        port = t.base_url.port or (443 if t.base_url.scheme == "https" else 80)
+        allow = services.settings.private_urls_allowed
+        addresses.check_host(f"{at}.base_url", t.base_url.host, port, allow, unresolved_ok=True)
 
 
 class MaasModelUpdate(BaseModel):
@@ -213,7 +220,7 @@ def _validate(session: Session, services: Services, body: MaasModelUpdate) -> Pl
         if plaza is None:
             raise Invalid.field("plaza_model_id", f"no plaza model {body.plaza_model_id!r}")
     for i, target in enumerate(body.targets):
-        _check_target(i, target)
+        _check_target(i, target, services)
         if target.kind == "serving":
             _check_serving(services, i, target)
     if body.strategy == "weighted" and body.targets and not any(t.weight for t in body.targets):

@@ -329,13 +329,24 @@ def unpublish_model(model_id: str, session: SessionDep, principal: AdminDep) -> 
 
 
 @router.post("/models:parse", response_model=ParseOut)
-def parse_models(body: ParseIn, session: SessionDep, _: AdminDep) -> ParseOut:
+def parse_models(body: ParseIn, session: SessionDep, services: ServicesDep, _: AdminDep) -> ParseOut:
     """Read an index (fetched from `url`, or given as `content`) and preview its models: what would be
     created, what exists already (skipped on import) and what is wrong, field by field."""
     if (body.url is None) == (body.content is None):
         raise Invalid.field("url", "give either url or content")
     if body.url is not None:
-        index = importer.parse_text(importer.decode(importer.fetch(body.url)), "url")
+        settings = services.settings
+        gate = services.extras.setdefault(
+            "plaza_imports", importer.ImportGate(settings.plaza_import_concurrency)
+        )
+        limits = importer.FetchLimits(
+            settings.plaza_import_deadline_seconds,
+            settings.plaza_import_max_bytes,
+            settings.private_urls_allowed,
+        )
+        with gate:
+            fetched = importer.fetch(body.url, limits)
+        index = importer.parse_text(importer.decode(fetched), "url")
     else:
         index = importer.parse_text(body.content or "", "content")
     ids = [e.model.id for e in index.entries if e.model is not None]

@@ -95,7 +95,7 @@ def preview_serving(
     snapshot = _snapshot(services, body)
     current = snapshot.index.servings.get(body.name)
     if current is not None and current.workspace != ws:
-        raise Conflict(f"the serving name {body.name!r} is taken in this stack; choose another")
+        raise Conflict(preflight.NAME_UNAVAILABLE.format(name=body.name))
     preview = preview_change(snapshot, body.name, body.to_serving(ws))
     return PreviewOut(
         serving=preview.serving,

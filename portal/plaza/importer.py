@@ -7,16 +7,19 @@ Two index formats are read:
 * the source product's `ModelSpec` (`apiVersion: model.hydra.io/v1alpha1`): one document, several
   documents, a list of them, a `ModelSpecList` (`items`) or a merged catalog index (`entries`).
 
-Fetching is bounded (http/https only, a timeout, 5 MB, a few redirects) and refuses addresses no
-index lives at (link-local such as cloud metadata, multicast, unspecified) and IP literals other than
-loopback, so the endpoint cannot be used to probe a network by address.
+Fetching is bounded: http/https only, a few redirects, an overall deadline (not only a per-read
+timeout: a server dripping a byte a second must not hold a worker thread for minutes), a size cap,
+and a cap on imports at once per process (beyond it: 503), so slow indexes cannot take every thread
+that serves other users. It refuses IP literals other than loopback, so the endpoint cannot probe a
+network by address, and hosts that resolve to loopback or private addresses unless the operator
+allows them (portal/addresses.py).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import socket
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +28,12 @@ import httpx
 import yaml
 from pydantic import ValidationError
 
-from portal.errors import Invalid
+from portal import addresses
+from portal.errors import Invalid, Unavailable
 from portal.plaza.schemas import FieldProblem, ModelIn, ProviderIn
 
 MAX_INDEX_BYTES = 5 * 1024 * 1024
-FETCH_TIMEOUT_SECONDS = 10.0
+FETCH_TIMEOUT_SECONDS = 5.0  # per connect and per read; the deadline may pass by one of these at most
 MAX_REDIRECTS = 3
 
 # ModelSpec capability tags (BaizeAI/modelhub api/v1alpha1) -> plaza capabilities.
@@ -68,23 +72,30 @@ def _refuse(message: str) -> Invalid:
     return Invalid.field("url", message)
 
 
-def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        pass
-    try:  # the forms inet_aton also accepts: "10", "0x7f.1", "167772161"
-        return ipaddress.IPv4Address(socket.inet_aton(host))
-    except OSError:
-        return None
+@dataclass(frozen=True, slots=True)
+class FetchLimits:
+    deadline_seconds: float = 20.0
+    max_bytes: int = MAX_INDEX_BYTES
+    allow_private: bool = False
 
 
-def _check_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address, host: str) -> None:
-    if address.is_link_local or address.is_multicast or address.is_unspecified or address.is_reserved:
-        raise _refuse(f"{host} resolves to {address}, which is not an address an index can live at")
+class ImportGate:
+    """At most `size` fetches at once in this process; one more is answered 503 at once (it does
+    not queue: a queue of slow fetches is the thread exhaustion this prevents)."""
+
+    def __init__(self, size: int) -> None:
+        self._slots = threading.BoundedSemaphore(size)
+        self.size = size
+
+    def __enter__(self) -> None:
+        if not self._slots.acquire(blocking=False):
+            raise Unavailable(f"{self.size} imports from URLs are running already; try again shortly")
+
+    def __exit__(self, *_: object) -> None:
+        self._slots.release()
 
 
-def check_url(url: str) -> httpx.URL:
+def check_url(url: str, allow_private: bool = False) -> httpx.URL:
     """The URL if it may be fetched; 422 on `url` otherwise."""
     try:
         parsed = httpx.URL(url)
@@ -95,41 +106,51 @@ def check_url(url: str) -> httpx.URL:
     host = parsed.host
     if not host:
         raise _refuse("the URL names no host")
-    literal = _ip_literal(host)
+    literal = addresses.ip_literal(host)
     if literal is not None and not literal.is_loopback:
         raise _refuse(f"name the host instead of the address {host}")
-    try:
-        infos = socket.getaddrinfo(host, parsed.port or (443 if parsed.scheme == "https" else 80))
-    except (OSError, UnicodeError) as exc:
-        raise _refuse(f"cannot resolve {host}: {exc}") from exc
-    for info in infos:
-        _check_address(ipaddress.ip_address(info[4][0]), host)
+    addresses.check_host("url", host, parsed.port or (443 if parsed.scheme == "https" else 80), allow_private)
     return parsed
 
 
-def fetch(url: str) -> bytes:
-    """GET `url` (following up to 3 redirects, each checked) and return at most 5 MB of body."""
-    target = check_url(url)
-    with httpx.Client(timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False) as client:
+def fetch(url: str, limits: FetchLimits | None = None) -> bytes:
+    """GET `url` (following up to 3 redirects, each checked) and return its body, within the limits:
+    the deadline bounds the whole exchange, each read included."""
+    limits = limits or FetchLimits()
+    deadline = time.monotonic() + limits.deadline_seconds
+
+    def remaining() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _refuse(f"fetching the index took longer than {limits.deadline_seconds:g} s")
+        return left
+
+    target = check_url(url, limits.allow_private)
+    with httpx.Client(follow_redirects=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
             try:
+                timeout = httpx.Timeout(min(FETCH_TIMEOUT_SECONDS, remaining()))
                 with client.stream(
-                    "GET", target, headers={"Accept": "application/yaml, application/json"}
+                    "GET", target, headers={"Accept": "application/yaml, application/json"}, timeout=timeout
                 ) as r:
                     if r.is_redirect and "location" in r.headers:
-                        target = check_url(str(target.join(r.headers["location"])))
+                        target = check_url(str(target.join(r.headers["location"])), limits.allow_private)
                         continue
                     if r.status_code >= 400:
                         raise _refuse(f"GET {target} answered {r.status_code} {r.reason_phrase}")
                     declared = r.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > MAX_INDEX_BYTES:
-                        raise _refuse(f"the index is {int(declared)} bytes; the limit is {MAX_INDEX_BYTES}")
+                    if declared.isdigit() and int(declared) > limits.max_bytes:
+                        raise _refuse(f"the index is {int(declared)} bytes; the limit is {limits.max_bytes}")
                     body = bytearray()
                     for chunk in r.iter_bytes():
                         body += chunk
-                        if len(body) > MAX_INDEX_BYTES:
-                            raise _refuse(f"the index is larger than {MAX_INDEX_BYTES} bytes")
+                        if len(body) > limits.max_bytes:
+                            raise _refuse(f"the index is larger than {limits.max_bytes} bytes")
+                        remaining()  # a slow drip ends at the deadline, not after the last byte
                     return bytes(body)
+            except httpx.TimeoutException as exc:
+                remaining()  # past the deadline: say so
+                raise _refuse(f"cannot fetch {target}: timed out ({type(exc).__name__})") from exc
             except httpx.HTTPError as exc:
                 raise _refuse(f"cannot fetch {target}: {exc or type(exc).__name__}") from exc
     raise _refuse(f"more than {MAX_REDIRECTS} redirects")

@@ -1,4 +1,4 @@
-"""The audit log: append-only rows chained by hash, and the head that serialises appends."""
+"""The audit log: append-only rows chained by keyed hash, and the head that serialises appends."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ class AuditEvent(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The audit key the hash is an HMAC under (keys live outside the database and rotate); NULL on
+    # rows written before the chain had keys, which carry plain SHA-256.
+    key_id: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class AuditHead(Base):

@@ -170,8 +170,11 @@ def test_the_portal_serves_the_gateway_under_v1(gw: Harness) -> None:
 def test_an_external_target_gets_its_secret_from_the_reference(
     gw: Harness, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("MF_TEST_UPSTREAM_KEY", "upstream-secret-1")
-    secret_file = tmp_path / "key"
+    monkeypatch.setenv("MAAS_SECRET_TEST_UPSTREAM", "upstream-secret-1")
+    secrets_dir = gw.services.settings.maas_secrets_dir
+    assert secrets_dir is not None
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    secret_file = secrets_dir / "key"
     secret_file.write_text("upstream-secret-2\n")
     answer = {
         "id": "x",
@@ -193,7 +196,7 @@ def test_an_external_target_gets_its_secret_from_the_reference(
                 "kind": "external",
                 "base_url": f"{base}p1/v1",
                 "upstream_model": "provider-model",
-                "secret_ref": "env:MF_TEST_UPSTREAM_KEY",
+                "secret_ref": "env:MAAS_SECRET_TEST_UPSTREAM",
             }
         ],
     )

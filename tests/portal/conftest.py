@@ -72,6 +72,8 @@ def _test_settings(database_url: str, tmp_path: Path, admin_token: str) -> Setti
         admin_token=admin_token,  # type: ignore[arg-type]
         pepper="test-pepper",  # type: ignore[arg-type]
         worker_enabled=False,
+        allow_private_urls=True,  # upstreams and indexes in tests are servers on 127.0.0.1
+        maas_secrets_dir=tmp_path / "maas-secrets",
     )
 
 

@@ -4,6 +4,7 @@ a target and a published plaza model, visibility per workspace, and every change
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy import update
 
 from portal.bootstrap import DEMO_STACKS
 from portal.services import Services
+from portal.settings import Settings
 from store.models import PlazaModel, Provider
 from tests.portal.helpers import as_user, make_member
 
@@ -19,7 +21,7 @@ EXTERNAL = {
     "kind": "external",
     "base_url": "https://api.deepseek.com/v1/",
     "upstream_model": "deepseek-chat",
-    "secret_ref": "env:DEEPSEEK_API_KEY",
+    "secret_ref": "env:MAAS_SECRET_DEEPSEEK",
 }
 SERVING = {"kind": "serving", "stack": "demo", "serving": "qwen25-7b", "region": "cn-north", "weight": 25}
 
@@ -79,7 +81,7 @@ def test_create_with_serving_and_external_targets(client: TestClient, demo_stack
         "priority": 0,
     }
     assert model["targets"][1]["base_url"] == "https://api.deepseek.com/v1"
-    assert model["targets"][1]["secret_ref"] == "env:DEEPSEEK_API_KEY"
+    assert model["targets"][1]["secret_ref"] == "env:MAAS_SECRET_DEEPSEEK"
     assert client.get(f"/api/maas-models/{model['id']}").json() == model
     assert [m["public_id"] for m in client.get("/api/maas-models", params={"q": "2.5"}).json()["items"]] == [
         "qwen/qwen2.5-7b:chat"
@@ -87,7 +89,7 @@ def test_create_with_serving_and_external_targets(client: TestClient, demo_stack
     assert client.post("/api/maas-models", json=body).status_code == 409
     event = client.get("/api/audit", params={"action": "CreateMAASModel"}).json()["items"][0]
     assert event["resource_type"] == "MAASModel" and event["resource_id"] == "qwen/qwen2.5-7b:chat"
-    assert event["after"]["targets"][1]["secret_ref"] == "env:DEEPSEEK_API_KEY"
+    assert event["after"]["targets"][1]["secret_ref"] == "env:MAAS_SECRET_DEEPSEEK"
 
 
 @pytest.mark.parametrize(
@@ -138,14 +140,67 @@ def test_invalid_bodies_name_the_field(
     assert words in message
 
 
-def test_secret_references_are_accepted_and_weights_may_drain(client: TestClient) -> None:
-    for i, ref in enumerate(("env:OPENAI_API_KEY", "file:/run/secrets/upstream-key", None)):
+def test_secret_references_are_accepted_and_weights_may_drain(client: TestClient, settings: Settings) -> None:
+    in_dir = f"file:{settings.maas_secrets_dir}/upstream-key"
+    for i, ref in enumerate(("env:MAAS_SECRET_OPENAI", in_dir, None)):
         body = {
             "public_id": f"ext-{i}",
             "strategy": "weighted",
             "targets": [{**EXTERNAL, "secret_ref": ref}, {**EXTERNAL, "weight": 0}],
         }
         assert client.post("/api/maas-models", json=body).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("ref", "words"),
+    [
+        ("env:MODELFLEET_PEPPER", "the server's own settings"),
+        ("env:modelfleet_database_url", "the server's own settings"),
+        ("env:DATABASE_URL", "must start with MAAS_SECRET_"),
+        ("file:/etc/hostname", "must be inside"),
+        ("file:{secrets}/../pepper", "must be inside"),
+        ("file:{secrets}/escape", "must be inside"),  # a symlink out of the directory
+    ],
+)
+def test_secret_references_outside_the_namespace_are_refused(
+    client: TestClient, settings: Settings, ref: str, words: str
+) -> None:
+    secrets = settings.maas_secrets_dir
+    assert secrets is not None
+    secrets.mkdir(parents=True, exist_ok=True)
+    (secrets / "escape").symlink_to(settings.data_dir / "pepper")
+    body = {"public_id": "leak", "targets": [{**EXTERNAL, "secret_ref": ref.format(secrets=secrets)}]}
+    field, message = _field_error(client.post("/api/maas-models", json=body))
+    assert field == "targets[0].secret_ref" and words in message, message
+
+
+@pytest.mark.parametrize(
+    ("url", "always"),
+    [
+        ("http://127.0.0.1:8000/v1", False),
+        ("http://localhost:8000/v1", False),
+        ("http://10.1.2.3/v1", False),
+        ("http://[::1]:8000/v1", False),
+        ("http://169.254.169.254/latest", True),  # cloud metadata: refused even when private is allowed
+        ("http://0x7f.1/v1", False),
+    ],
+)
+def test_private_upstreams_are_refused_unless_allowed(
+    services: Services, admin_token: str, url: str, always: bool
+) -> None:
+    from portal.app import create_app
+
+    for allowed in (False, True):
+        own = replace(services, settings=services.settings.model_copy(update={"allow_private_urls": allowed}))
+        with TestClient(create_app(services=own)) as c:
+            c.headers["Authorization"] = f"Bearer {admin_token}"
+            body = {"public_id": f"private-{allowed}", "targets": [{**EXTERNAL, "base_url": url}]}
+            response = c.post("/api/maas-models", json=body)
+        if allowed and not always:
+            assert response.status_code == 201, response.text
+        else:
+            field, message = _field_error(response)
+            assert field == "targets[0].base_url" and "address" in message, message
 
 
 def test_enabling_needs_a_target_and_a_published_plaza_model(

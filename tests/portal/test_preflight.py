@@ -165,3 +165,29 @@ def test_outsiders_get_404_and_members_their_report(client: TestClient, demo: st
         assert taken.status_code == 409
     with as_user(client, member):
         assert client.post(URL, json=body()).json()["ok"] is True
+
+
+def test_no_answer_names_another_workspaces_servings(
+    client: TestClient, demo: str, services: Services
+) -> None:
+    """An outsider's preflight, preview and deploy say how full a pool is, never whose servings fill
+    it, and a clash of public model names does not name the serving that holds it."""
+    demo_servings = set(services.repository.snapshot(demo).index.servings)
+    client.post("/api/workspaces", json={"slug": "team-b", "name": "B"})
+    with as_user(client, make_member(client, "bob", "team-b", "admin")):
+        over = body(placements=[{"region": "cn-east", "pool": "east-h100", "replicas": 40}])
+        answers = [
+            client.post("/api/workspaces/team-b/servings:preflight", json=over),
+            client.post("/api/workspaces/team-b/servings:preview", json=over),
+            client.post("/api/workspaces/team-b/servings", json=over),
+            client.post(
+                "/api/workspaces/team-b/servings:preflight", json=body(public_model_name="qwen3-32b")
+            ),
+        ]
+    said = [a.text for a in answers]
+    assert [a.status_code for a in answers] == [200, 200, 422, 200], said  # a preview diffs its own
+    assert "servings ask for" in said[0] and "in all, 40 of them for this serving" in said[0]
+    assert "servings ask for" in said[2] and "in all" in said[2]
+    for text in said:
+        assert not [name for name in demo_servings if f"{name} " in text or f"{name}'" in text], text
+        assert " 1x" not in text and " 2x" not in text  # no other serving's size
