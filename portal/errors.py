@@ -2,25 +2,30 @@
 
 {"error": {"code": "not_found", "message": "...", "fields": [{"field": "...", "message": "..."}],
            "request_id": "..."}}
+
+Messages are answered in the caller's language (`Accept-Language`: English or Chinese), see
+portal/messages.py.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, SkipValidation
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet.errors import IssuesError
 from portal.context import current_request_id
+from portal.messages import Message, language, msg, translate, validation_message
 
 
 class FieldError(BaseModel):
     field: str
-    message: str
+    # Not validated: a `Message` keeps its template (a str subclass would be copied to a plain str).
+    message: Annotated[str, SkipValidation]
 
 
 class ErrorBody(BaseModel):
@@ -50,7 +55,8 @@ class Invalid(PortalError):
 
     @classmethod
     def field(cls, field: str, message: str) -> Invalid:
-        return cls(f"{field}: {message}", [FieldError(field=field, message=message)])
+        summary = msg("{field}: {message}", field=field, message=message)
+        return cls(summary, [FieldError(field=field, message=message)])
 
 
 class Unauthorized(PortalError):
@@ -78,6 +84,13 @@ class Unavailable(PortalError):
     code = "unavailable"
 
 
+class Unsupported(PortalError):
+    """What this installation cannot do (yet): e.g. the logs of a runtime without a log source."""
+
+    status = 501
+    code = "not_implemented"
+
+
 STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -89,6 +102,7 @@ STATUS_CODES = {
     415: "unsupported_media_type",
     422: "invalid",
     429: "rate_limited",
+    501: "not_implemented",
 }
 
 # Documented on every route so the OpenAPI document says what errors look like.
@@ -99,8 +113,27 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _body(status: int, code: str, message: str, fields: list[FieldError] | None = None) -> JSONResponse:
-    error = ErrorBody(code=code, message=message, fields=fields or [], request_id=current_request_id())
+def _localize(text: str, lang: str) -> str:
+    """`text` in `lang`; the messages a message names (a field's inside a summary) are translated too."""
+    if lang == "en":
+        return str(text)
+    if isinstance(text, Message) and any(isinstance(v, Message) for v in text.params.values()):
+        params = {k: _localize(v, lang) if isinstance(v, Message) else v for k, v in text.params.items()}
+        translated = translate(Message(text.template, **params), lang)
+        return translated
+    return translate(text, lang)
+
+
+def _body(
+    request: Request, status: int, code: str, message: str, fields: list[FieldError] | None = None
+) -> JSONResponse:
+    lang = language(request.headers.get("accept-language"))
+    error = ErrorBody(
+        code=code,
+        message=_localize(message, lang),
+        fields=[FieldError(field=f.field, message=_localize(f.message, lang)) for f in fields or []],
+        request_id=current_request_id(),
+    )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(
         ErrorResponse(error=error).model_dump(mode="json"), status_code=status, headers=headers
@@ -117,29 +150,29 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(PortalError)
-    async def _portal(_: Request, exc: PortalError) -> JSONResponse:
-        return _body(exc.status, exc.code, exc.message, exc.fields)
+    async def _portal(request: Request, exc: PortalError) -> JSONResponse:
+        return _body(request, exc.status, exc.code, exc.message, exc.fields)
 
     @app.exception_handler(IssuesError)
-    async def _issues(_: Request, exc: IssuesError) -> JSONResponse:
+    async def _issues(request: Request, exc: IssuesError) -> JSONResponse:
         fields = [FieldError(field=i.path, message=i.message) for i in exc.issues]
-        return _body(422, exc.kind, str(exc), fields)
+        return _body(request, 422, exc.kind, str(exc), fields)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        lang = language(request.headers.get("accept-language"))
         fields = [
-            FieldError(
-                field=_location(e.get("loc", ())), message=str(e.get("msg", "")).removeprefix("Value error, ")
-            )
+            FieldError(field=_location(e.get("loc", ())), message=validation_message(e, lang))
             for e in exc.errors()
         ]
         summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:3])
-        return _body(422, "invalid", summary or "invalid request", fields)
+        return _body(request, 422, "invalid", summary or translate("invalid request", lang), fields)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _body(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), str(exc.detail))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _body(request, exc.status_code, STATUS_CODES.get(exc.status_code, "error"), str(exc.detail))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # logged by the server
-        return _body(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # logged by the server
+        text = msg("internal error ({kind}); see the server log", kind=type(exc).__name__)
+        return _body(request, 500, "internal", text)

@@ -27,6 +27,7 @@ from portal.api.serving_models import ServingSpecIn, resolve_stack
 from portal.auth import Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.context import current_request_id
 from portal.errors import Conflict, FieldError, Invalid, NotFound
+from portal.observe import status as observed_status
 from portal.services import Services
 from portal.stacks.changes import Refused, replicas_of, with_replicas
 from portal.stacks.repository import StackSnapshot
@@ -147,9 +148,14 @@ class ServingOut(BaseModel):
     stack: str
     workspace: str
     state: str = Field(
-        description="deploying, updating, deleting, stopped, active (committed), or failed "
-        "(its creation failed)"
+        description="deploying, updating, deleting (a request is pending), deleted, failed (its "
+        "creation failed), or what is observed running: committed (nothing observed yet), pending, "
+        "pulling, downloading, loading, ready, degraded, failed, stopped"
     )
+    badge: str = Field(
+        description="the state in the console's words (the start-up phases are all `starting`)"
+    )
+    reason: str | None = Field(description="why, for an observed state that has a reason")
     model: Any
     template: str | None
     placements: list[PlacementOut]
@@ -258,7 +264,8 @@ def _latest(session: Session, stack: str, name: str, workspace: Workspace) -> St
     )
 
 
-def _state_label(state: ServingState, latest: StackRequest | None) -> str:
+def _state_label(state: ServingState, latest: StackRequest | None, seen: str) -> str:
+    """A pending request's word, else what is observed (`seen`; see portal/api/observed.py)."""
     if state.desired is None and state.committed is None:
         return "failed" if latest is not None and latest.status == RequestStatus.failed else "deleted"
     if state.pending:
@@ -267,7 +274,9 @@ def _state_label(state: ServingState, latest: StackRequest | None) -> str:
             return "deleting"
         return "deploying" if state.committed is None else "updating"
     spec = state.desired or {}
-    return "stopped" if not any(replicas_of(spec)) else "active"
+    if not any(replicas_of(spec)) and seen == "committed":
+        return "stopped"  # nothing was ever observed running, and nothing should run
+    return seen
 
 
 # -- shaping answers ----------------------------------------------------------------------------------
@@ -331,11 +340,16 @@ def _serving_out(
         for i, p in enumerate(spec.get("placements") or [])
         if isinstance(p, dict)
     ]
+    rows = observed_status.placements_of(session, stack, workspace.slug, [state.name]).get(state.name, [])
+    seen = observed_status.overall(rows)
+    label = _state_label(state, latest, seen.state.value)
     values: dict[str, Any] = {
         "name": state.name,
         "stack": stack,
         "workspace": workspace.slug,
-        "state": _state_label(state, latest),
+        "state": label,
+        "badge": observed_status.badge(label),
+        "reason": seen.reason if label == seen.state.value else None,
         "model": spec.get("model"),
         "template": spec.get("template"),
         "placements": placements,
