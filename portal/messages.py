@@ -1,6 +1,6 @@
 """The API's user-facing messages in the caller's language (English, Chinese), keyed by template.
 
-A message that names values is raised as `msg("serving {name!r} not found", name=name)`: it reads
+A message that names values is raised as `msg("serving {name!r} is already stopped", name=name)`: it reads
 as the formatted English everywhere (logs, tests, `str()`), and remembers its template and values,
 so the error handler can answer `Accept-Language: zh` with the catalog's Chinese template filled with
 the same values. A fixed message is looked up as it is. Request validation errors are worded from

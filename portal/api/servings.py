@@ -27,6 +27,7 @@ from portal.api.serving_models import ServingSpecIn, resolve_stack
 from portal.auth import Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.context import current_request_id
 from portal.errors import Conflict, FieldError, Invalid, NotFound
+from portal.messages import msg
 from portal.observe import status as observed_status
 from portal.services import Services
 from portal.stacks.changes import Refused, replicas_of, with_replicas
@@ -389,7 +390,9 @@ def _replay(session: Session, workspace: Workspace, key: str | None, fingerprint
         )
     )
     if found is not None and found.idempotency_hash != fingerprint:
-        raise Conflict(f"Idempotency-Key {key!r} was already used for a different request in this workspace")
+        raise Conflict(
+            msg("Idempotency-Key {key!r} was already used for a different request in this workspace", key=key)
+        )
     return found
 
 
@@ -411,7 +414,7 @@ def _preflight(services: Services, snapshot: StackSnapshot, desired: dict[str, A
             if c.blocking
         ]
         summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:3])
-        raise Invalid(f"preflight refused {name!r}: {summary}", fields)
+        raise Invalid(msg("preflight refused {name!r}: {summary}", name=name, summary=summary), fields)
     return [
         {"rule": c.rule, "level": c.level, "subject": c.subject, "message": c.message} for c in report.checks
     ]
@@ -469,7 +472,11 @@ def _queue(
         if replay is not None:
             return Queued(replay, True)
         raise Conflict(
-            f"serving {values.get('serving')!r} is already being created in stack {values.get('stack')!r}"
+            msg(
+                "serving {name!r} is already being created in stack {stack!r}",
+                name=values.get("serving"),
+                stack=values.get("stack"),
+            )
         ) from None
     return Queued(request, False)
 
@@ -508,9 +515,9 @@ def _target(
     if replay is not None:
         return Target(workspace, snapshot, state or ServingState(name, None, None), replay)
     if state is None or not state.belongs_to(workspace):
-        raise NotFound(f"serving {name!r} not found in workspace {ws!r}")
+        raise NotFound(msg("serving {name!r} not found in workspace {ws!r}", name=name, ws=ws))
     if state.desired is None:
-        raise Conflict(f"serving {name!r} is being deleted")
+        raise Conflict(msg("serving {name!r} is being deleted", name=name))
     return Target(workspace, snapshot, state, None)
 
 
@@ -559,7 +566,7 @@ def get_serving(
         latest = _latest(session, stack_name, name, workspace)
         if state is None or not state.belongs_to(workspace):
             if latest is None:  # never here, or not theirs: the same answer either way
-                raise NotFound(f"serving {name!r} not found in workspace {ws!r}")
+                raise NotFound(msg("serving {name!r} not found in workspace {ws!r}", name=name, ws=ws))
             state = ServingState(name, None, None)
         return _serving_out(session, stack_name, state, workspace, detail=True, commit=snapshot.commit)
 
@@ -586,8 +593,11 @@ def create_serving(
         )
     if replay is not None:
         return _answer(Queued(replay, True), workspace, response)
-    if taken:
-        raise Conflict(f"a serving named {body.name!r} already exists in stack {stack_name!r}")
+    if taken:  # on the name field, as the deploy form's preflight says it (portal/api/previews.py)
+        text = msg(
+            "a serving named {name!r} already exists in stack {stack!r}", name=body.name, stack=stack_name
+        )
+        raise Conflict(text, [FieldError(field="name", message=text)])
     desired = body.to_serving(ws)
     checks = _preflight(services, snapshot, desired)
     queued = _queue(
@@ -630,7 +640,12 @@ def scale_serving(
     replicas = [body.replicas] * len(old) if isinstance(body.replicas, int) else list(body.replicas)
     if len(replicas) != len(old):
         raise Invalid.field(
-            "replicas", f"{len(replicas)} value(s) for {len(old)} placement(s); give one per placement"
+            "replicas",
+            msg(
+                "{given} value(s) for {have} placement(s); give one per placement",
+                given=len(replicas),
+                have=len(old),
+            ),
         )
     desired = with_replicas(current, replicas)
     checks = _preflight(services, target.snapshot, desired)
@@ -675,11 +690,11 @@ def serving_action(
     change: dict[str, Any]
     if body.action == "stop":
         if not any(old):
-            raise Conflict(f"serving {name!r} is already stopped")
+            raise Conflict(msg("serving {name!r} is already stopped", name=name))
         change = {"replicas": [0] * len(old), "stopped_replicas": old}
     else:
         if any(old):
-            raise Conflict(f"serving {name!r} is not stopped")
+            raise Conflict(msg("serving {name!r} is not stopped", name=name))
         remembered = target.state.stopped_replicas
         usable = remembered if remembered and len(remembered) == len(old) and any(remembered) else None
         change = {"replicas": usable or [1] * len(old)}
@@ -721,7 +736,8 @@ def delete_serving(
     typed = body.confirm if body is not None and body.confirm is not None else confirm
     if typed != name:
         raise Invalid.field(
-            "confirm", f"type the serving's name ({name!r}) to confirm; deleting cannot be undone"
+            "confirm",
+            msg("type the serving's name ({name!r}) to confirm; deleting cannot be undone", name=name),
         )
     stack = body.stack if body is not None and body.stack is not None else stack
     path = f"/api/workspaces/{ws}/servings/{name}"
@@ -777,5 +793,5 @@ def get_request(ws: str, request_id: int, session: SessionDep, principal: Princi
         workspace = workspace_for(session, principal, ws)
         request = session.get(StackRequest, request_id)
         if request is None or request.workspace_id != workspace.id:
-            raise NotFound(f"request {request_id} not found in workspace {ws!r}")
+            raise NotFound(msg("request {id} not found in workspace {ws!r}", id=request_id, ws=ws))
         return request_out(request, ws)

@@ -82,8 +82,8 @@ class LocalFileLogs:
         try:
             return _last_lines(path, lines)
         except FileNotFoundError:
-            text = "the log file of replica {replica} does not exist (yet)"
-            raise LogMissing(msg(text, replica=replica.name)) from None
+            missing = msg("the log file of replica {replica} does not exist (yet)", replica=replica.name)
+            raise LogMissing(missing) from None
 
     async def follow(
         self, placement: ServingPlacement, replica: ServingReplica, lines: int

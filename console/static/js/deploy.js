@@ -88,13 +88,19 @@ if (form) {
     ]);
     if (mine !== seq) return; // a newer edit is being checked
     if (pre.status === "rejected") {
-      showError(form, pre.reason);
+      showError(form, pre.reason); // once: next to its field, else in the banner
       renderPreflight(null);
-      status.textContent = pre.reason.message;
+      status.textContent = t("deploy.blocked");
     } else {
       renderPreflight(pre.value);
       submit.disabled = !pre.value.ok;
       status.textContent = pre.value.ok ? t("deploy.ready") : t("deploy.blocked");
+      // What blocks and belongs to a field of this form (a taken name …) is shown next to it too.
+      const fields = pre.value.checks
+        .filter((c) => c.level === "mandatory")
+        .map((c) => ({ field: c.subject.replace(/^servings\[[^\]]*\]\.?/, ""), message: c.message }))
+        .filter((f) => f.field && form.querySelector(`[name="${CSS.escape(f.field)}"]`));
+      if (fields.length) showError(form, { message: "", fields });
     }
     renderPreview(prev.status === "fulfilled" ? prev.value : null, prev.reason);
   }
