@@ -27,7 +27,8 @@ def settings(demo_repo_settings: Settings) -> Settings:
 def templates_in_source() -> set[str]:
     found: set[str] = set()
     for path in PORTAL.rglob("*.py"):
-        found |= set(re.findall(r'msg\(\s*"((?:[^"\\]|\\.)+)"', path.read_text(encoding="utf-8")))
+        for literal in re.findall(r'msg\(\s*((?:"(?:[^"\\]|\\.)*"\s*)+)', path.read_text(encoding="utf-8")):
+            found.add("".join(re.findall(r'"((?:[^"\\]|\\.)*)"', literal)))  # adjacent literals join
     return found
 
 
