@@ -103,6 +103,8 @@ def test_portal_errors_answer_in_chinese_when_asked(client: TestClient) -> None:
         {"field": "confirm", "message": "请输入服务名称（'qwen25-7b'）以确认；删除后无法恢复"}
     ]
     assert error["message"] == "confirm：请输入服务名称（'qwen25-7b'）以确认；删除后无法恢复"
+    plaza = client.get("/api/plaza/models/nope", headers=ZH)
+    assert plaza.status_code == 404 and plaza.json()["error"]["message"] == "找不到模型 'nope'"
     client.headers.pop("Authorization")
     anonymous = client.get("/api/me", headers=ZH).json()["error"]["message"]
     assert anonymous == "缺少访问令牌（Authorization: Bearer <token>）"
