@@ -9,6 +9,7 @@ inferred from the desired state but the `committed` a serving shows until an obs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -252,9 +253,8 @@ def serving_events(
     """The serving's transitions (placements and replicas), newest first."""
     stack_name = resolve_stack(services.repository, stack)
     with session.begin():
-        workspace = workspace_for(session, principal, ws)
-        _placements(session, principal, ws, stack_name, name)
-        where = _events_of(stack_name, workspace.slug, name)
+        _placements(session, principal, ws, stack_name, name)  # 404 unless the serving is theirs
+        where = _events_of(stack_name, ws, name)
         total = session.scalar(select(func.count(ServingEvent.id)).where(*where)) or 0
         rows = session.scalars(
             select(ServingEvent)
@@ -377,22 +377,40 @@ def _replica(rows: list[ServingPlacement], wanted: str | None) -> tuple[ServingP
 
 
 async def _follow_stream(lines_out: AsyncIterator[str], seconds: float) -> AsyncIterator[str]:
+    """`line` events as the source yields them, keep-alives while it is quiet, `end` when the time is
+    up. The source runs in its own task feeding a queue: waiting on the queue with a timeout is safe,
+    while cancelling the source's own `__anext__` at each timeout would finish it for good."""
+    queue: asyncio.Queue[str | Exception | None] = asyncio.Queue(maxsize=1000)
+
+    async def pump() -> None:
+        try:
+            async for line in lines_out:
+                await queue.put(line)
+        except Exception as exc:  # told to the client, not lost in the task
+            await queue.put(exc)
+            return
+        await queue.put(None)
+
+    task = asyncio.create_task(pump())
     yield "retry: 2000\n\n"
     deadline = time.monotonic() + seconds
     try:
         while (left := deadline - time.monotonic()) > 0:
             try:
-                line = await asyncio.wait_for(anext(lines_out), timeout=min(left, KEEPALIVE_SECONDS))
+                item = await asyncio.wait_for(queue.get(), timeout=min(left, KEEPALIVE_SECONDS))
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
-            except StopAsyncIteration:
+            if item is None:
                 break
-            yield _sse("line", {"line": line})
+            if isinstance(item, Exception):
+                yield _sse("error", {"message": str(item)})
+                return
+            yield _sse("line", {"line": item})
     finally:
-        close = getattr(lines_out, "aclose", None)
-        if close is not None:
-            await close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     yield _sse("end", {"reason": "time limit; reconnect to go on"})
 
 

@@ -3,6 +3,7 @@ from rows written the one way runtimes write them (`portal.observe.recorder.reco
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from portal.api import observed as observed_api
 from portal.observe.recorder import record
 from portal.observe.states import ReplicaObservation, State
 from portal.services import Services
@@ -40,6 +42,12 @@ def observe(services: Services, pool: str, *replicas: ReplicaObservation, runtim
         if runtime is not None:  # published from git; set here as a stack declaring it would
             placement.runtime = runtime
         record(session, placement, replicas)
+
+
+def following(path: Path) -> bool:
+    """Whether this process has `path` open (the log follower does, once it follows)."""
+    fds = Path("/proc/self/fd")
+    return any(os.path.realpath(fd) == str(path.resolve()) for fd in fds.iterdir() if fd.is_symlink())
 
 
 def ready(name: str, **more: Any) -> ReplicaObservation:
@@ -139,17 +147,34 @@ def test_another_workspace_gets_404_never_the_serving(demo: TestClient, services
     assert demo.get("/api/workspaces/demo/servings/nope/status").status_code == 404
 
 
-def test_the_stream_sends_the_state_then_each_new_transition(demo: TestClient, services: Services) -> None:
+def test_the_stream_sends_the_state_then_each_new_transition(
+    demo: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
     observe(services, "east-h100", ReplicaObservation("east-0", State.LOADING))
-    later = threading.Timer(0.6, observe, (services, "east-h100", ready("east-0"), ready("east-1")))
+    streaming = threading.Event()
+    where_it_starts = observed_api._last_event_id
+
+    def noted(*args: Any) -> int:
+        last = where_it_starts(*args)
+        streaming.set()
+        return last
+
+    monkeypatch.setattr(observed_api, "_last_event_id", noted)
+
+    def later_on() -> None:  # a transition once the stream runs
+        assert streaming.wait(10)
+        time.sleep(0.3)
+        observe(services, "east-h100", ready("east-0"), ready("east-1"))
+
+    later = threading.Thread(target=later_on)
     later.start()
     started = time.monotonic()
     try:
-        response = demo.get(f"{BASE}/status:stream", params={"max_seconds": 1.6})
+        response = demo.get(f"{BASE}/status:stream", params={"max_seconds": 2})
     finally:
         later.join()
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 8
     events = parse_sse(response.text)
     kinds = [e["event"] for e in events]
     assert kinds[0] == "status" and events[0]["data"]["placements"][0]["state"] == "loading"
@@ -202,25 +227,34 @@ def test_logs_of_a_local_replica_tail_previous_and_missing(
     assert demo.get(f"{BASE}/logs", params={"replica": "east-9"}).status_code == 404
 
 
-def test_following_a_log_streams_new_lines(demo: TestClient, services: Services, tmp_path: Path) -> None:
+def test_following_a_log_streams_new_lines(
+    demo: TestClient, services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(observed_api, "KEEPALIVE_SECONDS", 0.2)  # quiet spells before the new lines
     log = tmp_path / "east-0.log"
     log.write_text("old 1\nold 2\n")
     observe(services, "east-h100", ready("east-0", details={"log": str(log)}), runtime="local")
 
     def write() -> None:
+        """Once the follow has the file open (and was quiet a while), append to it."""
+        deadline = time.monotonic() + 10
+        while not following(log) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)
         with log.open("a") as f:
             f.write("new 1\nnew 2\n")
 
-    later = threading.Timer(0.5, write)
+    later = threading.Thread(target=write)
     later.start()
     try:
         response = demo.get(
-            f"{BASE}/logs", params={"replica": "east-0", "follow": True, "tail": 1, "max_seconds": 1.5}
+            f"{BASE}/logs", params={"replica": "east-0", "follow": True, "tail": 1, "max_seconds": 2.5}
         )
     finally:
         later.join()
     lines = [e["data"]["line"] for e in parse_sse(response.text) if e["event"] == "line"]
-    assert lines == ["old 2", "new 1", "new 2"]
+    assert lines == ["old 2", "new 1", "new 2"], response.text
+    assert ": keep-alive" in response.text.split("new 1")[0]  # the follow outlived its quiet spells
 
 
 def test_kubernetes_logs_need_the_watcher_in_either_language(demo: TestClient, services: Services) -> None:
