@@ -215,7 +215,16 @@ def test_ops_and_user_journeys(portal: Portal, browser: object) -> None:
 
     # -- user: deploy, preflight and preview first, then follow the stack update to its end ---------------
     user.goto(f"{url}/console/deploy?model=qwen3-8b")
+    # A taken name: preflight refuses it, once, next to the name field; fixing the name clears it.
+    user.fill("[data-testid=serving-name]", "qwen25-7b")
+    expect(user.locator("[data-testid=preflight-result]")).to_have_text("refused")
+    name_error = user.locator("#deploy-form .field-error")
+    expect(name_error).to_have_count(1)
+    expect(name_error).to_contain_text("already exists")
+    expect(user.get_by_text("already exists")).to_have_count(1)
+    expect(user.locator("[data-deploy-submit]")).to_be_disabled()
     user.fill("[data-testid=serving-name]", "e2e-qwen3")
+    expect(name_error).to_have_count(0)
     expect(user.locator("[data-testid=preflight-result]")).to_have_text("passes")
     expect(user.locator("[data-diff]")).to_contain_text("+kind: Deployment")
     expect(user.locator("[data-deploy-submit]")).to_be_enabled()

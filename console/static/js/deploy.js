@@ -92,14 +92,16 @@ if (form) {
       renderPreflight(null);
       status.textContent = t("deploy.blocked");
     } else {
-      renderPreflight(pre.value);
+      // What blocks and belongs to a field of this form (a taken name …) is shown next to that field,
+      // and only there: an error prints once.
+      const onField = (c) => {
+        const field = c.subject.replace(/^servings\[[^\]]*\]\.?/, "");
+        return c.level === "mandatory" && field && form.querySelector(`[name="${CSS.escape(field)}"]`) ? field : null;
+      };
+      const fields = pre.value.checks.filter(onField).map((c) => ({ field: onField(c), message: c.message }));
+      renderPreflight({ ...pre.value, checks: pre.value.checks.filter((c) => !onField(c)) });
       submit.disabled = !pre.value.ok;
       status.textContent = pre.value.ok ? t("deploy.ready") : t("deploy.blocked");
-      // What blocks and belongs to a field of this form (a taken name …) is shown next to it too.
-      const fields = pre.value.checks
-        .filter((c) => c.level === "mandatory")
-        .map((c) => ({ field: c.subject.replace(/^servings\[[^\]]*\]\.?/, ""), message: c.message }))
-        .filter((f) => f.field && form.querySelector(`[name="${CSS.escape(f.field)}"]`));
       if (fields.length) showError(form, { message: "", fields });
     }
     renderPreview(prev.status === "fulfilled" ? prev.value : null, prev.reason);
@@ -127,7 +129,7 @@ if (form) {
     for (const [region, store] of Object.entries(f.model_store || {})) {
       add(t("deploy.fact_store", { region }), `${t(`store.${store.status}`)}${store.files ? ` · ${store.files} ${t("deploy.files")}` : ""}`);
     }
-    if (!result.checks.length) checks.append(el("li", { class: "muted", text: t("deploy.no_findings") }));
+    if (!result.checks.length && result.ok) checks.append(el("li", { class: "muted", text: t("deploy.no_findings") }));
     for (const c of result.checks) {
       checks.append(el("li", {}, el("span", { class: `level level-${c.level}`, text: t(`level.${c.level}`) }),
         el("div", {}, el("strong", { text: c.rule }), " ", el("span", { class: "muted small", text: c.subject }), el("div", { class: "small", text: c.message }))));
