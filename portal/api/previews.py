@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -81,13 +81,20 @@ def preflight_serving(
     principal: PrincipalDep,
     services: ServicesDep,
     accept_language: Annotated[str | None, Header(max_length=200)] = None,
+    action: Annotated[
+        Literal["create"] | None,
+        Query(
+            description="create: a name the stack or a pending request already has is refused, as "
+            "deploying refuses it; default: a serving of that name is checked as its replacement"
+        ),
+    ] = None,
 ) -> PreflightOut:
     """Everything that would stop (or should worry) this request, without queuing it."""
     workspace_for(session, principal, ws)
     snapshot = _snapshot(services, body)
     report = preflight.run(services, snapshot, body.to_serving(ws))
     checks = [CheckOut.model_validate(c, from_attributes=True) for c in report.checks]
-    taken = _name_taken(session, snapshot, body.name, language(accept_language))
+    taken = _name_taken(session, snapshot, body.name, language(accept_language)) if action else None
     if taken is not None and not any(c.rule == preflight.NAME_TAKEN for c in checks):
         checks.insert(0, taken)
     return PreflightOut(

@@ -118,18 +118,24 @@ def test_deploy_preflight_refuses_a_taken_name_on_the_name_field(client: TestCli
         "template": "vllm-latest",
         "placements": [{"region": "cn-east", "pool": "east-h100"}],
     }
-    pre = client.post("/api/workspaces/demo/servings:preflight", json=body).json()
+    update = client.post("/api/workspaces/demo/servings:preflight", json=body).json()
+    assert not any(c["subject"] == "name" for c in update["checks"])  # checked as its replacement
+    pre = client.post("/api/workspaces/demo/servings:preflight?action=create", json=body).json()
     assert pre["ok"] is False
     assert pre["checks"][0]["subject"] == "name" and pre["checks"][0]["level"] == "mandatory"
     deploy = client.post("/api/workspaces/demo/servings", json=body)
     assert deploy.status_code == 409
     assert [f["field"] for f in deploy.json()["error"]["fields"]] == ["name"]
-    fresh = client.post("/api/workspaces/demo/servings:preflight", json={**body, "name": "fresh-one"}).json()
+    fresh = client.post(
+        "/api/workspaces/demo/servings:preflight?action=create", json={**body, "name": "fresh-one"}
+    ).json()
     assert fresh["ok"] is True
     queued = client.post("/api/workspaces/demo/servings", json={**body, "name": "fresh-one"})
     assert queued.status_code == 202
     again = client.post(
-        "/api/workspaces/demo/servings:preflight", json={**body, "name": "fresh-one"}, headers=ZH
+        "/api/workspaces/demo/servings:preflight?action=create",
+        json={**body, "name": "fresh-one"},
+        headers=ZH,
     )
     assert (
         again.json()["ok"] is False and "已有名为 'fresh-one' 的服务" in again.json()["checks"][0]["message"]
