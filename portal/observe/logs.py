@@ -17,7 +17,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from portal.messages import msg
 from store.models import ServingPlacement, ServingReplica
@@ -48,19 +48,21 @@ class LogSource(Protocol):
 
 def _last_lines(path: Path, lines: int) -> list[str]:
     """The last `lines` lines of `path`, reading backwards from the end (a log can be large)."""
+    with path.open("rb") as f:
+        return _lines_before(f, os.fstat(f.fileno()).st_size, lines)
+
+
+def _lines_before(f: BinaryIO, end: int, lines: int) -> list[str]:
+    """The last `lines` complete lines of `f` before offset `end`."""
     if lines <= 0:
         return []
-    with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
-        data = b""
-        while end > 0 and data.count(b"\n") <= lines:
-            start = max(0, end - READ_CHUNK)
-            f.seek(start)
-            data = f.read(end - start) + data
-            end = start
-    text = data.decode("utf-8", errors="replace")
-    return text.splitlines()[-lines:]
+    data = b""
+    while end > 0 and data.count(b"\n") <= lines:
+        start = max(0, end - READ_CHUNK)
+        f.seek(start)
+        data = f.read(end - start) + data
+        end = start
+    return data.decode("utf-8", errors="replace").splitlines()[-lines:]
 
 
 class LocalFileLogs:
@@ -91,12 +93,15 @@ class LocalFileLogs:
         path = self._path(replica, False)
         while not path.exists():  # the process may not have started yet
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
-        for line in await asyncio.to_thread(_last_lines, path, lines):
-            yield line
         handle = path.open("rb")
         try:
-            handle.seek(0, os.SEEK_END)
-            identity = os.fstat(handle.fileno()).st_ino
+            # The last lines and what follows come from one handle and one offset: nothing written in
+            # between is lost or shown twice.
+            stat = os.fstat(handle.fileno())
+            identity, end = stat.st_ino, stat.st_size
+            for line in await asyncio.to_thread(_lines_before, handle, end, lines):
+                yield line
+            handle.seek(end)
             pending = b""
             while True:
                 chunk = handle.read(READ_CHUNK)

@@ -83,7 +83,7 @@ if (form) {
     const payload = body();
     clearErrors(form);
     const [pre, prev] = await Promise.allSettled([
-      api.post(`/api/workspaces/${ws}/servings:preflight?action=create`, payload) // as Deploy will judge it,
+      api.post(`/api/workspaces/${ws}/servings:preflight?action=create`, payload), // as Deploy will judge it
       api.post(`/api/workspaces/${ws}/servings:preview`, payload),
     ]);
     if (mine !== seq) return; // a newer edit is being checked

@@ -44,7 +44,10 @@ async function showLog(replica) {
   }
   out.textContent = log.lines.length ? `${log.lines.join("\n")}\n` : "";
   note.textContent = log.note || t("services.log_following");
-  follower = new EventSource(`${base}&follow=true&tail=0`);
+  // The stream sends the same last lines then each new one, from one offset (no line lost between the
+  // two requests); on every (re)connection it starts over, so the view does too.
+  follower = new EventSource(`${base}&follow=true&tail=${TAIL}`);
+  follower.addEventListener("open", () => { out.textContent = ""; });
   follower.addEventListener("line", (message) => {
     const { line } = JSON.parse(message.data);
     const atEnd = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
