@@ -25,6 +25,7 @@ from console.web import (
     error_page,
     make_templates,
     sign_in_redirect,
+    translator,
 )
 
 
@@ -38,6 +39,12 @@ def install(app: FastAPI, *, pepper: bytes, session_hours: float) -> None:
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="console-static")
     for router in (auth_pages.router, user_pages.router, ops_pages.router):
         app.include_router(router)
+
+    @app.get(f"{PREFIX}/{{path:path}}", include_in_schema=False)
+    async def not_a_page(request: Request, path: str) -> Response:
+        """Any other console path: the console's own 404 page (last: every page matched before)."""
+        t, _ = translator(request)
+        return error_page(request, 404, t("error.not_a_page", path=request.url.path))
 
     @app.get("/", include_in_schema=False)
     async def root() -> Response:

@@ -48,9 +48,10 @@ def _error(response: httpx.Response) -> ApiError:
 class ApiClient:
     """One user's view of the API, for one page render."""
 
-    def __init__(self, http: httpx.AsyncClient, token: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, token: str, lang: str = "en") -> None:
         self.http = http
-        self.headers = {"Authorization": f"Bearer {token}"}
+        # The page's language reaches the API, which answers its messages in it.
+        self.headers = {"Authorization": f"Bearer {token}", "Accept-Language": lang}
 
     async def request(self, method: str, path: str, *, params: Params | None = None, json: Any = None) -> Any:
         clean = {k: v for k, v in (params or {}).items() if v is not None and v != ""}

@@ -3,7 +3,8 @@
 The language is `?lang=` when given (and then remembered in a cookie), else the cookie, else the
 browser's `Accept-Language`, else English. A key missing from a catalog falls back to English, then to
 the key itself, so a forgotten translation shows up as English rather than as an error
-(`tests/console/test_i18n.py` keeps both catalogs complete).
+(`tests/console/test_i18n.py` keeps both catalogs complete). A count is passed as `n`; when it is 1
+and the catalog has `<key>_one`, that wording is used ("1 model", "2 models").
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class Translator:
         self.fallback = catalog(DEFAULT)
 
     def __call__(self, key: str, **values: object) -> str:
+        if values.get("n") == 1 and f"{key}_one" in self.fallback:  # "1 model", not "1 models"
+            key = f"{key}_one"
         text = self.messages.get(key) or self.fallback.get(key) or key
         return text.format_map(_Missing(values)) if values else text
 

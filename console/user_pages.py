@@ -149,31 +149,69 @@ async def services(request: Request) -> Response:
     return ctx.render("services.html", title=ctx.t("nav.services"), servings=servings)
 
 
+FAILURE_LOG_LINES = 20
+FAILURE_LOGS_SHOWN = 3  # failed replicas whose last lines a page shows (the rest: the log view)
+
+
+async def _observed(ctx: Ctx, name: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The serving's observed status and replicas; (None, []) before anything was published."""
+    base = f"/api/workspaces/{ctx.ws}/servings/{name}"
+    try:
+        status, replicas = await all_of(ctx.api.get(f"{base}/status"), ctx.api.get(f"{base}/replicas"))
+    except ApiError as exc:
+        if exc.status == 404:
+            return None, []
+        raise
+    return status, list(replicas["items"])
+
+
+async def _last_lines(ctx: Ctx, name: str, replica: dict[str, Any]) -> dict[str, Any]:
+    """The last log lines of a failed replica (its previous run when the current one has none)."""
+    path = f"/api/workspaces/{ctx.ws}/servings/{name}/logs"
+    try:
+        log = await ctx.api.get(path, replica=replica["name"], tail=FAILURE_LOG_LINES)
+        if not log["lines"] and replica.get("restarts"):
+            log = await ctx.api.get(path, replica=replica["name"], tail=FAILURE_LOG_LINES, previous="true")
+    except ApiError as exc:  # e.g. 501: this runtime's logs are not available here
+        return {"replica": replica["name"], "lines": [], "note": exc.message}
+    return dict(log)
+
+
 @router.get("/services/{name}")
 async def service(request: Request, name: str) -> Response:
     ctx = await page(request)
     if not ctx.ws:
         raise ApiError(404, "not_found", f"serving {name!r} not found")
-    serving, regions, requests = await all_of(
+    serving, regions, requests, (status, replicas) = await all_of(
         ctx.api.get(f"/api/workspaces/{ctx.ws}/servings/{name}"),
         ctx.api.get("/api/regions", page_size=100),
         ctx.api.get(f"/api/workspaces/{ctx.ws}/stack-requests", serving=name, page_size=10),
+        _observed(ctx, name),
     )
     domains = {r["name"]: r["gateway_domain"] for r in regions["items"]}
     spec = serving.get("spec") or serving.get("committed_spec") or {}
     by_region: dict[str, list[dict[str, Any]]] = {}
     for p in serving["placements"]:
         by_region.setdefault(p["region"], []).append(p)
+    failed = [r for r in replicas if r["state"] == "failed"][:FAILURE_LOGS_SHOWN]
+    failure_logs = list(await all_of(*(_last_lines(ctx, name, r) for r in failed))) if failed else []
+    stopped = serving.get("stopped_replicas") or []
     return ctx.render(
         "service.html",
         title=name,
         serving=serving,
         spec=spec,
+        gone=serving.get("spec") is None and serving.get("committed_spec") is None,
         by_region=by_region,
         domains=domains,
         requests=requests["items"],
         endpoint=_base_url(request),
         access_name=spec.get("public_model_name") or name,
+        status=status,
+        replicas=replicas,
+        failure_logs=failure_logs,
+        # what Start brings back: the remembered replicas, or one per placement
+        restores=sum(stopped) if any(stopped) else len(serving["placements"]),
     )
 
 
@@ -191,11 +229,15 @@ async def job(request: Request, job_id: int) -> Response:
 async def chat(request: Request) -> Response:
     ctx = await page(request)
     models = await _workspace_models(ctx)
+    selected = request.query_params.get("model", "")
+    if selected and all(m["model"] != selected for m in models):
+        # "Try it" on a service of the workspace: its served name (the gateway decides access).
+        models = [{"model": selected}, *models]
     return ctx.render(
         "chat.html",
         title=ctx.t("nav.chat"),
         models=models,
-        selected=request.query_params.get("model", ""),
+        selected=selected,
         base_url=_base_url(request),
     )
 

@@ -25,6 +25,7 @@ from console import charts, markdown
 from console.client import ApiClient, ApiError, all_of
 from console.i18n import LANGUAGES, Translator, catalog, choose
 from console.session import COOKIE, LANG_COOKIE, WORKSPACE_COOKIE, ConsoleSession, SessionCodec
+from store.vocabulary import badge
 
 HERE = Path(__file__).resolve().parent
 PREFIX = "/console"
@@ -100,7 +101,7 @@ def make_templates() -> Jinja2Templates:
     env.filters.update(
         dt=_dt, num=_num, money=_money, compact=charts.compact, markdown=markdown.render, pretty=_pretty
     )
-    env.globals.update(base=PREFIX, static_version=_static_version(), languages=LANGUAGES)
+    env.globals.update(base=PREFIX, static_version=_static_version(), languages=LANGUAGES, badge_of=badge)
     env.trim_blocks = True
     env.lstrip_blocks = True
     return templates
@@ -182,14 +183,14 @@ async def page(request: Request) -> Ctx:
     session = codec(request).open(request.cookies.get(COOKIE))
     if session is None:
         raise SignInRequired(next_of(request))
-    api = ApiClient(request.app.state.console_http, session.token)
+    t, cookies = translator(request)
+    api = ApiClient(request.app.state.console_http, session.token, t.lang)
     try:
         me, workspaces = await all_of(api.get("/api/me"), api.get("/api/workspaces", page_size=500))
     except ApiError as exc:
         if exc.status == 401:
             raise SignInRequired(next_of(request)) from exc
         raise
-    t, cookies = translator(request)
     slugs = [w["slug"] for w in workspaces["items"]]
     wanted = request.query_params.get("ws") or request.cookies.get(WORKSPACE_COOKIE)
     ws = wanted if wanted in slugs else (slugs[0] if slugs else None)

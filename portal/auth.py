@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from portal import audit
 from portal.errors import Forbidden, NotFound, Unauthorized, Unavailable
+from portal.messages import msg
 from portal.services import Services
 from store.db import utcnow
 from store.models import Membership, User, UserToken, Workspace, WorkspaceRole
@@ -265,7 +266,7 @@ def workspace_for(session: Session, principal: Principal, slug: str, *, admin: b
     role = principal.role_in(slug)
     workspace = session.scalar(select(Workspace).where(Workspace.slug == slug)) if role else None
     if workspace is None:
-        raise NotFound(f"workspace {slug!r} not found")
+        raise NotFound(msg("workspace {slug!r} not found", slug=slug))
     if admin and role != WorkspaceRole.admin:
-        raise Forbidden(f"this needs the admin role in workspace {slug!r}")
+        raise Forbidden(msg("this needs the admin role in workspace {slug!r}", slug=slug))
     return workspace

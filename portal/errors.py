@@ -2,23 +2,28 @@
 
 {"error": {"code": "not_found", "message": "...", "fields": [{"field": "...", "message": "..."}],
            "request_id": "..."}}
+
+Messages are answered in the caller's language (`Accept-Language`: English or Chinese), see
+portal/messages.py.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, SkipValidation
 from sqlalchemy import exc as db
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
 
 from fleet.errors import IssuesError
 from portal.context import current_request_id
+from portal.messages import Message, language, msg, translate, validation_message
 
 log = logging.getLogger("modelfleet.portal")
 RETRY_AFTER_SECONDS = 1
@@ -26,7 +31,8 @@ RETRY_AFTER_SECONDS = 1
 
 class FieldError(BaseModel):
     field: str
-    message: str
+    # Not validated: a `Message` keeps its template (a str subclass would be copied to a plain str).
+    message: Annotated[str, SkipValidation]
 
 
 class ErrorBody(BaseModel):
@@ -56,7 +62,8 @@ class Invalid(PortalError):
 
     @classmethod
     def field(cls, field: str, message: str) -> Invalid:
-        return cls(f"{field}: {message}", [FieldError(field=field, message=message)])
+        summary = msg("{field}: {message}", field=field, message=message)
+        return cls(summary, [FieldError(field=field, message=message)])
 
 
 class Unauthorized(PortalError):
@@ -84,6 +91,13 @@ class Unavailable(PortalError):
     code = "unavailable"
 
 
+class Unsupported(PortalError):
+    """What this installation cannot do (yet): e.g. the logs of a runtime without a log source."""
+
+    status = 501
+    code = "not_implemented"
+
+
 STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -96,6 +110,7 @@ STATUS_CODES = {
     422: "invalid",
     429: "rate_limited",
     431: "headers_too_large",
+    501: "not_implemented",
     503: "unavailable",
 }
 
@@ -107,8 +122,27 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _body(status: int, code: str, message: str, fields: list[FieldError] | None = None) -> JSONResponse:
-    error = ErrorBody(code=code, message=message, fields=fields or [], request_id=current_request_id())
+def _localize(text: str, lang: str) -> str:
+    """`text` in `lang`; the messages a message names (a field's inside a summary) are translated too."""
+    if lang == "en":
+        return str(text)
+    if isinstance(text, Message) and any(isinstance(v, Message) for v in text.params.values()):
+        params = {k: _localize(v, lang) if isinstance(v, Message) else v for k, v in text.params.items()}
+        translated = translate(Message(text.template, **params), lang)
+        return translated
+    return translate(text, lang)
+
+
+def _body(
+    request: Request, status: int, code: str, message: str, fields: list[FieldError] | None = None
+) -> JSONResponse:
+    lang = language(request.headers.get("accept-language"))
+    error = ErrorBody(
+        code=code,
+        message=_localize(message, lang),
+        fields=[FieldError(field=f.field, message=_localize(f.message, lang)) for f in fields or []],
+        request_id=current_request_id(),
+    )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status == 503:
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
@@ -140,7 +174,7 @@ def _empty_body(receive: Receive) -> Receive:
     """The request again, for a retried read: its (empty) body, then the client's own messages."""
     given = False
 
-    async def replay() -> Message:
+    async def replay() -> AsgiMessage:
         nonlocal given
         if not given:
             given = True
@@ -167,7 +201,7 @@ class ServerErrors:
             return
         started = False
 
-        async def watched(message: Message) -> None:
+        async def watched(message: AsgiMessage) -> None:
             nonlocal started
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -184,16 +218,23 @@ class ServerErrors:
                     log.warning("portal: database unreachable (%s, attempt %d)", type(exc).__name__, attempt)
                     if attempt < attempts:
                         continue
-                    response = _body(503, "unavailable", "the database is unreachable; try again shortly")
+                    response = _body(
+                        Request(scope), 503, "unavailable", "the database is unreachable; try again shortly"
+                    )
                     await response(scope, receive, send)
                     return
                 if isinstance(exc, db.DataError):  # a value no validation caught (the model's gap)
                     log.warning("portal: the database refused a value: %s", exc.orig)
-                    response = _body(422, "invalid", "a value is outside what the database can store")
+                    response = _body(
+                        Request(scope), 422, "invalid", "a value is outside what the database can store"
+                    )
                     await response(scope, receive, send)
                     return
                 response = _body(
-                    500, "internal", f"internal error ({type(exc).__name__}); see the server log"
+                    Request(scope),
+                    500,
+                    "internal",
+                    f"internal error ({type(exc).__name__}); see the server log",
                 )
                 await response(scope, receive, send)
                 raise
@@ -213,28 +254,27 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PortalError)
     async def _portal(request: Request, exc: PortalError) -> JSONResponse:
         await audit_refusal(request, exc.status, exc.code, exc.message, exc.fields)
-        return _body(exc.status, exc.code, exc.message, exc.fields)
+        return _body(request, exc.status, exc.code, exc.message, exc.fields)
 
     @app.exception_handler(IssuesError)
     async def _issues(request: Request, exc: IssuesError) -> JSONResponse:
         fields = [FieldError(field=i.path, message=i.message) for i in exc.issues]
         await audit_refusal(request, 422, exc.kind, str(exc), fields)
-        return _body(422, exc.kind, str(exc), fields)
+        return _body(request, 422, exc.kind, str(exc), fields)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        lang = language(request.headers.get("accept-language"))
         fields = [
-            FieldError(
-                field=_location(e.get("loc", ())), message=str(e.get("msg", "")).removeprefix("Value error, ")
-            )
+            FieldError(field=_location(e.get("loc", ())), message=validation_message(e, lang))
             for e in exc.errors()
         ]
         summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:3])
         await audit_refusal(request, 422, "invalid", summary or "invalid request", fields)
-        return _body(422, "invalid", summary or "invalid request", fields)
+        return _body(request, 422, "invalid", summary or translate("invalid request", lang), fields)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _body(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), str(exc.detail))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _body(request, exc.status_code, STATUS_CODES.get(exc.status_code, "error"), str(exc.detail))
 
     # Unexpected exceptions: `ServerErrors`, a middleware inside the request id's.

@@ -22,6 +22,7 @@ from fleet.rules import pods
 from fleet.rules.preflight import object_id
 from portal import preflight
 from portal.errors import Conflict, Invalid, NotFound
+from portal.messages import msg
 from portal.repository import StackSnapshot
 
 Action = Literal["add", "remove", "change"]
@@ -140,11 +141,13 @@ def preview_change(snapshot: StackSnapshot, name: str, desired: dict[str, Any] |
     exists = name in index.servings
     if desired is None:
         if not exists:
-            raise NotFound(f"serving {name!r} not found in stack {snapshot.stack}")
+            raise NotFound(
+                msg("serving {name!r} not found in stack {stack}", name=name, stack=snapshot.stack)
+            )
         changes, unchanged = diff_objects(deployed, ())
         return Preview(name, snapshot.stack, snapshot.commit, "delete", tuple(changes), unchanged)
     if desired.get("name") != name:
-        raise Invalid.field("name", f"must be {name!r}, the serving being previewed")
+        raise Invalid.field("name", msg("must be {name!r}, the serving being previewed", name=name))
     change = check_change(index, desired, snapshot.policy_config, rules=False)
     if change.rendered is None:
         others = preflight.others_servings(snapshot, desired.get("workspace", preflight.DEFAULT_WORKSPACE))

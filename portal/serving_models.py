@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from portal.errors import Invalid, Unavailable
+from portal.messages import msg
 from portal.repository import StackRepository
 
 SERVING_NAME = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])$"
@@ -118,10 +119,15 @@ def resolve_stack(repository: StackRepository, requested: str | None) -> str:
     stacks = repository.stacks()
     if requested is not None:
         if requested not in stacks:
-            raise Invalid.field("stack", f"no stack {requested!r} (have: {', '.join(stacks) or 'none'})")
+            raise Invalid.field(
+                "stack",
+                msg("no stack {name!r} (have: {have})", name=requested, have=", ".join(stacks) or "-"),
+            )
         return requested
     if len(stacks) == 1:
         return stacks[0]
     if not stacks:
         raise Unavailable("the stacks repository holds no stack yet")
-    raise Invalid.field("stack", f"the repository holds several stacks ({', '.join(stacks)}); name one")
+    raise Invalid.field(
+        "stack", msg("the repository holds several stacks ({have}); name one", have=", ".join(stacks))
+    )

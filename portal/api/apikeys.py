@@ -37,6 +37,7 @@ from portal.keys import (
     used_in_period,
     utc_field,
 )
+from portal.messages import msg
 from store.db import utcnow
 from store.models import ApiKey, MaasModel, RateLimitRule, Workspace, WorkspaceRole
 from store.periods import QUOTA_REFRESH_CYCLES, QuotaRefresh, aware
@@ -165,7 +166,7 @@ def _key_for(session: Session, principal: Principal, workspace: Workspace, key_i
         select(ApiKey).where(ApiKey.public_id == key_id, ApiKey.workspace_id == workspace.id)
     )
     if key is None or not (_is_admin(principal, workspace.slug) or key.created_by == principal.username):
-        raise NotFound(f"API key {key_id!r} not found in workspace {workspace.slug!r}")
+        raise NotFound(msg("API key {key!r} not found in workspace {ws!r}", key=key_id, ws=workspace.slug))
     return key
 
 
@@ -178,7 +179,7 @@ def _check_models(session: Session, workspace: Workspace, models: list[str] | No
     for i, model in enumerate(models):
         found = known.get(model)
         if found is None or not visible_to(found, workspace.slug):
-            raise Invalid.field(f"allowed_models[{i}]", f"unknown model {model!r}")
+            raise Invalid.field(f"allowed_models[{i}]", msg("unknown model {model!r}", model=model))
 
 
 def _check_quota(
@@ -204,8 +205,15 @@ def _check_quota(
     if quota > left:
         raise Invalid.field(
             "token_quota",
-            f"{quota} exceeds what is left of workspace {workspace.slug!r}'s token quota: "
-            f"{left} of {workspace.token_quota} (already given to other keys: {allocated})",
+            msg(
+                "{quota} exceeds what is left of workspace {ws!r}'s token quota: "
+                "{left} of {total} (already given to other keys: {allocated})",
+                quota=quota,
+                ws=workspace.slug,
+                left=left,
+                total=workspace.token_quota,
+                allocated=allocated,
+            ),
         )
 
 

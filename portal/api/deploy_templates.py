@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from portal import audit
 from portal.auth import AdminDep, Principal, PrincipalDep, ServicesDep, SessionDep
 from portal.errors import Conflict, NotFound
+from portal.messages import msg
 from portal.plaza import deploy, store
 from portal.plaza.schemas import DeployTemplateIn, DeployTemplateOut, TemplateCheck
 from portal.plaza.views import template_out, visible_model
@@ -30,7 +31,9 @@ def _template(session: Session, principal: Principal, model_id: str, template_id
         )
     )
     if row is None:
-        raise NotFound(f"deploy template {template_id} of model {model_id!r} not found")
+        raise NotFound(
+            msg("deploy template {id} of model {model!r} not found", id=template_id, model=model_id)
+        )
     return row
 
 

@@ -14,6 +14,7 @@ from portal.api.common import SLUG, Page, PageParams, page_params
 from portal.auth import AdminDep, Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.errors import Conflict, NotFound
 from portal.keys import set_workspace_quota_refresh
+from portal.messages import msg
 from store.models import Membership, User, UserToken, Workspace, WorkspaceRole
 from store.security import USER_TOKEN_PREFIX, issue
 
@@ -132,7 +133,7 @@ def list_workspaces(
 def create_workspace(body: WorkspaceIn, session: SessionDep, principal: AdminDep) -> WorkspaceOut:
     with session.begin():
         if session.scalar(select(Workspace).where(Workspace.slug == body.slug)) is not None:
-            raise Conflict(f"workspace {body.slug!r} already exists")
+            raise Conflict(msg("workspace {slug!r} already exists", slug=body.slug))
         w = Workspace(**body.model_dump())
         session.add(w)
         session.flush()
@@ -229,7 +230,7 @@ def remove_member(slug: str, username: str, session: SessionDep, principal: Prin
             select(Membership).join(User).where(User.username == username, Membership.workspace_id == w.id)
         )
         if m is None:
-            raise NotFound(f"{username!r} is not a member of {slug!r}")
+            raise NotFound(msg("{user!r} is not a member of {slug!r}", user=username, slug=slug))
         audit.record(
             session,
             actor=principal.username,

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import Principal, PrincipalDep, ServicesDep, SessionDep
 from portal.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
+from portal.messages import msg
 from portal.services import Services
 from portal.stacks import jobs
 from portal.stacks.backends import BackendError
@@ -82,7 +83,7 @@ def _visible(
         if not rows:
             job = None
     if job is None:
-        raise NotFound(f"job {job_id} not found")
+        raise NotFound(msg("job {id} not found", id=job_id))
     return job, rows
 
 
@@ -156,7 +157,7 @@ def sync_job(job_id: int, session: SessionDep, principal: PrincipalDep, services
         job, _ = _visible(session, principal, job_id)
         has_pr = isinstance((job.result or {}).get("pull_request"), dict)
     if not has_pr:
-        raise Conflict(f"job {job_id} has no pull request to sync")
+        raise Conflict(msg("job {id} has no pull request to sync", id=job_id))
     try:
         jobs.sync_pull_request(services, job_id, actor=principal.username)
     except BackendError as exc:

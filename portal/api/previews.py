@@ -8,18 +8,23 @@ servings API's create body, and only a workspace's members may ask.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from portal import preflight
 from portal.auth import PrincipalDep, ServicesDep, SessionDep, workspace_for
-from portal.errors import Conflict
+from portal.errors import Conflict, FieldError
+from portal.messages import language, msg, translate
 from portal.preview import preview_change
 from portal.repository import StackSnapshot
 from portal.services import Services
 from portal.serving_models import ServingSpecIn, resolve_stack
+from store.models import StackRequest
+from store.models.stackops import PENDING
 
 router = APIRouter(prefix="/api", tags=["servings"])
 
@@ -70,19 +75,56 @@ def _snapshot(services: Services, body: ServingSpecIn) -> StackSnapshot:
 
 @router.post("/workspaces/{ws}/servings:preflight", response_model=PreflightOut)
 def preflight_serving(
-    ws: str, body: ServingSpecIn, session: SessionDep, principal: PrincipalDep, services: ServicesDep
+    ws: str,
+    body: ServingSpecIn,
+    session: SessionDep,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    accept_language: Annotated[str | None, Header(max_length=200)] = None,
+    action: Annotated[
+        Literal["create"] | None,
+        Query(
+            description="create: a name the stack or a pending request already has is refused, as "
+            "deploying refuses it; default: a serving of that name is checked as its replacement"
+        ),
+    ] = None,
 ) -> PreflightOut:
     """Everything that would stop (or should worry) this request, without queuing it."""
     workspace_for(session, principal, ws)
     snapshot = _snapshot(services, body)
     report = preflight.run(services, snapshot, body.to_serving(ws), session=session)
+    checks = [CheckOut.model_validate(c, from_attributes=True) for c in report.checks]
+    taken = _name_taken(session, snapshot, body.name, language(accept_language)) if action else None
+    if taken is not None and not any(c.rule == preflight.NAME_TAKEN for c in checks):
+        checks.insert(0, taken)
     return PreflightOut(
-        ok=not report.blocking,
+        ok=not any(c.level == "mandatory" for c in checks),
         serving=report.serving,
         stack=snapshot.stack,
         commit=report.commit,
-        checks=[CheckOut.model_validate(c, from_attributes=True) for c in report.checks],
+        checks=checks,
         facts=report.facts,
+    )
+
+
+def _name_taken(session: Session, snapshot: StackSnapshot, name: str, lang: str) -> CheckOut | None:
+    """Deploying creates: a name the stack has, or a pending request creates, is refused by Deploy
+    (409 on `name`), so the preflight the deploy form runs refuses it too."""
+    pending = session.scalar(
+        select(StackRequest.id)
+        .where(
+            StackRequest.stack == snapshot.stack,
+            StackRequest.serving == name,
+            StackRequest.action == "create",
+            StackRequest.status.in_(PENDING),
+        )
+        .limit(1)
+    )
+    if name not in snapshot.index.servings and pending is None:
+        return None
+    text = msg("a serving named {name!r} already exists in stack {stack!r}", name=name, stack=snapshot.stack)
+    return CheckOut(
+        rule=preflight.NAME_TAKEN, level="mandatory", subject="name", message=translate(text, lang)
     )
 
 
@@ -95,7 +137,8 @@ def preview_serving(
     snapshot = _snapshot(services, body)
     current = snapshot.index.servings.get(body.name)
     if current is not None and current.workspace != ws:
-        raise Conflict(preflight.NAME_UNAVAILABLE.format(name=body.name))
+        text = msg("the name {name!r} is not available in this stack; choose another", name=body.name)
+        raise Conflict(text, [FieldError(field="name", message=text)])
     preview = preview_change(snapshot, body.name, body.to_serving(ws))
     return PreviewOut(
         serving=preview.serving,

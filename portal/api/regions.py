@@ -1,5 +1,6 @@
 """`GET /api/regions`: where servings can run — each region of the stack at HEAD and its GPU pools,
-with capacity, what the committed plan allocates and what is free. Any signed-in user may read it
+with capacity, what the committed plan allocates, what is free, and the devices its replicas are
+observed holding now (`in_use`). Any signed-in user may read it
 (the deploy form picks a region and pool from it); model-store and cluster details stay with ops.
 """
 
@@ -12,7 +13,8 @@ from pydantic import BaseModel, Field
 
 from fleet.stack import PoolFacts
 from portal.api.common import Page, PageParams, page_params
-from portal.auth import PrincipalDep, ServicesDep
+from portal.auth import PrincipalDep, ServicesDep, SessionDep
+from portal.observe.status import devices_in_use
 from portal.serving_models import resolve_stack
 
 router = APIRouter(prefix="/api", tags=["regions"])
@@ -41,6 +43,10 @@ class PoolOut(BaseModel):
     )
     free: int | None
     peak: int | None = Field(description="allocated with every autoscaler at its maximum")
+    in_use: int = Field(
+        description="devices observed held now: nodes x devices of each replica that is scheduled "
+        "(pulling, downloading, loading) or ready, as the region's observer reported it"
+    )
 
 
 class RegionOut(BaseModel):
@@ -51,7 +57,7 @@ class RegionOut(BaseModel):
     pools: list[PoolOut]
 
 
-def _pool(p: PoolFacts, allocated: int | None, peak: int | None) -> PoolOut:
+def _pool(p: PoolFacts, allocated: int | None, peak: int | None, in_use: int) -> PoolOut:
     spec = p.spec
     capacity = spec.devices
     return PoolOut(
@@ -69,6 +75,7 @@ def _pool(p: PoolFacts, allocated: int | None, peak: int | None) -> PoolOut:
         allocated=allocated,
         free=capacity - allocated if allocated is not None else None,
         peak=peak,
+        in_use=in_use,
     )
 
 
@@ -76,6 +83,7 @@ def _pool(p: PoolFacts, allocated: int | None, peak: int | None) -> PoolOut:
 def list_regions(
     _: PrincipalDep,
     services: ServicesDep,
+    session: SessionDep,
     paging: Annotated[PageParams, Depends(page_params)],
     stack: Annotated[
         str | None, Query(min_length=1, max_length=63, description="default: the only stack")
@@ -84,6 +92,8 @@ def list_regions(
     snapshot = services.repository.snapshot(resolve_stack(services.repository, stack))
     fleet = snapshot.fleet
     plan = snapshot.index.rendering.plan if snapshot.index.rendering is not None else None
+    with session.begin():
+        in_use = devices_in_use(session, snapshot.stack)
     regions: list[RegionOut] = []
     for region in fleet.regions.values():
         pools = []
@@ -91,7 +101,8 @@ def list_regions(
             if p.spec.region != region.name:
                 continue
             use = plan.pools.get(p.name) if plan is not None else None
-            pools.append(_pool(p, use.used if use else None, use.peak if use else None))
+            held = in_use.get((region.name, p.name), 0)
+            pools.append(_pool(p, use.used if use else None, use.peak if use else None, held))
         regions.append(
             RegionOut(
                 name=region.name,

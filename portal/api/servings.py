@@ -26,12 +26,15 @@ from portal.api.common import Page, PageParams, page_params
 from portal.auth import Principal, PrincipalDep, ServicesDep, SessionDep, workspace_for
 from portal.context import current_request_id
 from portal.errors import Conflict, FieldError, Invalid, NotFound
+from portal.messages import msg
+from portal.observe import status as observed_status
 from portal.repository import StackSnapshot
 from portal.services import Services
 from portal.serving_models import ServingSpecIn, resolve_stack
 from portal.stacks.changes import Refused, replicas_of, with_replicas
 from store.models import RequestStatus, ServingRecord, StackJob, StackRequest, Workspace
 from store.models.stackops import PENDING
+from store.vocabulary import badge
 
 router = APIRouter(prefix="/api/workspaces/{ws}", tags=["servings"])
 
@@ -147,9 +150,14 @@ class ServingOut(BaseModel):
     stack: str
     workspace: str
     state: str = Field(
-        description="deploying, updating, deleting, stopped, active (committed), or failed "
-        "(its creation failed)"
+        description="deploying, updating, deleting (a request is pending), deleted, failed (its "
+        "creation failed), or what is observed running: committed (nothing observed yet), pending, "
+        "pulling, downloading, loading, ready, degraded, failed, stopped"
     )
+    badge: str = Field(
+        description="the state in the console's words (the start-up phases are all `starting`)"
+    )
+    reason: str | None = Field(description="why, for an observed state that has a reason")
     model: Any
     template: str | None
     placements: list[PlacementOut]
@@ -258,7 +266,8 @@ def _latest(session: Session, stack: str, name: str, workspace: Workspace) -> St
     )
 
 
-def _state_label(state: ServingState, latest: StackRequest | None) -> str:
+def _state_label(state: ServingState, latest: StackRequest | None, seen: str) -> str:
+    """A pending request's word, else what is observed (`seen`; see portal/api/observed.py)."""
     if state.desired is None and state.committed is None:
         return "failed" if latest is not None and latest.status == RequestStatus.failed else "deleted"
     if state.pending:
@@ -267,7 +276,9 @@ def _state_label(state: ServingState, latest: StackRequest | None) -> str:
             return "deleting"
         return "deploying" if state.committed is None else "updating"
     spec = state.desired or {}
-    return "stopped" if not any(replicas_of(spec)) else "active"
+    if not any(replicas_of(spec)) and seen == "committed":
+        return "stopped"  # nothing was ever observed running, and nothing should run
+    return seen
 
 
 # -- shaping answers ----------------------------------------------------------------------------------
@@ -331,11 +342,16 @@ def _serving_out(
         for i, p in enumerate(spec.get("placements") or [])
         if isinstance(p, dict)
     ]
+    rows = observed_status.placements_of(session, stack, workspace.slug, [state.name]).get(state.name, [])
+    seen = observed_status.overall(rows)
+    label = _state_label(state, latest, seen.state.value)
     values: dict[str, Any] = {
         "name": state.name,
         "stack": stack,
         "workspace": workspace.slug,
-        "state": _state_label(state, latest),
+        "state": label,
+        "badge": badge(label),
+        "reason": seen.reason if label == seen.state.value else None,
         "model": spec.get("model"),
         "template": spec.get("template"),
         "placements": placements,
@@ -375,7 +391,9 @@ def _replay(session: Session, workspace: Workspace, key: str | None, fingerprint
         )
     )
     if found is not None and found.idempotency_hash != fingerprint:
-        raise Conflict(f"Idempotency-Key {key!r} was already used for a different request in this workspace")
+        raise Conflict(
+            msg("Idempotency-Key {key!r} was already used for a different request in this workspace", key=key)
+        )
     return found
 
 
@@ -399,7 +417,7 @@ def _preflight(
             if c.blocking
         ]
         summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:3])
-        raise Invalid(f"preflight refused {name!r}: {summary}", fields)
+        raise Invalid(msg("preflight refused {name!r}: {summary}", name=name, summary=summary), fields)
     return [
         {"rule": c.rule, "level": c.level, "subject": c.subject, "message": c.message} for c in report.checks
     ]
@@ -457,7 +475,11 @@ def _queue(
         if replay is not None:
             return Queued(replay, True)
         raise Conflict(
-            f"serving {values.get('serving')!r} is already being created in stack {values.get('stack')!r}"
+            msg(
+                "serving {name!r} is already being created in stack {stack!r}",
+                name=values.get("serving"),
+                stack=values.get("stack"),
+            )
         ) from None
     return Queued(request, False)
 
@@ -496,9 +518,9 @@ def _target(
     if replay is not None:
         return Target(workspace, snapshot, state or ServingState(name, None, None), replay)
     if state is None or not state.belongs_to(workspace):
-        raise NotFound(f"serving {name!r} not found in workspace {ws!r}")
+        raise NotFound(msg("serving {name!r} not found in workspace {ws!r}", name=name, ws=ws))
     if state.desired is None:
-        raise Conflict(f"serving {name!r} is being deleted")
+        raise Conflict(msg("serving {name!r} is being deleted", name=name))
     return Target(workspace, snapshot, state, None)
 
 
@@ -547,7 +569,7 @@ def get_serving(
         latest = _latest(session, stack_name, name, workspace)
         if state is None or not state.belongs_to(workspace):
             if latest is None:  # never here, or not theirs: the same answer either way
-                raise NotFound(f"serving {name!r} not found in workspace {ws!r}")
+                raise NotFound(msg("serving {name!r} not found in workspace {ws!r}", name=name, ws=ws))
             state = ServingState(name, None, None)
         return _serving_out(session, stack_name, state, workspace, detail=True, commit=snapshot.commit)
 
@@ -574,8 +596,11 @@ def create_serving(
         )
     if replay is not None:
         return _answer(Queued(replay, True), workspace, response)
-    if taken:
-        raise Conflict(f"a serving named {body.name!r} already exists in stack {stack_name!r}")
+    if taken:  # on the name field, as the deploy form's preflight says it (portal/api/previews.py)
+        text = msg(
+            "a serving named {name!r} already exists in stack {stack!r}", name=body.name, stack=stack_name
+        )
+        raise Conflict(text, [FieldError(field="name", message=text)])
     desired = body.to_serving(ws)
     checks = _preflight(services, snapshot, desired, session)
     queued = _queue(
@@ -618,7 +643,12 @@ def scale_serving(
     replicas = [body.replicas] * len(old) if isinstance(body.replicas, int) else list(body.replicas)
     if len(replicas) != len(old):
         raise Invalid.field(
-            "replicas", f"{len(replicas)} value(s) for {len(old)} placement(s); give one per placement"
+            "replicas",
+            msg(
+                "{given} value(s) for {have} placement(s); give one per placement",
+                given=len(replicas),
+                have=len(old),
+            ),
         )
     desired = with_replicas(current, replicas)
     checks = _preflight(services, target.snapshot, desired, session)
@@ -663,11 +693,11 @@ def serving_action(
     change: dict[str, Any]
     if body.action == "stop":
         if not any(old):
-            raise Conflict(f"serving {name!r} is already stopped")
+            raise Conflict(msg("serving {name!r} is already stopped", name=name))
         change = {"replicas": [0] * len(old), "stopped_replicas": old}
     else:
         if any(old):
-            raise Conflict(f"serving {name!r} is not stopped")
+            raise Conflict(msg("serving {name!r} is not stopped", name=name))
         remembered = target.state.stopped_replicas
         usable = remembered if remembered and len(remembered) == len(old) and any(remembered) else None
         change = {"replicas": usable or [1] * len(old)}
@@ -709,7 +739,8 @@ def delete_serving(
     typed = body.confirm if body is not None and body.confirm is not None else confirm
     if typed != name:
         raise Invalid.field(
-            "confirm", f"type the serving's name ({name!r}) to confirm; deleting cannot be undone"
+            "confirm",
+            msg("type the serving's name ({name!r}) to confirm; deleting cannot be undone", name=name),
         )
     stack = body.stack if body is not None and body.stack is not None else stack
     path = f"/api/workspaces/{ws}/servings/{name}"
@@ -765,5 +796,5 @@ def get_request(ws: str, request_id: int, session: SessionDep, principal: Princi
         workspace = workspace_for(session, principal, ws)
         request = session.get(StackRequest, request_id)
         if request is None or request.workspace_id != workspace.id:
-            raise NotFound(f"request {request_id} not found in workspace {ws!r}")
+            raise NotFound(msg("request {id} not found in workspace {ws!r}", id=request_id, ws=ws))
         return request_out(request, ws)

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from portal.auth import AdminDep, PrincipalDep, SessionDep, workspace_for
 from portal.errors import Invalid, NotFound
 from portal.keys import utc_field
+from portal.messages import msg
 from portal.usage.export import to_csv
 from portal.usage.measures import Sums
 from portal.usage.report import DIMENSION_ORDER, Dimension, Line, Report, UsageQuery, usage_report
@@ -144,7 +145,9 @@ def _range(p: ReportParams) -> tuple[datetime, datetime]:
         if given is None:
             continue
         if not EARLIEST <= given < LATEST:
-            raise Invalid.field(name, f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+            raise Invalid.field(
+                name, msg("must be between {a} and {b}", a=f"{EARLIEST:%Y-%m-%d}", b=f"{LATEST:%Y-%m-%d}")
+            )
         if not is_aligned(given, "hour"):
             raise Invalid.field(
                 name, "must be a whole UTC hour (usage is kept per hour), e.g. 2026-11-01T10:00Z"
@@ -157,12 +160,16 @@ def _range(p: ReportParams) -> tuple[datetime, datetime]:
     if since >= until:
         if p.until is None:  # a `since` in the future, against the default `until`
             raise Invalid.field(
-                "since", f"must be before until (default: the end of this hour, {until:%Y-%m-%dT%H:%MZ})"
+                "since",
+                msg(
+                    "must be before until (default: the end of this hour, {until})",
+                    until=f"{until:%Y-%m-%dT%H:%MZ}",
+                ),
             )
         raise Invalid.field("until", "must be after since")
     if "period" in p.group_by and p.period == "hour" and until - since > MAX_HOURLY_RANGE:
         raise Invalid.field(
-            "since", f"hourly reports cover at most {MAX_HOURLY_RANGE.days} days; group by day"
+            "since", msg("hourly reports cover at most {days} days; group by day", days=MAX_HOURLY_RANGE.days)
         )
     return since, until
 
@@ -232,7 +239,7 @@ def _workspace_query(session: Session, principal: PrincipalDep, ws: str, p: Repo
             )
         )
         if p.api_key is not None and p.api_key not in keys:
-            raise NotFound(f"API key {p.api_key!r} not found in workspace {ws!r}")
+            raise NotFound(msg("API key {key!r} not found in workspace {ws!r}", key=p.api_key, ws=ws))
     since, until = _range(p)
     return UsageQuery(
         since=since,
@@ -251,7 +258,7 @@ def _platform_query(session: Session, p: ReportParams) -> UsageQuery:
         p.workspace is not None
         and session.scalar(select(Workspace.id).where(Workspace.slug == p.workspace)) is None
     ):
-        raise NotFound(f"workspace {p.workspace!r} not found")
+        raise NotFound(msg("workspace {slug!r} not found", slug=p.workspace))
     since, until = _range(p)
     return UsageQuery(
         since=since,

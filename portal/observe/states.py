@@ -12,25 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from store.vocabulary import PROGRESS, State
 
-class State(StrEnum):
-    COMMITTED = "committed"  # in git; nothing observed yet
-    PENDING = "pending"  # not scheduled (the scheduler's message says why) / process not started
-    PULLING = "pulling"  # pulling the image
-    DOWNLOADING = "downloading"  # the model init container is fetching weights
-    LOADING = "loading"  # started; the startup/readiness probe does not pass yet
-    READY = "ready"
-    DEGRADED = "degraded"  # some replicas ready (placements only)
-    FAILED = "failed"
-    STOPPED = "stopped"  # scaled to zero / stopped
-    DELETED = "deleted"
-
-
-# Start-up phases in order: a placement with no ready replica shows the furthest one reached.
-PROGRESS = (State.PENDING, State.PULLING, State.DOWNLOADING, State.LOADING)
+__all__ = ["PROGRESS", "ReplicaObservation", "State", "Summary", "summarise"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from fleet.rules.preflight import preflight, stack_data
 from fleet.spec import DeployTemplate, ModelServing
 from fleet.stack import PoolFacts, build_fleet
 from portal.errors import FieldError, Invalid
+from portal.messages import msg
 from portal.plaza.schemas import DeployTemplateIn, PoolCheck, TemplateCheck
 from portal.repository import StackSnapshot
 from portal.services import Services
@@ -63,8 +64,11 @@ def model_reference(model: PlazaModel) -> str | dict[str, Any]:
         return source
     raise Invalid.field(
         "model",
-        f"{model.id!r} is not in the core's sizing catalog; set its source_uri and params_b so the "
-        "planner can size it",
+        msg(
+            "{model!r} is not in the core's sizing catalog; set its source_uri and params_b so the "
+            "planner can size it",
+            model=model.id,
+        ),
     )
 
 
@@ -82,11 +86,21 @@ def matching_pools(snap: StackSnapshot, accelerator: str) -> list[PoolFacts]:
     vendor = accelerator.split("/", 1)[0]
     if vendor not in catalog.vendors():
         known = ", ".join(sorted(catalog.vendors()))
-        raise Invalid.field("accelerator", f"unknown vendor {vendor!r} (known: {known})")
+        raise Invalid.field(
+            "accelerator", msg("unknown vendor {vendor!r} (known: {known})", vendor=vendor, known=known)
+        )
     pools = [p for p in snap.fleet.pools.values() if _matches(p, accelerator)]
     if not pools:
         have = ", ".join(f"{p.name} ({p.spec.accelerator})" for p in snap.fleet.pools.values()) or "none"
-        raise Invalid.field("accelerator", f"stack {snap.stack!r} has no {accelerator} pool (pools: {have})")
+        raise Invalid.field(
+            "accelerator",
+            msg(
+                "stack {stack!r} has no {accelerator} pool (pools: {have})",
+                stack=snap.stack,
+                accelerator=accelerator,
+                have=have,
+            ),
+        )
     return pools
 
 
@@ -304,8 +318,13 @@ def serving_draft(
     if pool is None:
         raise Invalid.field(
             "pool",
-            f"{pool_name!r} is not a {row.accelerator} pool of stack {row.stack!r} "
-            f"(have: {', '.join(pools)})",
+            msg(
+                "{pool!r} is not a {accelerator} pool of stack {stack!r} (have: {have})",
+                pool=pool_name,
+                accelerator=row.accelerator,
+                stack=row.stack,
+                have=", ".join(pools),
+            ),
         )
     serving = candidate(draft_name(model.id, pool.name), model, body, pool, replicas=1)
     serving["stack"] = row.stack

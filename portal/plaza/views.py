@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from portal.auth import Principal
 from portal.errors import NotFound
+from portal.messages import msg
 from portal.plaza import deploy, examples
 from portal.plaza.schemas import DeployTemplateOut, ModelDetail, ModelOut, ParallelismIn, ProviderRef
 from portal.settings import Settings
@@ -17,7 +18,7 @@ def visible_model(session: Session, principal: Principal, model_id: str) -> Plaz
     for a model that does not exist and one that is unpublished, so drafts stay unannounced."""
     model = session.get(PlazaModel, model_id)
     if model is None or not (model.published or principal.is_platform_admin):
-        raise NotFound(f"model {model_id!r} not found")
+        raise NotFound(msg("model {model!r} not found", model=model_id))
     return model
 
 

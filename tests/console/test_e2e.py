@@ -22,9 +22,14 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import select
 
 from portal.app import create_app
+from portal.observe.recorder import record
+from portal.observe.states import ReplicaObservation, State
+from portal.services import Services
 from portal.settings import Settings
+from store.models import ServingPlacement
 from store.security import USER_TOKEN_PREFIX, issue
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -43,8 +48,9 @@ models:
 
 
 class Portal:
-    def __init__(self, url: str, admin_token: str, user_token: str) -> None:
+    def __init__(self, url: str, admin_token: str, user_token: str, services: Services) -> None:
         self.url, self.admin_token, self.user_token = url, admin_token, user_token
+        self.services = services  # to report what a region observer would
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +70,8 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
         gateway_snapshot_poll_seconds=0.2,
         gateway_base_url=url,
     )
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -76,7 +83,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     )
     assert made.status_code == 201, made.text
     try:
-        yield Portal(url, admin, made.json()["token"])
+        yield Portal(url, admin, made.json()["token"], app.state.services)
     finally:
         server.should_exit = True
         thread.join(15)
@@ -208,7 +215,16 @@ def test_ops_and_user_journeys(portal: Portal, browser: object) -> None:
 
     # -- user: deploy, preflight and preview first, then follow the stack update to its end ---------------
     user.goto(f"{url}/console/deploy?model=qwen3-8b")
+    # A taken name: preflight refuses it, once, next to the name field; fixing the name clears it.
+    user.fill("[data-testid=serving-name]", "qwen25-7b")
+    expect(user.locator("[data-testid=preflight-result]")).to_have_text("refused")
+    name_error = user.locator("#deploy-form .field-error")
+    expect(name_error).to_have_count(1)
+    expect(name_error).to_contain_text("already exists")
+    expect(user.get_by_text("already exists")).to_have_count(1)
+    expect(user.locator("[data-deploy-submit]")).to_be_disabled()
     user.fill("[data-testid=serving-name]", "e2e-qwen3")
+    expect(name_error).to_have_count(0)
     expect(user.locator("[data-testid=preflight-result]")).to_have_text("passes")
     expect(user.locator("[data-diff]")).to_contain_text("+kind: Deployment")
     expect(user.locator("[data-deploy-submit]")).to_be_enabled()
@@ -218,11 +234,19 @@ def test_ops_and_user_journeys(portal: Portal, browser: object) -> None:
     expect(user.locator("#follow-panel [data-log]")).to_contain_text("succeeded")
     shot(user, "deploy-done")
     user.click("[data-testid=open-service]")
-    expect(user.locator(".page-head .state")).to_have_text("active")
+    # No observer runs in this portal: the service is committed, never shown running.
+    expect(user.locator(".page-head .state")).to_have_text("committed")
     expect(user.locator("#svc-name")).to_have_text("qwen3-8b")
     shot(user, "service")
     user.goto(f"{url}/console/services")
-    expect(user.locator("tr[data-serving=e2e-qwen3]")).to_contain_text("active")
+    expect(user.locator("tr[data-serving=e2e-qwen3]")).to_contain_text("committed")
+    # The job's log, opened after the fact, shows each event's own time, not the page's.
+    job_page = user.locator("tr[data-serving=e2e-qwen3] a[href*=jobs]").get_attribute("href")
+    user.goto(f"{url}{job_page}")
+    first = user.locator("[data-job-log] div[data-at]").first
+    expect(first).to_be_visible()
+    stamp = user.evaluate("(at) => new Date(at).toLocaleTimeString()", first.get_attribute("data-at"))
+    assert (first.inner_text() or "").startswith(stamp)
     shot(user, "services")
 
     # -- user: stop it, then delete it by typing its name ---------------------------------------------
@@ -296,4 +320,45 @@ def test_ops_and_user_journeys(portal: Portal, browser: object) -> None:
     ops.goto(f"{url}/console/plaza?lang=zh")
     expect(ops.locator("h1")).to_have_text("模型广场")
     shot(ops, "plaza-zh")
+    assert errors == []
+
+
+def _observe(services: Services, *replicas: ReplicaObservation) -> None:
+    """What the local supervisor would report of qwen25-7b's replicas on east-h100."""
+    with services.sessions() as session, session.begin():
+        placement = session.scalar(
+            select(ServingPlacement).where(
+                ServingPlacement.serving == "qwen25-7b", ServingPlacement.pool == "east-h100"
+            )
+        )
+        assert placement is not None
+        placement.runtime = "local"
+        record(session, placement, replicas)
+
+
+def test_a_failed_service_live(portal: Portal, browser: object, tmp_path: Path) -> None:
+    """The failure, its last log lines, the log followed live, and the badge moved by the status stream."""
+    errors: list[str] = []
+    expect = playwright_api.expect
+    log = tmp_path / "east-0.log"
+    log.write_text("loading weights\nCUDA error: out of memory\n")
+    crash = ReplicaObservation("east-0", State.FAILED, reason="OOMKilled", details={"log": str(log)})
+    _observe(portal.services, crash)
+    user = signed_in(browser, portal, portal.user_token, errors)
+    user.goto(f"{portal.url}/console/services/qwen25-7b")
+    expect(user.locator("#service-badge .state")).to_have_text("failed")
+    expect(user.locator("[data-testid=failure]")).to_contain_text("OOMKilled")
+    expect(user.locator("[data-testid=failure-log]")).to_contain_text("CUDA error: out of memory")
+    user.click("[data-show-log=east-0]")
+    live = user.locator("[data-testid=live-log]")
+    expect(live).to_contain_text("loading weights")
+    expect(user.locator("[data-log-note]")).to_contain_text("Following")
+    with log.open("a") as f:
+        f.write("restarting the engine\n")
+    expect(live).to_contain_text("restarting the engine")
+    _observe(
+        portal.services,
+        ReplicaObservation("east-0", State.READY, url="http://127.0.0.1:9", details={"log": str(log)}),
+    )
+    expect(user.locator("#service-badge .state")).to_have_text("degraded")  # east ready, north not yet
     assert errors == []

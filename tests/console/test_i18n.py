@@ -8,14 +8,17 @@ import re
 from pathlib import Path
 
 from console.i18n import CATALOG_DIR, Translator, choose
+from portal.observe.states import State
 from store.periods import QUOTA_REFRESH_CYCLES
 from store.vocabulary import CAPABILITIES
 
-CONSOLE = Path(__file__).resolve().parents[2] / "portal" / "console"
+CONSOLE = Path(__file__).resolve().parents[2] / "console"
 # Keys built at run time from a value (t('cap.' ~ c), t(`state.${s}`)): their families must be complete.
 DYNAMIC = {
     "cap": list(CAPABILITIES),
     "state": [
+        *(s.value for s in State),
+        "starting",
         "active",
         "deploying",
         "updating",
@@ -79,6 +82,12 @@ def test_translator_falls_back_to_english_then_the_key() -> None:
     zh = Translator("zh")
     assert zh("nav.plaza") == "模型广场"
     assert zh("plaza.count", n=3) == "共 3 个模型"
+    en = Translator("en")
+    assert (en("plaza.count", n=1), en("plaza.count", n=2), en("plaza.count", n=0)) == (
+        "1 model",
+        "2 models",
+        "0 models",
+    )
     assert zh("no.such.key") == "no.such.key"
     assert Translator("fr").lang == "en"
     assert Translator("en")("common.page_of", page=1) == "Page 1 of {pages} · {total} in all"

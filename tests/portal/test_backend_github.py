@@ -362,7 +362,7 @@ def test_a_merge_fast_forwards_the_local_repository_from_origin(
     assert git(services, "log", "-1", "--format=%s") == "Merge pull request #42"
     status = client.get("/api/workspaces/team-a/servings/chat").json()
     assert (status["state"], status["in_stack"], status["latest_request"]["status"]) == (
-        "active",
+        "committed",  # merged; no region has reported it running yet
         True,
         "applied",
     )

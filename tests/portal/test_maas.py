@@ -95,8 +95,8 @@ def test_create_with_serving_and_external_targets(client: TestClient, demo_stack
 @pytest.mark.parametrize(
     ("change", "field", "words"),
     [
-        ({"public_id": "-bad"}, "public_id", "pattern"),
-        ({"public_id": "a" * 129}, "public_id", "pattern"),
+        ({"public_id": "-bad"}, "public_id", "up to 128 letters, digits"),
+        ({"public_id": "a" * 129}, "public_id", "up to 128 letters, digits"),
         ({"targets": [{**SERVING, "stack": "nope"}]}, "targets[0].stack", "no stack 'nope'"),
         ({"targets": [{**SERVING, "serving": "nope"}]}, "targets[0].serving", "no serving 'nope'"),
         ({"targets": [{**SERVING, "region": "cn-south"}]}, "targets[0].region", "cn-east, cn-north"),
@@ -114,7 +114,7 @@ def test_create_with_serving_and_external_targets(client: TestClient, demo_stack
         ({"targets": [{**EXTERNAL, "secret_ref": "Bearer abc"}]}, "targets[0].secret_ref", "raw API key"),
         ({"targets": [{**EXTERNAL, "secret_ref": "A1b2" * 10}]}, "targets[0].secret_ref", "raw API key"),
         ({"targets": [{**EXTERNAL, "secret_ref": "vault"}]}, "targets[0].secret_ref", "env:NAME"),
-        ({"targets": [{**EXTERNAL, "weight": -1}]}, "targets[0].weight", "greater than or equal"),
+        ({"targets": [{**EXTERNAL, "weight": -1}]}, "targets[0].weight", "must be at least"),
         ({"targets": [{**EXTERNAL, "kind": "lambda"}]}, "targets[0].kind", "serving"),
         (
             {"strategy": "weighted", "targets": [{**EXTERNAL, "weight": 0}, {**SERVING, "weight": 0}]},
@@ -122,7 +122,7 @@ def test_create_with_serving_and_external_targets(client: TestClient, demo_stack
             "weight above 0",
         ),
         ({"strategy": "fastest"}, "strategy", "round_robin"),
-        ({"price_output_per_m": -0.1}, "price_output_per_m", "greater than or equal"),
+        ({"price_output_per_m": -0.1}, "price_output_per_m", "must be at least"),
         ({"plaza_model_id": "nope"}, "plaza_model_id", "no plaza model"),
         ({"visibility": "specified", "workspaces": ["ghost"]}, "workspaces[0]", "no workspace 'ghost'"),
         ({"visibility": "specified"}, "workspaces", "at least one"),

@@ -86,7 +86,7 @@ def test_create_is_queued_then_committed_with_its_job_trailer(client: TestClient
     assert "#1 create chat (admin, workspace team-a)" in git(services, "log", "-1", "--format=%B")
 
     serving = client.get("/api/workspaces/team-a/servings/chat").json()
-    assert serving["state"] == "active" and serving["in_stack"] is True
+    assert serving["state"] == "committed" and serving["in_stack"] is True  # nothing observed yet
     assert serving["latest_job"]["commit"] == job["result"]["commit"]
     assert [(p["replicas"], p["committed_replicas"]) for p in serving["placements"]] == [(2, 2)]
     assert [a.resource_id for a in _audit(services, "CreateWSModelServing")] == ["demo/chat"]

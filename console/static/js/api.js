@@ -24,7 +24,8 @@ export async function errorFrom(response) {
 }
 
 export function headers(extra = {}, json = true) {
-  return { "X-Modelfleet-Console": "1", Accept: "application/json", ...(json ? { "Content-Type": "application/json" } : {}), ...extra };
+  // The page's language reaches the API, which answers its messages in it.
+  return { "X-Modelfleet-Console": "1", Accept: "application/json", "Accept-Language": document.documentElement.lang || "en", ...(json ? { "Content-Type": "application/json" } : {}), ...extra };
 }
 
 export async function request(method, path, body, { headers: extra = {}, signal } = {}) {

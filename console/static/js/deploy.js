@@ -83,18 +83,26 @@ if (form) {
     const payload = body();
     clearErrors(form);
     const [pre, prev] = await Promise.allSettled([
-      api.post(`/api/workspaces/${ws}/servings:preflight`, payload),
+      api.post(`/api/workspaces/${ws}/servings:preflight?action=create`, payload), // as Deploy will judge it
       api.post(`/api/workspaces/${ws}/servings:preview`, payload),
     ]);
     if (mine !== seq) return; // a newer edit is being checked
     if (pre.status === "rejected") {
-      showError(form, pre.reason);
+      showError(form, pre.reason); // once: next to its field, else in the banner
       renderPreflight(null);
-      status.textContent = pre.reason.message;
+      status.textContent = t("deploy.blocked");
     } else {
-      renderPreflight(pre.value);
+      // What blocks and belongs to a field of this form (a taken name …) is shown next to that field,
+      // and only there: an error prints once.
+      const onField = (c) => {
+        const field = c.subject.replace(/^servings\[[^\]]*\]\.?/, "");
+        return c.level === "mandatory" && field && form.querySelector(`[name="${CSS.escape(field)}"]`) ? field : null;
+      };
+      const fields = pre.value.checks.filter(onField).map((c) => ({ field: onField(c), message: c.message }));
+      renderPreflight({ ...pre.value, checks: pre.value.checks.filter((c) => !onField(c)) });
       submit.disabled = !pre.value.ok;
       status.textContent = pre.value.ok ? t("deploy.ready") : t("deploy.blocked");
+      if (fields.length) showError(form, { message: "", fields });
     }
     renderPreview(prev.status === "fulfilled" ? prev.value : null, prev.reason);
   }
@@ -121,7 +129,7 @@ if (form) {
     for (const [region, store] of Object.entries(f.model_store || {})) {
       add(t("deploy.fact_store", { region }), `${t(`store.${store.status}`)}${store.files ? ` · ${store.files} ${t("deploy.files")}` : ""}`);
     }
-    if (!result.checks.length) checks.append(el("li", { class: "muted", text: t("deploy.no_findings") }));
+    if (!result.checks.length && result.ok) checks.append(el("li", { class: "muted", text: t("deploy.no_findings") }));
     for (const c of result.checks) {
       checks.append(el("li", {}, el("span", { class: `level level-${c.level}`, text: t(`level.${c.level}`) }),
         el("div", {}, el("strong", { text: c.rule }), " ", el("span", { class: "muted small", text: c.subject }), el("div", { class: "small", text: c.message }))));

@@ -10,7 +10,7 @@
 //            | follow (a stack request: follow its job live) | event (dispatch "api:done").
 
 import { ApiError, request } from "./api.js";
-import { confirmDialog, flash, flashNext, refresh, secretDialog, showError, clearErrors, t } from "./ui.js";
+import { clearFieldError, confirmDialog, flash, flashNext, refresh, secretDialog, showError, clearErrors, t } from "./ui.js";
 import { storeKey } from "./keystore.js";
 
 function read(input) {
@@ -153,4 +153,15 @@ document.addEventListener("submit", (event) => {
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button[data-api]");
   if (button) { event.preventDefault(); click(button); }
+});
+// Fixing a field clears its error (and, once none is left, the form's banner).
+document.addEventListener("input", (event) => {
+  const input = event.target;
+  if (!input.closest?.(".has-error")) return;
+  clearFieldError(input);
+  const form = input.closest("form");
+  if (form && !form.querySelector(".has-error")) {
+    const banner = form.querySelector("[data-form-error]");
+    if (banner) banner.hidden = true;
+  }
 });

@@ -7,9 +7,12 @@ import { el, flash, flashNext, t } from "./ui.js";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function line(log, kind, text) {
-  const at = new Date().toLocaleTimeString();
-  log.append(el("div", { class: `ev-${kind}` }, `${at}  ${text}`));
+// Each line shows when its event happened (`at`, from the server), not when the page read it: a page
+// opened after the job shows the job's own times.
+export function line(log, kind, text, at = null) {
+  const when = at ? new Date(at) : new Date();
+  const stamp = Number.isNaN(when.getTime()) ? "" : when.toLocaleTimeString();
+  log.append(el("div", { class: `ev-${kind}`, "data-at": at || null }, `${stamp}  ${text}`));
   log.scrollTop = log.scrollHeight;
 }
 
@@ -24,8 +27,8 @@ export function streamJob(jobId, log, onEvent = () => {}) {
       if (kind === "end") { source.close(); resolve(data.status || status); return; }
       if (kind === "status") status = data.data?.status || data.message;
       const failed = kind === "request" && data.data?.status === "failed";
-      line(log, failed || status === "failed" ? "error" : kind, data.message || kind);
-      if (failed && data.data?.error) line(log, "error", `  ${data.data.error}`);
+      line(log, failed || status === "failed" ? "error" : kind, data.message || kind, data.at);
+      if (failed && data.data?.error) line(log, "error", `  ${data.data.error}`, data.at);
       onEvent(kind, data);
     };
     for (const kind of ["status", "log", "request", "pull_request", "preview", "step", "summary", "up", "end"]) {

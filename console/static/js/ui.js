@@ -4,6 +4,7 @@
 const catalog = JSON.parse(document.getElementById("i18n")?.textContent || "{}");
 
 export function t(key, vars = {}) {
+  if (vars.n === 1 && `${key}_one` in catalog) key = `${key}_one`; // "1 model", not "1 models"
   const text = catalog[key] ?? key;
   return text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
 }
@@ -63,6 +64,8 @@ export function clearErrors(scope) {
   if (banner) banner.hidden = true;
 }
 
+// An error prints once: each field's message next to its field; the banner (or the flash) carries
+// the message only when some part of it has no field on this form to sit next to.
 export function showError(scope, err) {
   clearErrors(scope);
   const unplaced = [];
@@ -73,14 +76,26 @@ export function showError(scope, err) {
     holder.classList.add("has-error");
     holder.append(el("small", { class: "field-error", text: f.message }));
   }
+  const placedAll = (err.fields || []).length > 0 && unplaced.length === 0;
   const banner = scope.querySelector("[data-form-error]");
-  if (!banner) { flash(err.message, "error"); return; }
-  banner.replaceChildren(el("strong", { text: err.message }));
-  if (unplaced.length) {
-    banner.append(el("ul", {}, unplaced.map((f) => el("li", {}, el("code", { text: f.field }), `: ${f.message}`))));
+  if (placedAll) {
+    scope.querySelector(".has-error input, .has-error select, .has-error textarea")?.focus({ preventScroll: false });
+    return;
   }
+  const rest = unplaced.map((f) => (f.field ? `${f.field}: ${f.message}` : f.message));
+  if (!banner) { flash(rest.length ? rest.join("; ") : err.message, "error"); return; }
+  if (rest.length) banner.replaceChildren(el("ul", {}, rest.map((text) => el("li", { text }))));
+  else banner.replaceChildren(el("strong", { text: err.message }));
   banner.hidden = false;
   banner.scrollIntoView({ block: "nearest" });
+}
+
+// A field's error goes once the field is edited (and the banner with the last one).
+export function clearFieldError(input) {
+  const holder = input.closest(".has-error");
+  if (!holder) return;
+  holder.classList.remove("has-error");
+  holder.querySelectorAll(".field-error").forEach((n) => n.remove());
 }
 
 export async function copy(text, button) {
