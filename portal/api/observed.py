@@ -32,6 +32,7 @@ from portal.observe.logs import LogMissing, LogsUnavailable, log_source_for
 from portal.services import Services
 from portal.serving_models import resolve_stack
 from store.models import ServingEvent, ServingPlacement, ServingReplica
+from store.vocabulary import badge
 
 router = APIRouter(prefix="/api/workspaces/{ws}/servings/{name}", tags=["servings"])
 

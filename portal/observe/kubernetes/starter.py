@@ -17,8 +17,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from portal.observe import logs
 from portal.observe.kubernetes.access import AccessError, RegionCluster, region_cluster
 from portal.observe.kubernetes.leadership import Leadership
+from portal.observe.kubernetes.logsource import PodLogs
 from portal.observe.kubernetes.watcher import RegionWatcher
 from portal.services import Services
 
@@ -33,6 +35,7 @@ def kubernetes_observer_starter(services: Services) -> Callable[[], None] | None
     """For the app's STARTERS: watch the regions the portal has access to; None when it has none."""
     if not services.settings.kubeconfigs:
         return None
+    logs.register("kubernetes", PodLogs(lambda: reachable_regions(services)))
     return Observer(services).start()
 
 

@@ -294,9 +294,12 @@ class Supervisor:
     def _observe(self, replica: Replica, desired: Desired) -> ReplicaObservation:
         file = replica.file
         log_file = str(log_path(self.root, desired.key, replica.index))
+        # Where the API reads the replica's log and the previous run's (portal/observe/logs.py).
+        previous = log_path(self.root, desired.key, replica.index, previous=True)
+        logs = {"log": log_file, "previous_log": str(previous)}
         common: dict[str, Any] = {"name": replica.name, "restarts": replica.restarts}
         if file is None:
-            failed: dict[str, Any] = {"log": log_file}
+            failed: dict[str, Any] = dict(logs)
             if replica.failure is not None:
                 reason, message = replica.failure
                 return ReplicaObservation(
@@ -308,7 +311,7 @@ class Supervisor:
                     **common,
                 )
             return ReplicaObservation(state=State.PENDING, reason="Starting", details=failed, **common)
-        details: dict[str, Any] = {"pid": file.pid, "port": file.port, "engine": file.engine, "log": log_file}
+        details: dict[str, Any] = {"pid": file.pid, "port": file.port, "engine": file.engine, **logs}
         engine = f"the {desired.launch.get('engine', 'engine')} engine"
         if file.stands_in_for:
             details["stands_in_for"] = file.stands_in_for
