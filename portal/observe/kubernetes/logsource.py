@@ -25,7 +25,7 @@ class PodLogs:
 
     @staticmethod
     def _pod(replica: ServingReplica) -> str:
-        return str(replica.details.get("pod") or replica.name)  # a group's logs are its leader's
+        return str((replica.details or {}).get("pod") or replica.name)  # a group's logs are its leader's
 
     def tail(
         self, placement: ServingPlacement, replica: ServingReplica, lines: int, previous: bool

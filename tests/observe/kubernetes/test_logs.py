@@ -67,7 +67,9 @@ def test_the_api_reads_a_replicas_pod_log_through_the_kubernetes_log_source(tmp_
             previous = await asyncio.to_thread(source.tail, placement, replica, 5, True)
             assert previous == ["Traceback", "RuntimeError: boom"]
             with pytest.raises(LogMissing, match="waiting to start"):
-                await asyncio.to_thread(source.tail, placement, ServingReplica(name="q"), 5, False)
+                await asyncio.to_thread(
+                    source.tail, placement, ServingReplica(name="q", details={}), 5, False
+                )
             followed = [line async for line in source.follow(placement, replica, 3)]
             assert followed == ["line 7", "line 8", "line 9"]
             elsewhere = ServingPlacement(stack="demo", serving="qwen", region="cn-north", pool="north-c500")
