@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
-from fleet import catalog, render
+from fleet import capability, catalog, render
 from fleet.errors import FlagError, Issue, SpecError
 from fleet.flags import FlagSchema, load_schema, validate_args
 from fleet.planner import PlacementPlan
@@ -182,7 +182,7 @@ def _context(
         "device_ids": ",".join(str(i) for i in range(plan.devices_per_pod)),
         "max_model_len": s.max_model_len,
         "dtype": s.dtype,
-        "quantization": s.quantization,
+        "quantization": capability.quantization_flag(model, s, fleet.pools[plan.pool], t),
         "memory_utilization": plan.memory_utilization,
         "launcher": launcher,
         "leader_address": LEADER_ADDRESS,

@@ -112,10 +112,13 @@ def parallelism_layout(obj: Obj, cfg: Mapping[str, Any]) -> list[str]:
             f"devices but a replica holds {total} ({size} pod(s) x {per_pod}); make the serving's "
             "parallelism match the devices (or drop the parallelism flags from extra_args)"
         )
-    if per_pod % lay.tensor:
+    # Tensor parallel either divides a node's devices or spans whole nodes (SGLang's --tp 16 on 2 x 8).
+    across = size > 1 and lay.tensor > per_pod and lay.tensor % per_pod == 0
+    if per_pod % lay.tensor and not across:
+        whole = f" (or a multiple of {per_pod}, spanning whole nodes)" if size > 1 else ""
         out.append(
             f"{subject}: tensor parallel {lay.tensor} does not divide the {per_pod} devices of each node; "
-            f"use a tensor parallel size that divides {per_pod} and split the rest with pipeline"
+            f"use a tensor parallel size that divides {per_pod} and split the rest with pipeline{whole}"
         )
     if lay.nnodes is not None and lay.nnodes != size:
         out.append(

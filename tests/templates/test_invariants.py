@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fleet.errors import IssuesError, RenderError
+from fleet.errors import IssuesError, RenderError, SpecError
 from fleet.flags import load_schema, validate_args
 from fleet.manifests import LWS_API
 from fleet.pipeline import RenderedPlacement, Rendering, build, render_fleet
@@ -220,10 +220,19 @@ def test_extra_args_typo_is_refused_with_a_suggestion() -> None:
 
 
 def test_310p_serving_in_bfloat16_is_refused(ascend_310p_x4: f.Hardware) -> None:
-    err = render_error(ascend_310p_x4, model="qwen3-8b", max_model_len=4096, dtype="bfloat16")
-    [issue] = err.issues
-    assert "--dtype bfloat16 conflicts with --dtype float16" in issue.message
-    assert "310P" in issue.message
+    """The capability catalog refuses it at spec time, naming the field and what the family runs."""
+    serving = f.serving(
+        pool=ascend_310p_x4.pool_name,
+        template="vllm-011",
+        model="qwen3-8b",
+        max_model_len=4096,
+        dtype="bfloat16",
+    )
+    with pytest.raises(SpecError) as caught:
+        f.on(ascend_310p_x4, serving)
+    [issue] = caught.value.issues
+    assert issue.path == "servings[chat].dtype"
+    assert "computes in float16 only" in issue.message
 
 
 def test_310p_serving_in_float16_is_accepted(ascend_310p_x4: f.Hardware) -> None:
