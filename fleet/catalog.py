@@ -55,6 +55,19 @@ class Family(_Data):
     )
 
 
+class HamiShares(_Data):
+    """HAMi's per-device memory and core resources for a vendor. `{resource}` stands for the pool's
+    device resource (Ascend names them per model: huawei.com/Ascend910B3-memory)."""
+
+    memory_resource: str
+    memory_unit: Literal["MiB", "GiB"]
+    cores_resource: str | None = None
+    cores_annotations: dict[str, str] = Field(
+        default={}, description="pod annotations without which the cores share is ignored"
+    )
+    sources: tuple[str, ...] = Field(min_length=1)
+
+
 class Accelerator(_Data):
     family: str
     memory_gib: float
@@ -64,6 +77,9 @@ class Vendor(_Data):
     display_name: str
     resource_name: str
     hami_resource_name: str
+    hami_shares: HamiShares | None = Field(
+        default=None, description="HAMi memory/cores resources; None where they are not known"
+    )
     visible_devices_env: str
     device_nodes: tuple[str, ...]
     host_mounts: tuple[HostMount, ...]

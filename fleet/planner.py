@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
-from fleet import capability, catalog
+from fleet import capability, catalog, sharing
 from fleet.errors import Issue, PlanError
 from fleet.gcpause import collector_paused
 from fleet.sizing import PodSize, pod_size
@@ -420,6 +420,14 @@ def plan_fleet(fleet: Fleet) -> FleetPlan:
                 Issue(
                     f"pools[{name}]",
                     f"autoscalers at their maximum would ask for {use.peak} of {use.capacity} devices",
+                )
+            )
+        if name in users and sharing.unknown(pool):
+            warnings.append(
+                Issue(
+                    f"pools[{name}].sharing",
+                    f"HAMi's memory resource for {pool.vendor.display_name} is not known: pods get whole "
+                    "vGPUs without the planner's memory slice; add hami_shares to the vendor catalog",
                 )
             )
     if issues:

@@ -40,8 +40,9 @@ else:
     snapshot_download(repo, revision=revision or None, local_dir=dest)
 """
 # Workers on a shared cache wait for the leader's fetch; bounded, so a failed leader restarts the group.
+# `$$` is the kubelet's escape for a literal `$` in command and args.
 WAIT_FOR_MARKER = (
-    'i=0; until [ -f "$0" ]; do i=$((i+1)); '
+    'i=0; until [ -f "$0" ]; do i=$$((i+1)); '
     'if [ "$i" -gt "$1" ]; then echo "weights not ready: no $0" >&2; exit 1; fi; '
     f"sleep {WAIT_SECONDS}; done"
 )
