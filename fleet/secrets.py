@@ -21,6 +21,8 @@ SECRET_WORDS = ("KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDE
 _NAME = re.compile(r"(^|_)(" + "|".join(SECRET_WORDS) + r")S?(_|$)|API_?KEY")
 _FLAG = re.compile(r"(^|-)(api-?key|access-?key|token|secret|password|passwd|credentials?)(-|$)")
 # Shapes of well-known credentials: a value like these is a secret whatever its variable is called.
+# Every pattern starts at a fixed prefix or a word start and is bounded, so a megabyte argument is
+# scanned in linear time.
 _VALUES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("an API key (sk-...)", re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{16,}")),
     ("a Hugging Face token (hf_...)", re.compile(r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{30,}")),
@@ -29,7 +31,10 @@ _VALUES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("a Slack token", re.compile(r"(?<![A-Za-z0-9])xox[abprs]-[A-Za-z0-9-]{10,}")),
     ("a JSON web token", re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
     ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
-    ("a password in a URL", re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")),
+    (
+        "a password in a URL",
+        re.compile(r"(?<![a-z0-9+.-])[a-z][a-z0-9+.-]{0,31}://[^/\s:@]{1,256}:[^/\s@]{1,256}@"),
+    ),
     ("a bearer token", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{16,}")),
 )
 # A value the kubelet fills from the pod's env: `$(VLLM_API_KEY)` names a secret, it is not one.
