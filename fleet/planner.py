@@ -21,7 +21,7 @@ from fleet import capability, catalog, sharing
 from fleet.errors import Issue, PlanError
 from fleet.gcpause import collector_paused
 from fleet.sizing import PodSize, pod_size
-from fleet.spec import ModelServing, Parallelism
+from fleet.spec import DeployTemplate, ModelServing, Parallelism
 from fleet.stack import Fleet, ModelFacts, PoolFacts
 
 GIB = 1024**3
@@ -153,6 +153,7 @@ class _Context:
     s: ModelServing
     model: ModelFacts
     pool: PoolFacts
+    template: DeployTemplate
     engine: catalog.Engine
     util: float
     max_len: int | None
@@ -209,27 +210,32 @@ def _fixes(c: _Context, fleet: Fleet, devices: int, region: str) -> str:
     longest = _longest_fitting_len(c, devices)
     if longest is not None:
         fixes.append(f"max_model_len {longest} (or shorter) fits these {devices} devices")
-    if c.engine.multi_node:
-        nodes = _fewest_nodes(c)
-        if nodes is not None and nodes <= c.pool.spec.node_count:
-            fixes.append(f"parallelism: auto spreads a replica over {nodes} nodes")
-        elif nodes is not None:
-            fixes.append(
-                f"{nodes} nodes per replica would fit (pool {c.pool.name} has {c.pool.spec.node_count})"
-            )
-    else:
+    layout = _auto_layout(c, c.pool)
+    if layout is not None and layout[0] * layout[1] != devices:
+        tp, pp, nodes, _ = layout
+        where = f" on {nodes} nodes" if nodes > 1 else ""
+        fixes.append(f"parallelism: auto fits it (tensor {tp} x pipeline {pp}{where})")
+    elif layout is None and c.engine.multi_node:
+        fewest = _fewest_nodes(c)
+        if fewest is not None:
+            have = c.pool.spec.node_count
+            fixes.append(f"{fewest} nodes per replica would fit (pool {c.pool.name} has {have})")
+    elif layout is None:
         fixes.append(f"{c.engine.display_name} runs on one node: a vLLM or SGLang template can span nodes")
     others = []
     for name, other in fleet.pools.items():
         if other is c.pool or other.spec.region != region:
             continue
+        if capability.check(c.model, c.s, c.template, other, "", fleet.pools):
+            continue  # its hardware cannot run this checkpoint or quantization
         layout = _auto_layout(c, other)
         if layout is not None:
             tp, pp, nodes, _ = layout
             where = f" on {nodes} nodes" if nodes > 1 else ""
             others.append(f"{name} (tensor {tp} x pipeline {pp}{where})")
     if others:
-        fixes.append(f"pool {' or '.join(others)} of region {region} fits it")
+        more = f" (and {len(others) - 3} more)" if len(others) > 3 else ""
+        fixes.append(f"pool {' or '.join(others[:3])}{more} of region {region} fits it")
     return f"; fixes: {'; '.join(fixes)}" if fixes else ""
 
 
@@ -296,7 +302,7 @@ def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> Plac
             f"{path}.max_model_len",
             f"{s.max_model_len} is longer than the model's {model.max_position_embeddings} positions",
         )
-    c = _Context(s, model, pool, catalog.engines()[template.engine], util, max_len)
+    c = _Context(s, model, pool, template, catalog.engines()[template.engine], util, max_len)
     par = s.parallelism_on(p)
     if par == "auto":
         chosen = _auto_layout(c, pool)
