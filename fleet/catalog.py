@@ -90,7 +90,7 @@ class Vendor(_Data):
     ray_env: dict[str, str]
     field_env: dict[str, str]
     tolerations: tuple[Toleration, ...]
-    images: dict[str, dict[str, str]]
+    images: dict[str, dict[str, str | dict[str, str]]]  # engine -> version -> image (or per family)
     multi_node_launcher: Literal["native", "ray"] | None = None
     quirks: tuple[Quirk, ...]
     families: dict[str, Family]
@@ -99,6 +99,8 @@ class Vendor(_Data):
 
     def default_image(self, engine: str, version: str, family: str) -> str | None:
         image = self.images.get(engine, {}).get(version)
+        if isinstance(image, dict):  # published per family: no suffix, no default for the others
+            return image.get(family)
         if image is None:
             return None
         suffix = self.families[family].image_suffix.get(engine, "") if family in self.families else ""
