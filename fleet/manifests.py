@@ -93,13 +93,18 @@ def _shared_cache(region: Region) -> bool:
 
 
 def _init_containers(
-    fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLaunch, member: Member, mount: str
+    fleet: Fleet,
+    s: ModelServing,
+    plan: PlacementPlan,
+    launch: EngineLaunch,
+    member: Member,
+    mount: str,
+    source: sources.Source,
 ) -> list[Manifest]:
     """Bring the weights into the node cache before the engine starts (see fleet.sources): fetch them,
     or, for a worker of a group on a shared cache, wait for the leader's fetch."""
     region = fleet.regions[plan.region]
     model_id = fleet.models[s.name].id
-    source = sources.of(s, region, model_id)
     if not source.fetched:
         return []
     resources = plan.size.init
@@ -146,10 +151,11 @@ def _launcher(launch: EngineLaunch) -> str | None:
     return catalog.engines()[launch.engine].launcher
 
 
-def _model_volume(fleet: Fleet, s: ModelServing, region: Region, mount: str) -> tuple[Manifest, Manifest]:
+def _model_volume(
+    fleet: Fleet, s: ModelServing, region: Region, mount: str, source: sources.Source
+) -> tuple[Manifest, Manifest]:
     """(volume, engine mount) holding the weights: the node cache, or the source's own claim."""
     model_id = fleet.models[s.name].id
-    source = sources.of(s, region, model_id)
     if source.scheme == "pvc":
         claim = {"claimName": source.location, "readOnly": True}
         engine_mount: Manifest = {"name": "models", "mountPath": f"{mount}/{model_id}", "readOnly": True}
@@ -187,11 +193,14 @@ def _pod_spec(
     template = fleet.templates[s.template]
     role = launch.roles[member]
     mount = template.model_mount_path
-    accelerators = {pool.resource_name: str(plan.devices_per_pod), **sharing.shares(pool).resources}
+    accelerators = {pool.resource_name: str(plan.devices_per_pod)}
+    if pool.spec.sharing == "hami":
+        accelerators.update(sharing.shares(pool).resources)
     if plan.multi_node:
         accelerators.update(network.resources(pool))
     size = plan.size.engine
-    model_volume, model_mount = _model_volume(fleet, s, region, mount)
+    source = sources.of(s, region, fleet.models[s.name].id)
+    model_volume, model_mount = _model_volume(fleet, s, region, mount, source)
     container: Manifest = {
         "name": "engine",
         "image": launch.image,
@@ -230,7 +239,7 @@ def _pod_spec(
             {"name": "launcher", "configMap": {"name": f"{object_name(s.name, plan.pool)}-launcher"}}
         )
     spec: Manifest = {
-        "initContainers": _init_containers(fleet, s, plan, launch, member, mount),
+        "initContainers": _init_containers(fleet, s, plan, launch, member, mount, source),
         "containers": [container],
         "volumes": volumes,
         "nodeSelector": dict(pool.spec.node_selector),
@@ -259,6 +268,8 @@ def _pod_spec(
 
 def _pod_metadata(fleet: Fleet, s: ModelServing, plan: PlacementPlan, labels: dict[str, str]) -> Manifest:
     pool = fleet.pools[plan.pool]
+    if pool.spec.sharing != "hami" and not plan.multi_node:
+        return {"labels": labels}
     annotations = dict(sharing.shares(pool).annotations)
     if plan.multi_node:
         annotations.update(network.pod_annotations(pool))

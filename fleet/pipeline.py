@@ -53,7 +53,7 @@ MEASURE_FROM_BYTES = 256 * 1024
 def _user_bytes(fleet: Fleet, s: ModelServing) -> int:
     t = fleet.templates[s.template]
     texts = [*s.extra_args, *s.env.values(), *t.args, *t.env.values()]
-    return sum(len(x) for x in texts)
+    return sum(map(len, texts))
 
 
 def _too_large(s: ModelServing, objects: tuple[Manifest, ...]) -> list[Issue]:

@@ -157,9 +157,14 @@ class _Context:
     engine: catalog.Engine
     util: float
     max_len: int | None
+    weights: float  # GiB: the same on every layout, computed once
+    kv: float | None
 
     def fit(self, devices: int, pool: PoolFacts | None = None) -> MemoryFit:
-        return memory_fit(self.model, self.s, devices, pool or self.pool, self.util, self.max_len)
+        per_device = (pool or self.pool).memory_per_device_gib
+        return MemoryFit(
+            self.weights, self.kv, OVERHEAD_GIB_PER_DEVICE * devices, devices * per_device * self.util
+        )
 
 
 def _auto_layout(c: _Context, pool: PoolFacts) -> tuple[int, int, int, int] | None:
@@ -302,7 +307,9 @@ def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> Plac
             f"{path}.max_model_len",
             f"{s.max_model_len} is longer than the model's {model.max_position_embeddings} positions",
         )
-    c = _Context(s, model, pool, template, catalog.engines()[template.engine], util, max_len)
+    kv = model.kv_bytes_per_token * max_len / GIB if model.kv_bytes_per_token and max_len else None
+    engine = catalog.engines()[template.engine]
+    c = _Context(s, model, pool, template, engine, util, max_len, weights_gib(model, s), kv)
     par = s.parallelism_on(p)
     if par == "auto":
         chosen = _auto_layout(c, pool)
@@ -321,10 +328,10 @@ def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> Plac
         mode = "explicit"
     fit = c.fit(per_pod * nodes)
     if not fit.fits:
-        kv = f" + KV cache {fit.kv_cache_gib:.1f}" if fit.kv_cache_gib is not None else ""
+        cache = f" + KV cache {fit.kv_cache_gib:.1f}" if fit.kv_cache_gib is not None else ""
         return Issue(
             at,
-            f"model needs {fit.required_gib:.1f} GiB per replica (weights {fit.weights_gib:.1f}{kv} "
+            f"model needs {fit.required_gib:.1f} GiB per replica (weights {fit.weights_gib:.1f}{cache} "
             f"+ overhead {fit.overhead_gib:.1f}) but {per_pod * nodes} x "
             f"{pool.memory_per_device_gib:g} GiB x {util:g} = {fit.budget_gib:.1f} GiB is available "
             f"(short by {-fit.headroom_gib:.1f} GiB)" + _fixes(c, fleet, per_pod * nodes, p.region),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 
 from fleet.errors import Issue
 from fleet.spec import DeployTemplate, ModelServing
@@ -35,8 +36,9 @@ _VALUES: tuple[tuple[str, re.Pattern[str]], ...] = (
         "a password in a URL",
         re.compile(r"(?<![a-z0-9+.-])[a-z][a-z0-9+.-]{0,31}://[^/\s:@]{1,256}:[^/\s@]{1,256}@"),
     ),
-    ("a bearer token", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{16,}")),
+    ("a bearer token", re.compile(r"\b(?i:bearer)\s+[A-Za-z0-9._~+/-]{16,}")),
 )
+_ANY = re.compile("|".join(f"(?:{p.pattern})" for _, p in _VALUES))
 # A value the kubelet fills from the pod's env: `$(VLLM_API_KEY)` names a secret, it is not one.
 _REFERENCE = re.compile(r"^\$\([A-Za-z_][A-Za-z0-9_]*\)$")
 FIX = "keep it in a Kubernetes Secret and use secret_env: {NAME: {name: <secret>, key: <key>}}"
@@ -48,6 +50,8 @@ def is_secret_name(name: str) -> bool:
 
 def secret_kind(value: str) -> str | None:
     """What kind of credential `value` holds, or None."""
+    if _ANY.search(value) is None:  # one pass for the common case: nothing
+        return None
     for kind, pattern in _VALUES:
         if pattern.search(value):
             return kind
@@ -61,6 +65,11 @@ def _flag_name(token: str) -> str:
 def argv_secrets(tokens: Sequence[str]) -> list[str]:
     """What in a command line is a plain secret: a secret-named flag with a literal value, or any
     argument shaped like a credential. One message per argument."""
+    return list(_argv_secrets(tuple(tokens)))
+
+
+@lru_cache(maxsize=4096)  # servings share their templates' and each other's argument lists
+def _argv_secrets(tokens: tuple[str, ...]) -> tuple[str, ...]:
     out: list[str] = []
     skip = -1
     for i, token in enumerate(tokens):
@@ -78,7 +87,7 @@ def argv_secrets(tokens: Sequence[str]) -> list[str]:
         kind = secret_kind(token)
         if kind is not None:
             out.append(f"argument {i + 1} looks like {kind}; {FIX}, and pass it as $(NAME)")
-    return out
+    return tuple(out)
 
 
 def env_secrets(env: Mapping[str, str], allowed: Iterable[str] = ()) -> list[tuple[str, str]]:

@@ -26,8 +26,10 @@ NONE = Shares()
 
 def shares(pool: PoolFacts) -> Shares:
     """HAMi memory and cores resources (per device) and the pod annotations they need."""
+    if pool.spec.sharing != "hami":
+        return NONE
     known = pool.vendor.hami_shares
-    if pool.spec.sharing != "hami" or known is None:
+    if known is None:
         return NONE
     gib = pool.memory_per_device_gib
     amount = math.floor(gib * 1024) if known.memory_unit == "MiB" else max(1, math.floor(gib))

@@ -191,7 +191,8 @@ def _check_serving(
 ) -> ModelFacts | None:
     if s.template not in fleet.templates and s.template not in declared["templates"]:
         issues.append(Issue(f"{path}.template", f"unknown deploy template {s.template!r}"))
-    issues += secrets.serving_issues(s, path)
+    if s.env or s.extra_args:
+        issues += secrets.serving_issues(s, path)
     model = model_facts(s, path, issues)
     template = fleet.templates.get(s.template)
     seen_pools: set[str] = set()
@@ -231,9 +232,12 @@ def _check_serving(
             issues.append(
                 Issue(f"{path}.autoscaling", f"region {p.region!r} sets no prometheus_url to scale on")
             )
-        if model is not None and template is not None and pool is not None and pool.spec.region == p.region:
+        plain = (
+            s.quantization is None and s.dtype in (None, "auto") and (model is None or not model.quantization)
+        )
+        if not plain and model and template and pool and pool.spec.region == p.region:
             issues += capability.check(model, s, template, pool, path, fleet.pools)
-        if region is not None and template is not None:
+        if region is not None and template is not None and isinstance(s.model, ModelSource):
             issues += sources.check(s, template, region, path)
     return model
 
