@@ -75,7 +75,7 @@ def test_the_same_serving_in_yaml_and_yml_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "image",
     [
-        "vllm/vllm-openai:latest ",
+        "vllm/vllm openai:1",
         "docker.io/VLLM/vllm:1",
         "docker.io/vllm/vllm:",
         "reg.io//x:1",
