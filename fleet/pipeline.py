@@ -52,8 +52,11 @@ MEASURE_FROM_BYTES = 256 * 1024
 
 def _user_bytes(fleet: Fleet, s: ModelServing) -> int:
     t = fleet.templates[s.template]
-    texts = [*s.extra_args, *s.env.values(), *t.args, *t.env.values()]
-    return sum(map(len, texts))
+    return _text_bytes(s.extra_args, s.env) + _text_bytes(t.args, t.env)
+
+
+def _text_bytes(args: tuple[str, ...], env: dict[str, str]) -> int:
+    return (sum(map(len, args)) if args else 0) + (sum(map(len, env.values())) if env else 0)
 
 
 def _too_large(s: ModelServing, objects: tuple[Manifest, ...]) -> list[Issue]:
