@@ -16,8 +16,7 @@ own node's cache: once per node.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from fleet.errors import Issue
 from fleet.spec import SOURCE_URI, DeployTemplate, ModelServing, ModelSource, Region
@@ -48,8 +47,7 @@ WAIT_FOR_MARKER = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(NamedTuple):  # a tuple: made for every pod rendered
     scheme: Scheme
     location: str  # bucket/path, claim, org/name
     path: str  # within the claim (pvc) or ''
