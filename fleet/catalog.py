@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleet.spec import Quantization
+
 
 class _Data(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -53,6 +55,19 @@ class Family(_Data):
     )
 
 
+class HamiShares(_Data):
+    """HAMi's per-device memory and core resources for a vendor. `{resource}` stands for the pool's
+    device resource (Ascend names them per model: huawei.com/Ascend910B3-memory)."""
+
+    memory_resource: str
+    memory_unit: Literal["MiB", "GiB"]
+    cores_resource: str | None = None
+    cores_annotations: dict[str, str] = Field(
+        default={}, description="pod annotations without which the cores share is ignored"
+    )
+    sources: tuple[str, ...] = Field(min_length=1)
+
+
 class Accelerator(_Data):
     family: str
     memory_gib: float
@@ -62,6 +77,9 @@ class Vendor(_Data):
     display_name: str
     resource_name: str
     hami_resource_name: str
+    hami_shares: HamiShares | None = Field(
+        default=None, description="HAMi memory/cores resources; None where they are not known"
+    )
     visible_devices_env: str
     device_nodes: tuple[str, ...]
     host_mounts: tuple[HostMount, ...]
@@ -72,7 +90,7 @@ class Vendor(_Data):
     ray_env: dict[str, str]
     field_env: dict[str, str]
     tolerations: tuple[Toleration, ...]
-    images: dict[str, dict[str, str]]
+    images: dict[str, dict[str, str | dict[str, str]]]  # engine -> version -> image (or per family)
     multi_node_launcher: Literal["native", "ray"] | None = None
     quirks: tuple[Quirk, ...]
     families: dict[str, Family]
@@ -81,6 +99,8 @@ class Vendor(_Data):
 
     def default_image(self, engine: str, version: str, family: str) -> str | None:
         image = self.images.get(engine, {}).get(version)
+        if isinstance(image, dict):  # published per family: no suffix, no default for the others
+            return image.get(family)
         if image is None:
             return None
         suffix = self.families[family].image_suffix.get(engine, "") if family in self.families else ""
@@ -98,6 +118,12 @@ class Engine(_Data):
     health_path: str | None
     metrics: dict[str, str] = {}
     multi_node: tuple[Literal["native", "ray"], ...] = ()
+    tensor_across_nodes: bool = Field(
+        default=False, description="tensor parallel may span nodes (a multiple of the devices per node)"
+    )
+    auto_multi_node: Literal["pipeline", "tensor"] = Field(
+        default="pipeline", description="how parallelism: auto splits a replica over nodes"
+    )
     launcher: str | None = Field(default=None, description="template asset mounted at /opt/modelfleet")
     platform_flags: tuple[str, ...] = Field(
         default=(),
@@ -107,10 +133,34 @@ class Engine(_Data):
     sources: tuple[str, ...] = ()
 
 
+class EngineSupport(_Data):
+    """What one engine runs on one accelerator family (fleet/data/capabilities.yaml)."""
+
+    checkpoint: tuple[Quantization, ...] = ()
+    online: tuple[Quantization, ...] = ()
+    flags: dict[str, str] = {}  # method -> the engine's --quantization value
+
+
+class Capability(_Data):
+    """What an accelerator family can compute in and load, per engine (and engine version)."""
+
+    dtypes: tuple[Literal["bfloat16", "float16", "float32"], ...]
+    engines: dict[str, EngineSupport]
+    sources: tuple[str, ...] = Field(min_length=1)
+
+    def engine(self, engine: str, version: str) -> EngineSupport:
+        """The pinned version's entry (`vllm@0.11.0`), else the engine's, else nothing quantized."""
+        return self.engines.get(f"{engine}@{version}") or self.engines.get(engine) or EngineSupport()
+
+
 class CatalogModel(_Data):
     display_name: str
     params_b: float
+    active_params_b: float | None = Field(default=None, description="parameters used per token (MoE)")
     dtype: Literal["bfloat16", "float16", "float32", "fp8", "int8", "int4"]
+    quantization: Quantization | None = Field(
+        default=None, description="the published checkpoint's quant_method (config.json)"
+    )
     num_layers: int
     num_attention_heads: int
     num_kv_heads: int
@@ -120,6 +170,7 @@ class CatalogModel(_Data):
     max_position_embeddings: int
     moe: bool = False
     source: str
+    facts: str | None = Field(default=None, description="where the shape was read, when not `source`")
 
 
 def _load(name: str) -> Any:
@@ -139,3 +190,10 @@ def engines() -> dict[str, Engine]:
 @cache
 def models() -> dict[str, CatalogModel]:
     return {k: CatalogModel.model_validate(v) for k, v in _load("models.yaml")["models"].items()}
+
+
+@cache
+def capabilities() -> dict[str, Capability]:
+    """`vendor/family` -> what it runs; families not listed run 16-bit checkpoints only."""
+    raw = _load("capabilities.yaml")["families"]
+    return {k: Capability.model_validate(v) for k, v in raw.items()}

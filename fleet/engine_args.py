@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
-from fleet import catalog, render
+from fleet import capability, catalog, network, render
 from fleet.errors import FlagError, Issue, SpecError
-from fleet.flags import FlagSchema, load_schema, validate_args
+from fleet.flags import FlagSchema, available_versions, load_schema, validate_args
 from fleet.planner import PlacementPlan
 from fleet.spec import DeployTemplate, ModelServing
 from fleet.stack import Fleet, PoolFacts
@@ -25,6 +25,8 @@ from fleet.stack import Fleet, PoolFacts
 Role = Literal["single", "leader", "worker"]
 Launcher = Literal["native", "ray"]
 RAY_PORT = 6379
+RAY_WAIT_SECONDS = 5
+RAY_WAIT_TRIES = 120  # ten minutes for the leader to pull, start and open its head; then the group restarts
 LEADER_ADDRESS = "$(LWS_LEADER_ADDRESS)"  # injected by LeaderWorkerSet, expanded by the kubelet
 WORKER_INDEX = "$(LWS_WORKER_INDEX)"
 
@@ -102,6 +104,15 @@ def pick_launcher(t: DeployTemplate, pool: PoolFacts, schema: FlagSchema | None)
         chosen = "ray"
     if chosen not in engine.multi_node:
         return Issue(f"templates[{t.name}].multi_node", f"{engine.display_name} has no {chosen} launcher")
+    if chosen == "native" and schema is not None and not schema.lookup("--nnodes"):
+        native = [v for v in available_versions(t.engine) if load_schema(t.engine, v).lookup("--nnodes")]
+        ray = "set multi_node: ray, or " if "ray" in engine.multi_node else ""
+        pin = f"pin engine_version {' or '.join(native)}" if native else "pin a version that has it"
+        return Issue(
+            f"templates[{t.name}].multi_node",
+            f"{engine.display_name} {t.engine_version} has no native multi-node launcher (no --nnodes "
+            f"among its flags); {ray}{pin}",
+        )
     return chosen
 
 
@@ -182,13 +193,27 @@ def _context(
         "device_ids": ",".join(str(i) for i in range(plan.devices_per_pod)),
         "max_model_len": s.max_model_len,
         "dtype": s.dtype,
-        "quantization": s.quantization,
+        "quantization": capability.quantization_flag(model, s, fleet.pools[plan.pool], t),
         "memory_utilization": plan.memory_utilization,
         "launcher": launcher,
         "leader_address": LEADER_ADDRESS,
         "worker_index": WORKER_INDEX,
         "rendezvous_port": engine.rendezvous_port,
     }
+
+
+def ray_join() -> str:
+    """A Ray worker's script: wait (bounded) for the leader's head to answer, then join it.
+
+    Started alone, `ray start --address` fails while the leader is still pulling its image, and the
+    worker's restart recreates the whole group. `$$` is the kubelet's escape for a literal `$`."""
+    head = f"{LEADER_ADDRESS}:{RAY_PORT}"
+    return (
+        f"i=0; until ray health-check --address={head} >/dev/null 2>&1; do i=$$((i+1)); "
+        f'if [ "$i" -ge {RAY_WAIT_TRIES} ]; then echo "no Ray head at {head} after '
+        f'{RAY_WAIT_TRIES * RAY_WAIT_SECONDS}s" >&2; exit 1; fi; sleep {RAY_WAIT_SECONDS}; done; '
+        f"exec ray start --address={head} --block --disable-usage-stats"
+    )
 
 
 def engine_launch(fleet: Fleet, s: ModelServing, plan: PlacementPlan) -> EngineLaunch:
@@ -224,8 +249,7 @@ def engine_launch(fleet: Fleet, s: ModelServing, plan: PlacementPlan) -> EngineL
     issues: list[Issue] = []
     for role in ("leader", "worker") if plan.multi_node else ("single",):
         if role == "worker" and launcher == "ray":
-            join = f"exec ray start --address={LEADER_ADDRESS}:{RAY_PORT} --block --disable-usage-stats"
-            roles[role] = RoleCommand(("/bin/sh", "-c"), (join,), ())
+            roles[role] = RoleCommand(("/bin/sh", "-c"), (ray_join(),), ())
             continue
         rendered = render.render_argv(template_name, {**context, "role": role}, path)
         # Platform flags a template left out (tensor parallel 1) are still not the user's to set.
@@ -250,7 +274,7 @@ def engine_launch(fleet: Fleet, s: ModelServing, plan: PlacementPlan) -> EngineL
         raise FlagError(dict.fromkeys(issues))
     env = {**pool.vendor.env}
     if plan.multi_node:
-        env.update(pool.vendor.multi_node_env)
+        env.update(network.env(pool, pool.vendor.multi_node_env))
     if launcher == "ray":
         env.update(pool.vendor.ray_env)
     env.update(t.env)

@@ -16,11 +16,14 @@ from fleet.stack import Fleet, build_fleet
 
 NAMESPACE = "modelfleet"
 SECTIONS = ("platform", "regions", "pools", "templates")
+SERVING_SUFFIXES = (".yaml", ".yml")
 
 
 def _read_yaml(path: Path, label: str) -> Any:
     try:
         return yaml.load(path.read_text("utf-8"), Loader=yaml.CSafeLoader)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([Issue(label, f"cannot read {path.name}: {exc}")]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -34,7 +37,11 @@ def stack_config(stacks_dir: Path, stack: str) -> dict[str, Any]:
         known = sorted(p.name[7:-5] for p in stacks_dir.glob("Pulumi.*.yaml"))
         raise SpecError([Issue("", f"no stack {stack!r} in {stacks_dir} (have: {', '.join(known)})")])
     doc = _read_yaml(path, path.name) or {}
+    if not isinstance(doc, dict):
+        raise SpecError([Issue("", f"{path.name} must hold a mapping with a config: section")])
     config = doc.get("config") or {}
+    if not isinstance(config, dict):
+        raise SpecError([Issue("config", f"{path.name}: config must be a mapping of settings")])
     out: dict[str, Any] = {}
     issues: list[Issue] = []
     for key, value in config.items():
@@ -51,12 +58,26 @@ def stack_config(stacks_dir: Path, stack: str) -> dict[str, Any]:
 
 
 def read_servings(stacks_dir: Path, stack: str) -> list[tuple[str, Any]]:
-    """(path, raw serving) per file; the file name must be the serving's name."""
+    """(path, raw serving) per file; the file name must be the serving's name. `.yaml` and `.yml` are
+    both read (one of each for the same serving is refused); anything else in the folder is named."""
     folder = stacks_dir / stack / "servings"
     out: list[tuple[str, Any]] = []
     issues: list[Issue] = []
-    for file in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+    files = sorted(folder.iterdir()) if folder.is_dir() else []
+    stems: dict[str, str] = {}
+    for file in files:
+        if file.name.startswith(".") or file.is_dir():
+            continue
         label = f"servings[{file.stem}]"
+        if file.suffix == ".md":
+            continue  # notes next to the servings
+        if file.suffix not in SERVING_SUFFIXES:
+            issues.append(Issue(label, f"{file.name}: serving files end in .yaml (or .yml); rename it"))
+            continue
+        if file.stem in stems:
+            issues.append(Issue(label, f"both {stems[file.stem]} and {file.name} define it; keep one"))
+            continue
+        stems[file.stem] = file.name
         raw = _read_yaml(file, label)
         if not isinstance(raw, dict):
             issues.append(Issue(label, f"{file.name} must hold one mapping (a serving)"))

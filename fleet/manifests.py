@@ -12,11 +12,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fleet import catalog, render
-from fleet.engine_args import EngineLaunch, RoleCommand
+from fleet import catalog, network, render, sharing, sources
+from fleet.engine_args import EngineLaunch, Role
 from fleet.planner import PlacementPlan
-from fleet.spec import ModelServing, ModelSource, Region
-from fleet.stack import Fleet, PoolFacts
+from fleet.sizing import SHM_GIB
+from fleet.spec import ModelServing, Region
+from fleet.stack import Fleet
 
 Manifest = dict[str, Any]
 
@@ -27,7 +28,7 @@ PROBE_PERIOD = 10
 # Seconds to load one GiB of weights from the node's cache into device memory, with margin.
 LOAD_SECONDS_PER_GIB = 2.0
 MIN_STARTUP_SECONDS = 300
-SHM_GIB = 16
+Member = Role  # which pod of a replica: the only one, a group's leader, or one of its workers
 
 
 def object_name(serving: str, pool: str) -> str:
@@ -75,14 +76,10 @@ def _probe(launch: EngineLaunch, period: int, failures: int, timeout: int = 5) -
 
 
 def model_source(fleet: Fleet, s: ModelServing, region: Region) -> str:
-    """Where the region's model-fetch init container reads the weights: `s3://bucket/prefix/<id>`
-    (an explicit `s3://` model uri as written). The portal's model-store check looks at the same keys."""
-    model = s.model
-    if isinstance(model, ModelSource) and model.uri.startswith("s3://"):
-        return model.uri.rstrip("/")
-    store = region.model_store
-    prefix = f"{store.prefix}/" if store.prefix else ""
-    return f"s3://{store.bucket}/{prefix}{fleet.models[s.name].id}"
+    """Where the serving's weights come from, as a URI: `s3://bucket/prefix/<id>` for a catalog model
+    (the region's store), the serving's own uri otherwise. The portal's model-store check reads the
+    same keys for `s3://` sources."""
+    return sources.of(s, region, fleet.models[s.name].id).uri
 
 
 @cache
@@ -90,51 +87,97 @@ def _vendor_tolerations(vendor: str) -> list[Manifest]:
     return [t.model_dump(exclude_none=True) for t in catalog.vendors()[vendor].tolerations]
 
 
-def _fetch_container(fleet: Fleet, s: ModelServing, region: Region, mount: str) -> Manifest:
-    """Sync the weights from the region's S3-compatible store into the node cache (idempotent)."""
-    store = region.model_store
+def _shared_cache(region: Region) -> bool:
+    """A PVC cache is one volume for every node (ReadWriteMany); a host path is each node's own."""
+    return region.model_store.cache.pvc is not None
+
+
+def _init_containers(
+    fleet: Fleet,
+    s: ModelServing,
+    plan: PlacementPlan,
+    launch: EngineLaunch,
+    member: Member,
+    mount: str,
+    source: sources.Source,
+) -> list[Manifest]:
+    """Bring the weights into the node cache before the engine starts (see fleet.sources): fetch them,
+    or, for a worker of a group on a shared cache, wait for the leader's fetch."""
+    region = fleet.regions[plan.region]
     model_id = fleet.models[s.name].id
-    secret = store.credentials_secret
-    return {
-        "name": "model-fetch",
-        "image": store.sync_image,
-        "args": [
-            "--endpoint-url",
-            store.endpoint,
-            "sync",
-            f"{model_source(fleet, s, region)}/*",
-            f"{mount}/{model_id}/",
-        ],
-        "env": [
-            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-        ],
-        "volumeMounts": [{"name": "models", "mountPath": mount}],
-    }
+    if not source.fetched:
+        return []
+    resources = plan.size.init
+    cache_mount = [{"name": "models", "mountPath": mount}]
+    dest = f"{mount}/{model_id}"
+    marker = f"{dest}/{sources.READY_MARKER}"
+    shared = plan.multi_node and _shared_cache(region)
+    if shared and member == "worker":
+        script = ["/bin/sh", "-c", sources.WAIT_FOR_MARKER, marker, str(sources.WAIT_TRIES)]
+        return [
+            {
+                "name": "model-wait",
+                "image": launch.image,
+                "command": script,
+                "resources": resources,
+                "volumeMounts": cache_mount,
+            }
+        ]
+    argv, env = sources.fetch_command(source, region, dest)
+    fetch: Manifest
+    if source.scheme == "s3":
+        fetch = {"name": "model-fetch", "image": region.model_store.sync_image, "args": argv}
+    else:
+        template = fleet.templates[s.template]
+        image = sources.fetch_image(source, region, template, launch.image)
+        fetch = {"name": "model-fetch", "image": image, "command": argv}
+    fetch.update({"env": env, "resources": resources, "volumeMounts": cache_mount})
+    out = [fetch]
+    if shared:  # the leader tells its workers the weights are complete
+        touch = ["/bin/sh", "-c", 'touch "$0"', marker]
+        out.append(
+            {
+                "name": "model-ready",
+                "image": launch.image,
+                "command": touch,
+                "resources": resources,
+                "volumeMounts": cache_mount,
+            }
+        )
+    return out
 
 
 def _launcher(launch: EngineLaunch) -> str | None:
     return catalog.engines()[launch.engine].launcher
 
 
-def _volumes(region: Region, pool: PoolFacts, launcher_configmap: str | None) -> list[Manifest]:
+def _model_volume(
+    fleet: Fleet, s: ModelServing, region: Region, mount: str, source: sources.Source
+) -> tuple[Manifest, Manifest]:
+    """(volume, engine mount) holding the weights: the node cache, or the source's own claim."""
+    model_id = fleet.models[s.name].id
+    if source.scheme == "pvc":
+        claim = {"claimName": source.location, "readOnly": True}
+        engine_mount: Manifest = {"name": "models", "mountPath": f"{mount}/{model_id}", "readOnly": True}
+        if source.path:
+            engine_mount["subPath"] = source.path
+        return {"name": "models", "persistentVolumeClaim": claim}, engine_mount
     cache = region.model_store.cache
-    model_volume: Manifest = (
+    volume: Manifest = (
         {"name": "models", "persistentVolumeClaim": {"claimName": cache.pvc}}
         if cache.pvc
         else {"name": "models", "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}}
     )
-    shm = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{SHM_GIB}Gi"}}
-    host = [{"name": m.name, "hostPath": {"path": m.path, "type": m.type}} for m in pool.vendor.host_mounts]
-    volumes = [model_volume, shm, *host]
-    if launcher_configmap is not None:
-        volumes.append({"name": "launcher", "configMap": {"name": launcher_configmap}})
-    return volumes
+    return volume, {"name": "models", "mountPath": mount, "readOnly": True}
 
 
-def _env(launch: EngineLaunch) -> list[Manifest]:
+def _env(s: ModelServing, launch: EngineLaunch) -> list[Manifest]:
     env: list[Manifest] = [{"name": k, "value": v} for k, v in launch.env.items()]
     env += [{"name": k, "valueFrom": {"fieldRef": {"fieldPath": v}}} for k, v in launch.field_env.items()]
+    env += [
+        {"name": k, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+        for k, ref in s.secret_env.items()
+    ]
     return env
 
 
@@ -143,45 +186,62 @@ def _pod_spec(
     s: ModelServing,
     plan: PlacementPlan,
     launch: EngineLaunch,
-    role: RoleCommand,
-    serves: bool,
+    member: Member,
 ) -> Manifest:
     pool = fleet.pools[plan.pool]
     region = fleet.regions[plan.region]
     template = fleet.templates[s.template]
+    role = launch.roles[member]
     mount = template.model_mount_path
-    devices = str(plan.devices_per_pod)
+    accelerators = {pool.resource_name: str(plan.devices_per_pod)}
+    if pool.spec.sharing == "hami":
+        accelerators.update(sharing.shares(pool).resources)
+    if plan.multi_node:
+        accelerators.update(network.resources(pool))
+    size = plan.size.engine
+    source = sources.of(s, region, fleet.models[s.name].id)
+    model_volume, model_mount = _model_volume(fleet, s, region, mount, source)
     container: Manifest = {
         "name": "engine",
         "image": launch.image,
         "command": list(role.command),
         "args": list(role.args),
         "ports": [{"name": "http", "containerPort": launch.port, "protocol": "TCP"}],
-        "env": _env(launch),
-        # Requests equal limits: extended resources cannot be overcommitted anyway, and the pod
-        # lands in the Guaranteed class for its accelerators.
+        "env": _env(s, launch),
+        # Requests equal limits for CPU and memory (fleet.sizing: Guaranteed QoS, never evicted first)
+        # and for accelerators, which cannot be overcommitted anyway.
         "resources": {
-            "requests": {pool.resource_name: devices},
-            "limits": {pool.resource_name: devices},
+            "requests": {**size["requests"], **accelerators},
+            "limits": {**size["limits"], **accelerators},
         },
         "volumeMounts": [
-            {"name": "models", "mountPath": mount, "readOnly": True},
+            model_mount,
             {"name": "dshm", "mountPath": "/dev/shm"},
             *({"name": m.name, "mountPath": m.path, "readOnly": True} for m in pool.vendor.host_mounts),
         ],
     }
+    security = network.container_security(pool) if plan.multi_node else None
+    if security is not None:
+        container["securityContext"] = security
     launcher = _launcher(launch)
     if launcher is not None:
         container["volumeMounts"].append({"name": "launcher", "mountPath": LAUNCHER_DIR, "readOnly": True})
-    if serves:
+    if member != "worker":
         budget = startup_budget_seconds(fleet, s, plan)
         container["startupProbe"] = _probe(launch, PROBE_PERIOD, budget // PROBE_PERIOD)
         container["readinessProbe"] = _probe(launch, PROBE_PERIOD, 3)
         container["livenessProbe"] = _probe(launch, 30, 5)
+    shm = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{SHM_GIB}Gi"}}
+    host = [{"name": m.name, "hostPath": {"path": m.path, "type": m.type}} for m in pool.vendor.host_mounts]
+    volumes = [model_volume, shm, *host]
+    if launcher is not None:
+        volumes.append(
+            {"name": "launcher", "configMap": {"name": f"{object_name(s.name, plan.pool)}-launcher"}}
+        )
     spec: Manifest = {
-        "initContainers": [_fetch_container(fleet, s, region, mount)],
+        "initContainers": _init_containers(fleet, s, plan, launch, member, mount, source),
         "containers": [container],
-        "volumes": _volumes(region, pool, f"{object_name(s.name, plan.pool)}-launcher" if launcher else None),
+        "volumes": volumes,
         "nodeSelector": dict(pool.spec.node_selector),
         "tolerations": [
             {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect}
@@ -192,6 +252,10 @@ def _pod_spec(
         # In-flight generations finish before the engine is killed on scale-down or rollout.
         "terminationGracePeriodSeconds": 120,
     }
+    if not spec["initContainers"]:
+        del spec["initContainers"]
+    if plan.multi_node:
+        spec.update(network.pod_fields(pool))
     spec["nodeSelector"]["kubernetes.io/arch"] = pool.spec.cpu_arch
     if pool.vendor.runtime_class:
         spec["runtimeClassName"] = pool.vendor.runtime_class
@@ -200,6 +264,16 @@ def _pod_spec(
     if fleet.platform.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": n} for n in fleet.platform.image_pull_secrets]
     return spec
+
+
+def _pod_metadata(fleet: Fleet, s: ModelServing, plan: PlacementPlan, labels: dict[str, str]) -> Manifest:
+    pool = fleet.pools[plan.pool]
+    if pool.spec.sharing != "hami" and not plan.multi_node:
+        return {"labels": labels}
+    annotations = dict(sharing.shares(pool).annotations)
+    if plan.multi_node:
+        annotations.update(network.pod_annotations(pool))
+    return {"labels": labels, "annotations": annotations} if annotations else {"labels": labels}
 
 
 def _metadata(s: ModelServing, plan: PlacementPlan, namespace: str, name: str | None = None) -> Manifest:
@@ -247,8 +321,8 @@ def workload(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineL
                     "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
                 },
                 "template": {
-                    "metadata": {"labels": pod_labels},
-                    "spec": _pod_spec(fleet, s, plan, launch, launch.roles["single"], True),
+                    "metadata": _pod_metadata(fleet, s, plan, pod_labels),
+                    "spec": _pod_spec(fleet, s, plan, launch, "single"),
                 },
             },
         }
@@ -264,12 +338,12 @@ def workload(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineL
                 # A restarted worker cannot rejoin its group's collectives: restart the whole group.
                 "restartPolicy": "RecreateGroupOnPodRestart",
                 "leaderTemplate": {
-                    "metadata": {"labels": {**pod_labels, f"{LABEL}/role": "leader"}},
-                    "spec": _pod_spec(fleet, s, plan, launch, launch.roles["leader"], True),
+                    "metadata": _pod_metadata(fleet, s, plan, {**pod_labels, f"{LABEL}/role": "leader"}),
+                    "spec": _pod_spec(fleet, s, plan, launch, "leader"),
                 },
                 "workerTemplate": {
-                    "metadata": {"labels": {**pod_labels, f"{LABEL}/role": "worker"}},
-                    "spec": _pod_spec(fleet, s, plan, launch, launch.roles["worker"], False),
+                    "metadata": _pod_metadata(fleet, s, plan, {**pod_labels, f"{LABEL}/role": "worker"}),
+                    "spec": _pod_spec(fleet, s, plan, launch, "worker"),
                 },
             },
         },

@@ -6,6 +6,7 @@ and the policies, so what is checked is what is applied.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from fleet.gcpause import collector_paused
 from fleet.loader import load_fleet
 from fleet.manifests import Manifest, endpoint, namespace, placement_objects
 from fleet.planner import FleetPlan, PlacementPlan, plan_fleet
+from fleet.spec import ModelServing
 from fleet.stack import Fleet
 
 
@@ -41,6 +43,39 @@ class Rendering:
         return out
 
 
+# etcd's default request limit (--max-request-bytes, 1.5 MiB): a bigger object is refused by the API
+# server with "etcdserver: request is too large", after everything else about it passed.
+MAX_OBJECT_BYTES = 1536 * 1024
+# Below this many bytes of user text (args, env) no object can come near the limit: skip measuring.
+MEASURE_FROM_BYTES = 256 * 1024
+
+
+def _user_bytes(fleet: Fleet, s: ModelServing) -> int:
+    t = fleet.templates[s.template]
+    return _text_bytes(s.extra_args, s.env) + _text_bytes(t.args, t.env)
+
+
+def _text_bytes(args: tuple[str, ...], env: dict[str, str]) -> int:
+    return (sum(map(len, args)) if args else 0) + (sum(map(len, env.values())) if env else 0)
+
+
+def _too_large(s: ModelServing, objects: tuple[Manifest, ...]) -> list[Issue]:
+    issues: list[Issue] = []
+    for obj in objects:
+        size = len(json.dumps(obj, separators=(",", ":")).encode())
+        if size > MAX_OBJECT_BYTES:
+            issues.append(
+                Issue(
+                    f"servings[{s.name}]",
+                    f"its {obj['kind']} {obj['metadata']['name']} would be {size / 2**20:.1f} MiB, over "
+                    f"the {MAX_OBJECT_BYTES / 2**20:g} MiB the API server stores per object (etcd's "
+                    "request limit); move large values out of extra_args and env (a chat template or "
+                    "config belongs in a file next to the weights)",
+                )
+            )
+    return issues
+
+
 @collector_paused
 def render_fleet(fleet: Fleet, plan: FleetPlan | None = None) -> Rendering:
     plan = plan if plan is not None else plan_fleet(fleet)
@@ -63,6 +98,11 @@ def render_fleet(fleet: Fleet, plan: FleetPlan | None = None) -> Rendering:
                 )
             )
         objects = tuple(placement_objects(fleet, s, placement, launch))
+        if _user_bytes(fleet, s) > MEASURE_FROM_BYTES:
+            too_large = _too_large(s, objects)
+            if too_large:
+                issues += [i for i in too_large if i not in issues]
+                continue
         rendered.append(RenderedPlacement(placement, launch, objects, endpoint(fleet, s, placement, launch)))
     if issues:
         raise RenderError(issues)

@@ -2,8 +2,9 @@
 and whether the pools have room for everything placed on them. Pure arithmetic, no I/O.
 
 Memory model (documented in docs/ops-guide.md#memory-fit):
-  weights  = parameters x bytes per parameter (dtype, or quantization when set), +10% when quantized
-             for scales and the layers left in 16-bit
+  weights  = parameters x bytes per parameter: the checkpoint's format (fleet.capability: its
+             quantization, or its dtype), or the method the engine applies on the fly; +10% when
+             quantized, for scales and the layers left in 16-bit
   kv cache = bytes per token (from the attention shape; MLA keeps one latent per layer) x max length,
              i.e. room for at least one full-length sequence
   overhead = 1.5 GiB per device (runtime context, activations, graph buffers)
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
+from fleet import capability, catalog, sharing
 from fleet.errors import Issue, PlanError
 from fleet.gcpause import collector_paused
-from fleet.spec import ModelServing, Parallelism, Placement
+from fleet.sizing import PodSize, pod_size
+from fleet.spec import DeployTemplate, ModelServing, Parallelism
 from fleet.stack import Fleet, ModelFacts, PoolFacts
 
 GIB = 1024**3
@@ -77,6 +80,7 @@ class PlacementPlan:
     max_model_len: int | None
     memory_utilization: float
     chosen: Literal["auto", "explicit"]
+    size: PodSize
 
     @property
     def devices_per_replica(self) -> int:
@@ -107,9 +111,9 @@ class FleetPlan:
     warnings: tuple[Issue, ...]
 
 
-def weights_gib(model: ModelFacts, quantization: str | None) -> float:
-    precision = quantization or model.dtype
-    factor = QUANTIZED_OVERHEAD if quantization else 1.0
+def weights_gib(model: ModelFacts, serving: ModelServing) -> float:
+    precision, quantized = capability.weights_precision(model, serving)
+    factor = QUANTIZED_OVERHEAD if quantized else 1.0
     return model.params_b * 1e9 * BYTES_PER_PARAM[precision] * factor / GIB
 
 
@@ -125,7 +129,7 @@ def memory_fit(
     if model.kv_bytes_per_token is not None and max_len is not None:
         kv = model.kv_bytes_per_token * max_len / GIB
     return MemoryFit(
-        weights_gib=weights_gib(model, serving.quantization),
+        weights_gib=weights_gib(model, serving),
         kv_cache_gib=kv,
         overhead_gib=OVERHEAD_GIB_PER_DEVICE * devices,
         budget_gib=devices * pool.memory_per_device_gib * utilization,
@@ -142,53 +146,123 @@ def _tp_ok(tp: int, model: ModelFacts, pool: PoolFacts) -> bool:
     return (heads is None or heads % tp == 0) and not (even and tp % 2)
 
 
-def _auto(
-    s: ModelServing,
-    p: Placement,
-    model: ModelFacts,
-    pool: PoolFacts,
-    util: float,
-    max_len: int | None,
-) -> tuple[int, int, int] | Issue:
-    """Smallest tensor parallel that fits one node; else whole nodes with pipeline = nodes."""
+class _Context(NamedTuple):  # a tuple: made once per placement, 10,000 times per render
+    """What sizing one placement depends on besides its layout."""
+
+    s: ModelServing
+    model: ModelFacts
+    pool: PoolFacts
+    template: DeployTemplate
+    engine: catalog.Engine
+    util: float
+    max_len: int | None
+    weights: float  # GiB: the same on every layout, computed once
+    kv: float | None
+
+    def fit(self, devices: int, pool: PoolFacts | None = None) -> MemoryFit:
+        per_device = (pool or self.pool).memory_per_device_gib
+        return MemoryFit(
+            self.weights, self.kv, OVERHEAD_GIB_PER_DEVICE * devices, devices * per_device * self.util
+        )
+
+
+def _auto_layout(c: _Context, pool: PoolFacts) -> tuple[int, int, int, int] | None:
+    """(tensor, pipeline, nodes, devices per pod): the smallest tensor parallel that fits one node;
+    else the fewest whole nodes, split the engine's way (SGLang: tensor parallel across them; vLLM:
+    tensor parallel per node, pipeline across nodes). None when nothing on `pool` fits."""
     per_node = pool.spec.devices_per_node
     for tp in _divisors(per_node):
-        if _tp_ok(tp, model, pool) and memory_fit(model, s, tp, pool, util, max_len).fits:
-            return tp, 1, 1
-    usable = [d for d in _divisors(per_node) if _tp_ok(d, model, pool)]
-    if not usable:
-        return Issue(
-            "",
-            f"no tensor parallel size suits both the model's {model.num_attention_heads} attention heads "
-            f"and {pool.family} devices (divisors of {per_node}, in pairs when required); set parallelism",
-        )
+        if _tp_ok(tp, c.model, pool) and c.fit(tp, pool).fits:
+            return tp, 1, 1, tp
+    usable = [d for d in _divisors(per_node) if _tp_ok(d, c.model, pool)]
+    if not usable or not c.engine.multi_node:
+        return None
     tp = max(usable)
     for nodes in range(2, pool.spec.node_count + 1):
-        if memory_fit(model, s, tp * nodes, pool, util, max_len).fits:
-            return tp, nodes, nodes
-    # What multi-node can use: `tp` devices on every node (fewer than all when the heads forbid more).
-    whole = memory_fit(model, s, tp * pool.spec.node_count, pool, util, max_len)
-    limit = f" at tensor parallel {tp} per node" if tp < per_node else ""
-    return Issue(
-        "",
-        f"does not fit even on all {pool.spec.node_count} nodes of pool {pool.name!r}{limit}: needs "
-        f"{whole.required_gib:.1f} GiB, {pool.spec.node_count * tp} x "
-        f"{pool.memory_per_device_gib:g} GiB x {util:g} = {whole.budget_gib:.1f} GiB "
-        f"(short by {-whole.headroom_gib:.1f} GiB)",
-    )
+        if not c.fit(tp * nodes, pool).fits:
+            continue
+        if c.engine.auto_multi_node == "tensor" and tp == per_node and _tp_ok(tp * nodes, c.model, pool):
+            return tp * nodes, 1, nodes, tp
+        return tp, nodes, nodes, tp
+    return None
 
 
-def _explicit(par: Parallelism, pool: PoolFacts, model: ModelFacts) -> tuple[int, int] | Issue:
+def _longest_fitting_len(c: _Context, devices: int) -> int | None:
+    """The longest max_model_len whose KV cache still fits `devices`, in steps of 1024."""
+    per_token = c.model.kv_bytes_per_token
+    if per_token is None or c.max_len is None:
+        return None
+    fit = c.fit(devices)
+    room = fit.budget_gib - fit.weights_gib - fit.overhead_gib
+    longest = int(room * GIB / per_token) // 1024 * 1024
+    return longest if 1024 <= longest < c.max_len else None
+
+
+def _fewest_nodes(c: _Context) -> int | None:
+    """Whole nodes of the pool's shape one replica would need, at most 64 (pipeline/tensor split)."""
+    per_node = c.pool.spec.devices_per_node
+    usable = [d for d in _divisors(per_node) if _tp_ok(d, c.model, c.pool)]
+    if not usable:
+        return None
+    tp = max(usable)
+    return next((n for n in range(2, 65) if c.fit(tp * n).fits), None)
+
+
+def _fixes(c: _Context, fleet: Fleet, devices: int, region: str) -> str:
+    """What would make a placement that does not fit fit, with numbers."""
+    fixes: list[str] = []
+    longest = _longest_fitting_len(c, devices)
+    if longest is not None:
+        fixes.append(f"max_model_len {longest} (or shorter) fits these {devices} devices")
+    layout = _auto_layout(c, c.pool)
+    if layout is not None and layout[0] * layout[1] != devices:
+        tp, pp, nodes, _ = layout
+        where = f" on {nodes} nodes" if nodes > 1 else ""
+        fixes.append(f"parallelism: auto fits it (tensor {tp} x pipeline {pp}{where})")
+    elif layout is None and c.engine.multi_node:
+        fewest = _fewest_nodes(c)
+        if fewest is not None:
+            have = c.pool.spec.node_count
+            fixes.append(f"{fewest} nodes per replica would fit (pool {c.pool.name} has {have})")
+    elif layout is None:
+        fixes.append(f"{c.engine.display_name} runs on one node: a vLLM or SGLang template can span nodes")
+    others = []
+    for name, other in fleet.pools.items():
+        if other is c.pool or other.spec.region != region:
+            continue
+        if capability.check(c.model, c.s, c.template, other, "", fleet.pools):
+            continue  # its hardware cannot run this checkpoint or quantization
+        layout = _auto_layout(c, other)
+        if layout is not None:
+            tp, pp, nodes, _ = layout
+            where = f" on {nodes} nodes" if nodes > 1 else ""
+            others.append(f"{name} (tensor {tp} x pipeline {pp}{where})")
+    if others:
+        more = f" (and {len(others) - 3} more)" if len(others) > 3 else ""
+        fixes.append(f"pool {' or '.join(others[:3])}{more} of region {region} fits it")
+    return f"; fixes: {'; '.join(fixes)}" if fixes else ""
+
+
+def _explicit(par: Parallelism, c: _Context) -> tuple[int, int] | Issue:
     """(nodes, devices per pod) for explicit parallelism, or what is inconsistent about it."""
+    pool, model = c.pool, c.model
     per_node = pool.spec.devices_per_node
     devices = par.tensor * par.pipeline * par.data
-    if par.tensor > per_node:
+    across = par.tensor > per_node
+    if across and not c.engine.tensor_across_nodes:
         return Issue(
             "tensor",
-            f"tensor parallel {par.tensor} is more than the {per_node} devices of a node; "
-            "split across nodes with pipeline instead",
+            f"tensor parallel {par.tensor} is more than the {per_node} devices of a node and "
+            f"{c.engine.display_name} does not split tensor parallel across nodes; use tensor "
+            f"{per_node} x pipeline {-(-par.tensor // per_node)}",
         )
-    if per_node % par.tensor:
+    if across and par.tensor % per_node:
+        return Issue(
+            "tensor",
+            f"tensor parallel {par.tensor} across nodes must be a multiple of the {per_node} devices "
+            f"of a node (e.g. {per_node * -(-par.tensor // per_node)})",
+        )
+    if not across and per_node % par.tensor:
         return Issue("tensor", f"tensor parallel {par.tensor} does not divide {per_node} devices per node")
     if model.num_attention_heads is not None and model.num_attention_heads % par.tensor:
         return Issue(
@@ -208,6 +282,12 @@ def _explicit(par: Parallelism, pool: PoolFacts, model: ModelFacts) -> tuple[int
             "nodes",
             f"{per_pod} devices per node needed but pool {pool.name!r} nodes have {per_node}",
         )
+    if across and per_pod != per_node:
+        return Issue(
+            "nodes",
+            f"tensor parallel across nodes takes every device of each node: {devices // per_node} "
+            f"nodes of {per_node}, not {nodes}",
+        )
     if pool.vendor.families[pool.family].even_devices and per_pod % 2:
         return Issue("tensor", f"{pool.family} devices are allocated in pairs; {per_pod} per pod is odd")
     return nodes, per_pod
@@ -226,31 +306,34 @@ def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> Plac
             f"{path}.max_model_len",
             f"{s.max_model_len} is longer than the model's {model.max_position_embeddings} positions",
         )
+    kv = model.kv_bytes_per_token * max_len / GIB if model.kv_bytes_per_token and max_len else None
+    engine = catalog.engines()[template.engine]
+    c = _Context(s, model, pool, template, engine, util, max_len, weights_gib(model, s), kv)
     par = s.parallelism_on(p)
     if par == "auto":
-        chosen = _auto(s, p, model, pool, util, max_len)
-        if isinstance(chosen, Issue):
-            return Issue(at, chosen.message)
-        tp, pp, nodes = chosen
-        dp, per_pod = 1, tp
+        chosen = _auto_layout(c, pool)
+        if chosen is None:
+            return Issue(at, _auto_refusal(c) + _fixes(c, fleet, _most_devices(c), p.region))
+        tp, pp, nodes, per_pod = chosen
+        dp = 1
         mode: Literal["auto", "explicit"] = "auto"
     else:
-        layout = _explicit(par, pool, model)
+        layout = _explicit(par, c)
         where = f"{at}.parallelism" if p.parallelism is not None else f"{path}.parallelism"
         if isinstance(layout, Issue):
             return Issue(f"{where}.{layout.path}", layout.message)
         nodes, per_pod = layout
         tp, pp, dp = par.tensor, par.pipeline, par.data
         mode = "explicit"
-    fit = memory_fit(model, s, per_pod * nodes, pool, util, max_len)
+    fit = c.fit(per_pod * nodes)
     if not fit.fits:
-        kv = f" + KV cache {fit.kv_cache_gib:.1f}" if fit.kv_cache_gib is not None else ""
+        cache = f" + KV cache {fit.kv_cache_gib:.1f}" if fit.kv_cache_gib is not None else ""
         return Issue(
             at,
-            f"model needs {fit.required_gib:.1f} GiB per replica (weights {fit.weights_gib:.1f}{kv} "
+            f"model needs {fit.required_gib:.1f} GiB per replica (weights {fit.weights_gib:.1f}{cache} "
             f"+ overhead {fit.overhead_gib:.1f}) but {per_pod * nodes} x "
             f"{pool.memory_per_device_gib:g} GiB x {util:g} = {fit.budget_gib:.1f} GiB is available "
-            f"(short by {-fit.headroom_gib:.1f} GiB)",
+            f"(short by {-fit.headroom_gib:.1f} GiB)" + _fixes(c, fleet, per_pod * nodes, p.region),
         )
     if nodes > 1:
         region = fleet.regions[p.region]
@@ -260,6 +343,9 @@ def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> Plac
                 f"needs {nodes} nodes per replica but region {p.region!r} has no LeaderWorkerSet "
                 "controller (controllers.leader_worker_set)",
             )
+    size = pod_size(pool, per_pod)
+    if isinstance(size, Issue):
+        return Issue(f"pools[{pool.name}].{size.path}", f"{at}: {size.message}")
     return PlacementPlan(
         serving=s.name,
         index=index,
@@ -275,6 +361,35 @@ def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> Plac
         max_model_len=max_len,
         memory_utilization=util,
         chosen=mode,
+        size=size,
+    )
+
+
+def _most_devices(c: _Context) -> int:
+    """What auto layout could use at most: every node, at the largest usable tensor parallel."""
+    per_node = c.pool.spec.devices_per_node
+    usable = [d for d in _divisors(per_node) if _tp_ok(d, c.model, c.pool)] or [per_node]
+    return max(usable) * (c.pool.spec.node_count if c.engine.multi_node else 1)
+
+
+def _auto_refusal(c: _Context) -> str:
+    pool, per_node = c.pool, c.pool.spec.devices_per_node
+    if not any(_tp_ok(d, c.model, pool) for d in _divisors(per_node)):
+        return (
+            f"no tensor parallel size suits both the model's {c.model.num_attention_heads} attention "
+            f"heads and {pool.family} devices (divisors of {per_node}, in pairs when required); set "
+            "parallelism"
+        )
+    devices = _most_devices(c)
+    whole = c.fit(devices)
+    usable = [d for d in _divisors(per_node) if _tp_ok(d, c.model, pool)]
+    limit = f" at tensor parallel {max(usable)} per node" if max(usable) < per_node else ""
+    span = f"all {pool.spec.node_count} nodes" if c.engine.multi_node else "one node"
+    return (
+        f"does not fit even on {span} of pool {pool.name!r}{limit}: needs "
+        f"{whole.required_gib:.1f} GiB, {devices} x "
+        f"{pool.memory_per_device_gib:g} GiB x {c.util:g} = {whole.budget_gib:.1f} GiB "
+        f"(short by {-whole.headroom_gib:.1f} GiB)"
     )
 
 
@@ -317,6 +432,14 @@ def plan_fleet(fleet: Fleet) -> FleetPlan:
                 Issue(
                     f"pools[{name}]",
                     f"autoscalers at their maximum would ask for {use.peak} of {use.capacity} devices",
+                )
+            )
+        if name in users and sharing.unknown(pool):
+            warnings.append(
+                Issue(
+                    f"pools[{name}].sharing",
+                    f"HAMi's memory resource for {pool.vendor.display_name} is not known: pods get whole "
+                    "vGPUs without the planner's memory slice; add hami_shares to the vendor catalog",
                 )
             )
     if issues:

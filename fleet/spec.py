@@ -10,12 +10,22 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+# An image reference as the container runtime parses it (the distribution/reference grammar):
+# [host[:port]/]path[:tag][@digest], path components lower-case. A reference the kubelet cannot parse
+# fails only when the pod is created, so it is refused here, with the stack path.
+_HOST_PART = r"[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?"
+_IMAGE_HOST = rf"(?:{_HOST_PART}(?:\.{_HOST_PART})*(?::[0-9]+)?/)?"
+_IMAGE_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+IMAGE_REF = re.compile(
+    rf"^{_IMAGE_HOST}{_IMAGE_PATH}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{{32,}})?$"
+)
+RESOURCE_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 
 
 class Frozen(BaseModel):
@@ -44,6 +54,18 @@ def _check_env(env: EnvMap) -> EnvMap:
     return env
 
 
+def _check_image(value: str) -> str:
+    if not IMAGE_REF.match(value) or len(value) > 1024:
+        raise ValueError(
+            f"{value!r} is not an image reference: [registry[:port]/]name[:tag][@sha256:digest], "
+            "with a lower-case name and no spaces (e.g. docker.io/vllm/vllm-openai:v0.33.0)"
+        )
+    return value
+
+
+Image = Annotated[str, AfterValidator(_check_image)]
+
+
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
     for key, value in labels.items():
         if not LABEL_KEY.match(key):
@@ -54,6 +76,13 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------- region
+
+
+class SecretKey(Frozen):
+    """One key of a Kubernetes Secret in the region's namespace (created by ops, never by the stack)."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
 
 
 class ClusterAccess(Frozen):
@@ -101,12 +130,31 @@ class ModelStore(Frozen):
         "AWS_SECRET_ACCESS_KEY; never the keys themselves"
     )
     cache: ModelCache = ModelCache(host_path="/data/modelfleet/models")
-    sync_image: str = "docker.io/peakcom/s5cmd:v2.3.0"
+    sync_image: Image = "docker.io/peakcom/s5cmd:v2.3.0"
 
     @field_validator("prefix")
     @classmethod
     def _strip_slashes(cls, value: str) -> str:
         return value.strip("/")
+
+
+class ModelHub(Frozen):
+    """How the region fetches `hf://` and `modelscope://` sources: from the hub, or a mirror of it."""
+
+    image: Image | None = Field(
+        default=None,
+        description="image with huggingface_hub (hf://) and modelscope (modelscope://) installed; the "
+        "engine image has huggingface_hub",
+    )
+    hf_endpoint: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/]+", description="HF_ENDPOINT, e.g. https://hf-mirror.com"
+    )
+    modelscope_endpoint: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/]+", description="MODELSCOPE_ENDPOINT (full URL)"
+    )
+    token_secret: SecretKey | None = Field(
+        default=None, description="Secret key holding the hub token (HF_TOKEN / MODELSCOPE_API_TOKEN)"
+    )
 
 
 class Controllers(Frozen):
@@ -135,6 +183,7 @@ class Region(Frozen):
     local: LocalRuntime | None = Field(default=None, description="local regions only")
     namespace: str = "modelfleet"
     model_store: ModelStore
+    model_hub: ModelHub = ModelHub()
     gateway_domain: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     controllers: Controllers = Controllers()
     prometheus_url: str | None = Field(
@@ -174,6 +223,36 @@ class NodeCount(Frozen):
         return self
 
 
+class PoolNetwork(Frozen):
+    """How the members of a multi-node replica reach each other; rendered on every member."""
+
+    interface: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:^,-]+$",
+        description="NIC for NCCL/GLOO/HCCL/TP sockets (eth0, net1, bond0); the vendor's default otherwise",
+    )
+    rdma_resource: str | None = Field(
+        default=None,
+        pattern=RESOURCE_NAME,
+        description="RDMA device plugin resource, e.g. rdma/hca_shared_devices_a or rdma/roce_gdr",
+    )
+    rdma_count: int = Field(default=1, ge=1, le=64, description="RDMA devices per pod")
+    ib_hca: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:,^=-]+$", description="NCCL_IB_HCA")
+    ib_gid_index: int | None = Field(default=None, ge=0, le=255, description="NCCL_IB_GID_INDEX (RoCEv2: 3)")
+    host_network: bool = Field(default=False, description="pods use the node's network namespace")
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="e.g. Multus k8s.v1.cni.cncf.io/networks: roce-p2"
+    )
+
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not LABEL_KEY.match(key):
+                raise ValueError(f"annotation key {key!r} is not a valid Kubernetes annotation key")
+        return value
+
+
 class GpuNodePool(Frozen):
     """One homogeneous set of accelerator nodes in one region."""
 
@@ -194,9 +273,25 @@ class GpuNodePool(Frozen):
     node_selector: dict[str, str] = Field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
     cpu_arch: Literal["amd64", "arm64"] = "amd64"
+    cpu_per_node: float | None = Field(
+        default=None, gt=0, le=4096, description="allocatable CPUs per node (pods are sized from it)"
+    )
+    memory_per_node_gib: float | None = Field(
+        default=None, gt=0, le=65536, description="allocatable memory per node, GiB"
+    )
+    hami_cores_percent: int | None = Field(
+        default=None, ge=1, le=100, description="HAMi pools: share of each device's cores a pod gets"
+    )
+    network: PoolNetwork = PoolNetwork()
 
     _name = field_validator("name")(_dns_label)
     _selector = field_validator("node_selector")(_check_labels)
+
+    @model_validator(mode="after")
+    def _cores_need_hami(self) -> GpuNodePool:
+        if self.hami_cores_percent is not None and self.sharing != "hami":
+            raise ValueError("hami_cores_percent is for pools with sharing: hami")
+        return self
 
     @property
     def vendor(self) -> str:
@@ -241,7 +336,7 @@ class DeployTemplate(Frozen):
         default=True,
         description="custom engines without a flag schema must say so explicitly (reported)",
     )
-    images: dict[str, str] = Field(
+    images: dict[str, Image] = Field(
         default={}, description="image per 'vendor' or 'vendor/family'; catalog default otherwise"
     )
     args: tuple[str, ...] = ()
@@ -270,17 +365,66 @@ class DeployTemplate(Frozen):
 # ------------------------------------------------------------------------------- model serving
 
 
-class ModelSource(Frozen):
-    """A model outside the catalog: where its weights are and what the planner needs to size it."""
+Quantization = Literal["fp8", "awq", "gptq", "w8a8", "w4a16", "ascend", "compressed-tensors"]
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+SOURCE_URI = re.compile(r"^(s3|hf|modelscope|pvc)://([^\s/@]+)(/[^\s@]*)?(@[^\s/@]+)?$")
 
-    uri: str = Field(pattern=r"^(s3|hf|pvc)://\S+$")
+
+class ModelSource(Frozen):
+    """A model outside the catalog: where its weights are and what the planner needs to size it.
+
+    `s3://bucket/path` is synced from the region's store endpoint; `pvc://claim/path` is mounted
+    read-only; `hf://org/name[@revision]` and `modelscope://org/name[@revision]` are fetched from the hub
+    (or the region's mirror)."""
+
+    uri: str = Field(
+        description="s3://bucket/path, pvc://claim/path, hf://org/name[@rev], modelscope://org/name[@rev]"
+    )
     params_b: float = Field(gt=0, description="parameters, in billions")
     dtype: Literal["bfloat16", "float16", "float32", "fp8", "int8", "int4"]
+    quantization: Quantization | None = Field(
+        default=None, description="the checkpoint's quant_method; fp8 weights imply fp8"
+    )
     num_layers: int | None = Field(default=None, ge=1)
     num_attention_heads: int | None = Field(default=None, ge=1)
     num_kv_heads: int | None = Field(default=None, ge=1)
     head_dim: int | None = Field(default=None, ge=1)
     max_position_embeddings: int | None = Field(default=None, ge=1)
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        match = SOURCE_URI.match(value)
+        if match is None:
+            raise ValueError(
+                f"{value!r} is not a model source: use s3://bucket/path, pvc://claim/path, "
+                "hf://org/name[@revision] or modelscope://org/name[@revision]"
+            )
+        scheme, _, path, revision = match.groups()
+        if scheme in ("hf", "modelscope") and (not path or path.count("/") != 1 or path == "/"):
+            raise ValueError(f"{value!r}: a hub source is {scheme}://<org>/<name>[@revision]")
+        if scheme in ("s3", "pvc") and revision:
+            raise ValueError(f"{value!r}: only hub sources take an @revision")
+        return value
+
+    @model_validator(mode="after")
+    def _weights_format(self) -> ModelSource:
+        if self.dtype in ("int8", "int4") and self.quantization in (None, "fp8"):
+            raise ValueError(
+                f"{self.dtype} weights come in a quantization format: set quantization "
+                "(awq, gptq, compressed-tensors, w8a8, ascend, w4a16)"
+            )
+        if self.quantization == "fp8" and self.dtype != "fp8":
+            raise ValueError("an fp8 checkpoint holds fp8 weights: set dtype: fp8")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.split("://", 1)[0]
+
+    @property
+    def checkpoint_quantization(self) -> Quantization | None:
+        return "fp8" if self.quantization is None and self.dtype == "fp8" else self.quantization
 
 
 class Parallelism(Frozen):
@@ -315,10 +459,6 @@ class Autoscaling(Frozen):
         return self
 
 
-Quantization = Literal["fp8", "awq", "gptq", "w8a8", "w4a16", "ascend", "compressed-tensors"]
-Dtype = Literal["auto", "bfloat16", "float16", "float32"]
-
-
 class ModelServing(Frozen):
     name: str
     workspace: str = "platform"
@@ -332,10 +472,13 @@ class ModelServing(Frozen):
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     extra_args: tuple[str, ...] = ()
     env: EnvMap = Field(default_factory=dict)
+    secret_env: dict[str, SecretKey] = Field(
+        default_factory=dict, description="env from Secret keys (API keys, hub tokens): never plain values"
+    )
     autoscaling: Autoscaling | None = None
     public_model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][-A-Za-z0-9._:/]*$")
 
-    _env = field_validator("env")(_check_env)
+    _env = field_validator("env", "secret_env")(_check_env)
 
     @field_validator("name")
     @classmethod
@@ -361,13 +504,6 @@ class ModelServing(Frozen):
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 
 
-class SecretKey(Frozen):
-    """One key of a Kubernetes Secret in the region's namespace (created by ops, never by the stack)."""
-
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
-    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
-
-
 class GatewayAutoscaling(Frozen):
     """A HorizontalPodAutoscaler on CPU: the gateway is CPU-bound (parsing, relaying, metering)."""
 
@@ -388,7 +524,7 @@ class Gateway(Frozen):
     """The MaaS gateway (`python -m gateway`) on each region's cluster, several replicas
     sharing limits through Redis and writing usage to the portal's database."""
 
-    image: str = Field(pattern=r"^[^\s]+$", description="the Modelfleet portal image")
+    image: Image = Field(description="the Modelfleet portal image")
     regions: tuple[str, ...] | None = Field(
         default=None, description="where to run it; default: every region"
     )

@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from fleet import catalog
+from fleet import capability, catalog, secrets, sources, validation
 from fleet.errors import Issue, SpecError
 from fleet.gcpause import collector_paused
 from fleet.spec import DeployTemplate, GpuNodePool, ModelServing, ModelSource, Platform, Region
@@ -42,6 +42,7 @@ class ModelFacts:
     id: str
     params_b: float
     dtype: str
+    quantization: str | None  # the checkpoint's format (quant_method); None for 16-bit weights
     uri: str
     num_layers: int | None
     num_attention_heads: int | None
@@ -61,23 +62,11 @@ class Fleet:
     models: dict[str, ModelFacts] = field(default_factory=dict)  # by serving name
 
 
-def _loc_path(prefix: str, loc: Sequence[int | str]) -> str:
-    out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
 def _validate(model: type[M], raw: Any, path: str, issues: list[Issue]) -> M | None:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            # Union members (model: str | ModelSource) add their type name to the location.
-            loc = [p for p in err["loc"] if p not in ("str", "ModelSource", "Parallelism", "int")]
-            loc = [p for p in loc if not (isinstance(p, str) and p.startswith(("literal[", "function-")))]
-            msg = err["msg"].removeprefix("Value error, ")
-            issues.append(Issue(_loc_path(path, loc), msg))
+        issues += validation.issues_from(exc, model, path)
         return None
 
 
@@ -146,6 +135,12 @@ def _kv_bytes_per_token(m: catalog.CatalogModel) -> int:
     return 2 * m.num_layers * m.num_kv_heads * m.head_dim * 2
 
 
+def source_id(uri: str) -> str:
+    """The folder name a source's weights get under the model path: its last path part, without
+    the revision, lower-case (`hf://Qwen/Qwen3-8B@main` -> `qwen3-8b`)."""
+    return uri.split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1].lower()
+
+
 def model_facts(serving: ModelServing, path: str, issues: list[Issue]) -> ModelFacts | None:
     model = serving.model
     if isinstance(model, ModelSource):
@@ -153,9 +148,10 @@ def model_facts(serving: ModelServing, path: str, issues: list[Issue]) -> ModelF
         if model.num_layers and model.num_kv_heads and model.head_dim:
             kv = 2 * model.num_layers * model.num_kv_heads * model.head_dim * 2
         return ModelFacts(
-            id=model.uri.rsplit("/", 1)[-1].lower(),
+            id=source_id(model.uri),
             params_b=model.params_b,
             dtype=model.dtype,
+            quantization=model.checkpoint_quantization,
             uri=model.uri,
             num_layers=model.num_layers,
             num_attention_heads=model.num_attention_heads,
@@ -172,6 +168,7 @@ def model_facts(serving: ModelServing, path: str, issues: list[Issue]) -> ModelF
         id=model,
         params_b=entry.params_b,
         dtype=entry.dtype,
+        quantization=entry.quantization or ("fp8" if entry.dtype == "fp8" else None),
         uri=entry.source,
         num_layers=entry.num_layers,
         num_attention_heads=entry.num_attention_heads,
@@ -194,6 +191,10 @@ def _check_serving(
 ) -> ModelFacts | None:
     if s.template not in fleet.templates and s.template not in declared["templates"]:
         issues.append(Issue(f"{path}.template", f"unknown deploy template {s.template!r}"))
+    if s.env or s.extra_args:
+        issues += secrets.serving_issues(s, path)
+    model = model_facts(s, path, issues)
+    template = fleet.templates.get(s.template)
     seen_pools: set[str] = set()
     for i, p in enumerate(s.placements):
         at = f"{path}.placements[{i}]"
@@ -231,7 +232,14 @@ def _check_serving(
             issues.append(
                 Issue(f"{path}.autoscaling", f"region {p.region!r} sets no prometheus_url to scale on")
             )
-    return model_facts(s, path, issues)
+        plain = (
+            s.quantization is None and s.dtype in (None, "auto") and (model is None or not model.quantization)
+        )
+        if not plain and model and template and pool and pool.spec.region == p.region:
+            issues += capability.check(model, s, template, pool, path, fleet.pools)
+        if region is not None and template is not None and isinstance(s.model, ModelSource):
+            issues += sources.check(s, template, region, path)
+    return model
 
 
 def check_serving(fleet: Fleet, path: str, raw: Any) -> tuple[ModelServing, ModelFacts]:
@@ -268,7 +276,10 @@ def build_fleet(
         facts = _pool_facts(path, pool, issues)
         if facts is not None:
             pools[pool.name] = facts
-    templates = {t.name: t for _, t in _named(DeployTemplate, config.get("templates"), "templates", issues)}
+    templates: dict[str, DeployTemplate] = {}
+    for path, t in _named(DeployTemplate, config.get("templates"), "templates", issues):
+        issues += secrets.template_issues(t, path)
+        templates[t.name] = t
     if not regions and not any(i.path.startswith("regions") for i in issues):
         issues.append(Issue("regions", "a stack needs at least one region"))
     gateway_regions = platform.gateway.regions if platform.gateway and platform.gateway.regions else ()

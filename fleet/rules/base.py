@@ -26,7 +26,6 @@ DEFAULT_REGISTRIES = (
     "registry.k8s.io",
     "swr.*.myhuaweicloud.com",
 )
-SECRET_WORDS = ("KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +128,8 @@ RULES: dict[str, Rule] = {
             "mandatory",
             "resource",
             "Environment variables named like keys, tokens, secrets or passwords come from a Secret "
-            "(valueFrom.secretKeyRef), never a plain value.",
+            "(valueFrom.secretKeyRef), never a plain value; no env value or command-line argument "
+            "holds a credential (an API key, a hub token, a private key) under any name.",
             allowedNames={
                 "type": "array",
                 "items": {"type": "string"},

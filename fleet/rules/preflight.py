@@ -112,7 +112,8 @@ def plan_findings(
                 f"tensor {p.tensor} x pipeline {p.pipeline} x data {p.data} is not the replica's "
                 f"{p.devices_per_replica} devices; fix the serving's parallelism"
             )
-        if per_node % p.tensor:
+        across = p.nodes > 1 and p.tensor % p.devices_per_pod == 0 and p.devices_per_pod == per_node
+        if per_node % p.tensor and not across:
             messages.append(
                 f"tensor parallel {p.tensor} does not divide the {per_node} devices per node of pool "
                 f"{p.pool}; pick a divisor of {per_node}"

@@ -8,21 +8,19 @@ does not concern (a Service for a pod rule, a provider) give no message.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from fnmatch import fnmatch
 from typing import Any
 
-from fleet import catalog
+from fleet import catalog, secrets
 from fleet.rules import pods
-from fleet.rules.base import SECRET_WORDS, per_workspace
+from fleet.rules.base import per_workspace
 from fleet.rules.pods import LABEL, Obj
 
 Check = Callable[[Obj, Mapping[str, Any]], list[str]]
 OWNERSHIP = ("workspace", "serving", "region")
 SERVING_KINDS = (*pods.WORKLOAD_KINDS, "Service", "PodDisruptionBudget", "ScaledObject", "ConfigMap")
 GROUP_RESTART = "RecreateGroupOnPodRestart"
-_SECRET_NAME = re.compile(r"(^|_)(" + "|".join(SECRET_WORDS) + r")S?(_|$)|API_?KEY")
 
 
 def _display(vendor: str | None) -> str:
@@ -112,10 +110,13 @@ def parallelism_layout(obj: Obj, cfg: Mapping[str, Any]) -> list[str]:
             f"devices but a replica holds {total} ({size} pod(s) x {per_pod}); make the serving's "
             "parallelism match the devices (or drop the parallelism flags from extra_args)"
         )
-    if per_pod % lay.tensor:
+    # Tensor parallel either divides a node's devices or spans whole nodes (SGLang's --tp 16 on 2 x 8).
+    across = size > 1 and lay.tensor > per_pod and lay.tensor % per_pod == 0
+    if per_pod % lay.tensor and not across:
+        whole = f" (or a multiple of {per_pod}, spanning whole nodes)" if size > 1 else ""
         out.append(
             f"{subject}: tensor parallel {lay.tensor} does not divide the {per_pod} devices of each node; "
-            f"use a tensor parallel size that divides {per_pod} and split the rest with pipeline"
+            f"use a tensor parallel size that divides {per_pod} and split the rest with pipeline{whole}"
         )
     if lay.nnodes is not None and lay.nnodes != size:
         out.append(
@@ -218,29 +219,39 @@ def image_digest(obj: Obj, cfg: Mapping[str, Any]) -> list[str]:
 
 
 def is_secret_name(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name.upper()))
+    return secrets.is_secret_name(name)
 
 
 def no_plain_secrets(obj: Obj, cfg: Mapping[str, Any]) -> list[str]:
+    """Secrets by name and by value, in env and on the command line (fleet.secrets)."""
     allowed = {str(n) for n in pods.seq(cfg.get("allowedNames"))}
     out: list[str] = []
     for template in pods.pod_templates(obj):
         for c in pods.containers(template.spec, init=True):
+            where_c = f"{pods.describe(obj)}: {template.where(c)}"
             for env in map(pods.mapping, pods.seq(c.get("env"))):
                 name = str(env.get("name") or "")
-                if name in allowed or not is_secret_name(name):
+                if name in allowed:
                     continue
-                where = f"{pods.describe(obj)}: {template.where(c)} env {name}"
+                where = f"{where_c} env {name}"
                 fix = (
                     f"store it in a Secret and use valueFrom.secretKeyRef (or add {name} to "
                     "no-plain-secrets.allowedNames if it is not a secret)"
                 )
+                value = env.get("value")
                 source = pods.mapping(env.get("valueFrom"))
-                if env.get("value") not in (None, ""):
+                if is_secret_name(name) and value not in (None, ""):
                     out.append(f"{where} holds a plain value; {fix}")
-                elif source and "secretKeyRef" not in source:
-                    kind = next(iter(source), "?")
-                    out.append(f"{where} comes from {kind}, which is not for secrets; {fix}")
+                elif is_secret_name(name) and source and "secretKeyRef" not in source:
+                    origin = next(iter(source), "?")
+                    out.append(f"{where} comes from {origin}, which is not for secrets; {fix}")
+                elif isinstance(value, str) and (shape := secrets.secret_kind(value)) is not None:
+                    out.append(f"{where} holds what looks like {shape}; {fix}")
+            argv = [str(t) for t in pods.seq(c.get("command")) + pods.seq(c.get("args"))]
+            out += [
+                f"{where_c} command line: {problem.replace(secrets.FIX, 'store it in a Secret')}"
+                for problem in secrets.argv_secrets(argv)
+            ]
     return out
 
 

@@ -140,12 +140,15 @@ def test_deepseek_r1_goes_multi_node_with_pipeline_equal_to_nodes(nvidia_h100_80
 
 
 def test_refusal_states_the_shortfall_in_gib(ascend_310p_x4: Hardware) -> None:
-    fleet = f.on(
-        ascend_310p_x4, f.serving(model="deepseek-r1", pool=ascend_310p_x4.pool_name, template="vllm-011")
+    serving = f.serving(
+        model="llama-3.1-70b-instruct",
+        pool=ascend_310p_x4.pool_name,
+        template="vllm-011",
+        max_model_len=131072,
     )
-    [issue] = plan_error(fleet).issues
+    [issue] = plan_error(f.on(ascend_310p_x4, serving)).issues
     devices = 2 * 4
-    short = required_gib("deepseek-r1", devices, 8192) - budget_gib(ascend_310p_x4, devices)
+    short = required_gib("llama-3.1-70b-instruct", devices, 131072) - budget_gib(ascend_310p_x4, devices)
     assert issue.path == "servings[chat].placements[0]"
     assert "does not fit even on all 2 nodes of pool 'ascend-310p-x4'" in issue.message
     assert f"(short by {short:.1f} GiB)" in issue.message

@@ -40,14 +40,39 @@ def test_unknown_field_is_reported_at_its_nested_path() -> None:
     config = f.config()
     config["pools"][0]["taints"] = [{"key": "dedicated", "efect": "NoSchedule"}]
     issues = spec_issues(config)
-    assert "Extra inputs are not permitted" in message_at(issues, f"pools[{H100}].taints[0].efect")
+    assert (
+        message_at(issues, f"pools[{H100}].taints[0].efect")
+        == "unknown field 'efect'; did you mean 'effect'?"
+    )
 
 
 def test_unknown_field_in_a_placement() -> None:
     serving = f.serving()
     serving["placements"][0]["replica"] = 2
     issues = spec_issues(f.config(), serving)
-    assert "not permitted" in message_at(issues, "servings[chat].placements[0].replica")
+    # One mistake, one issue: not also "placements should have at least 1 item".
+    assert issues == [
+        Issue("servings[chat].placements[0].replica", "unknown field 'replica'; did you mean 'replicas'?")
+    ]
+
+
+def test_unknown_field_without_a_close_match_lists_the_fields() -> None:
+    serving = f.serving()
+    serving["placements"][0]["zzz"] = 2
+    [issue] = spec_issues(f.config(), serving)
+    assert issue.message.startswith("unknown field 'zzz'; expected one of: parallelism, pool, region,")
+
+
+def test_a_model_source_typo_is_one_issue_at_the_source() -> None:
+    source = {"uri": "s3://models/acme-13b", "params_b": 13, "dtyp": "bfloat16"}
+    issues = spec_issues(f.config(), f.serving(model=source))
+    assert issues == [Issue("servings[chat].model.dtyp", "unknown field 'dtyp'; did you mean 'dtype'?")]
+
+
+def test_a_model_of_the_wrong_type_is_one_issue() -> None:
+    [issue] = spec_issues(f.config(), f.serving(model=42))
+    assert issue.path == "servings[chat].model"
+    assert issue.message.startswith("Input should be a valid string, or ")
 
 
 @pytest.mark.parametrize(
@@ -136,7 +161,7 @@ def test_model_outside_the_catalog_with_a_source_is_accepted() -> None:
 def test_model_source_with_bad_uri_is_reported_under_model() -> None:
     source = {"uri": "ftp://models/acme-13b", "params_b": 13, "dtype": "bfloat16"}
     issues = spec_issues(f.config(), f.serving(model=source))
-    assert "should match pattern" in message_at(issues, "servings[chat].model.uri")
+    assert "is not a model source" in message_at(issues, "servings[chat].model.uri")
 
 
 def test_unknown_vendor() -> None:

@@ -1,13 +1,13 @@
 """The offline check end to end: the real Pulumi program under mocks, the captured resources through the
 pack (the same policy objects `__main__.py` registers).
 
-`fixtures/stacks/Pulumi.broken.yaml` holds one deliberate mistake per mandatory policy. Seven come
+`fixtures/stacks/Pulumi.broken.yaml` holds one deliberate mistake per mandatory policy. Six come
 from stack fields that reach the manifests (a template image from an unlisted registry, a `:latest`
-image, a 60 s startup budget, a plain HF_TOKEN in a serving's env, a workspace outside its regions, a
-workspace over its device limit, one public model name on two engines). The other seven cannot come out
-of our renderer, so `broken_resources` makes them on the captured resources: another vendor's GPU
-resource, extra parallelism flags, a LeaderWorkerSet without its group restart policy, no /dev/shm, a
-missing probe, a missing ownership label, a default provider.
+image, a 60 s startup budget, a workspace outside its regions, a workspace over its device limit, one
+public model name on two engines). The other eight cannot come out of our renderer (the spec refuses a
+plain secret before anything renders), so `broken_resources` makes them on the captured resources:
+another vendor's GPU resource, extra parallelism flags, a LeaderWorkerSet without its group restart
+policy, no /dev/shm, a missing probe, a missing ownership label, a default provider, a plain HF_TOKEN.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ FROM_STACK_FIELDS = {
     ("image-registry", "untrusted-chat-east-h100-deployment"),
     ("image-pinned", "floating-chat-east-h100-deployment"),
     ("startup-budget", "hasty-chat-east-h100-deployment"),
-    ("no-plain-secrets", "token-chat-east-h100-deployment"),
     ("workspace-regions", "team-a-chat-west-l40s-deployment"),
     ("workspace-devices", ""),  # a stack-level violation: the workspace, not one resource
     ("public-model-name", "shared-vllm-east-h100-deployment"),
@@ -44,6 +43,7 @@ FROM_CAPTURE_EDITS = {
     ("shared-memory", "big-chat-east-h100-leaderworkerset"),
     ("ownership-labels", "clean-chat-east-h100-service"),
     ("explicit-provider", "clean-chat-east-h100-poddisruptionbudget"),
+    ("no-plain-secrets", "token-chat-east-h100-deployment"),
 }
 
 
@@ -79,7 +79,12 @@ def _label(props: dict[str, Any]) -> None:
     del props["metadata"]["labels"]["modelfleet.io/workspace"]
 
 
+def _plain_token(props: dict[str, Any]) -> None:
+    _container(props)["env"].append({"name": "HF_TOKEN", "value": "hf_plaintext_do_not_do_this"})
+
+
 EDITS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "token-chat-east-h100-deployment": _plain_token,
     "clean-chat-east-h100-deployment": _wrong_vendor,
     "layout-chat-east-h100-deployment": _layout_and_probe,
     "big-chat-east-h100-leaderworkerset": _group,

@@ -62,7 +62,8 @@ def test_spec_errors_come_with_their_yaml_path(demo: Rendering) -> None:
 
 def test_the_planner_refuses_what_does_not_fit(demo: Rendering) -> None:
     placements = [{"region": "cn-north", "pool": "north-br166"}]
-    [finding] = preflight(demo.fleet, request(model="deepseek-r1", placements=placements))
+    big = {"uri": "s3://models/big-400b", "params_b": 400, "dtype": "bfloat16"}
+    [finding] = preflight(demo.fleet, request(model=big, placements=placements))
     assert finding.rule == "plan"
     assert "does not fit even on all 1 nodes of pool 'north-br166'" in finding.message
 
@@ -82,9 +83,10 @@ def test_engine_flags_are_checked(demo: Rendering) -> None:
 
 
 def test_plain_secrets_are_refused(demo: Rendering, config: dict[str, Any]) -> None:
+    """By the spec, before anything renders: a plain secret never reaches a manifest."""
     [finding] = blocking(preflight(demo.fleet, request(env={"OPENAI_API_KEY": "sk-live"}), config))
-    assert finding.rule == "no-plain-secrets"
-    assert finding.message.startswith("Deployment modelfleet/my-chat-east-h100: container engine env OPENAI")
+    assert finding.rule == "spec" and finding.subject == "servings[my-chat].env.OPENAI_API_KEY"
+    assert "holds a plain value; keep it in a Kubernetes Secret and use secret_env" in finding.message
 
 
 def test_a_public_name_taken_by_another_engine_is_refused(demo: Rendering, config: dict[str, Any]) -> None:

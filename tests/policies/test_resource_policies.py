@@ -267,11 +267,11 @@ def test_startup_budget_floor_is_configurable(demo: Rendering) -> None:
 
 
 def test_startup_budget_scales_with_the_weights_per_node(demo: Rendering) -> None:
-    obj = workload(demo, *LWS)  # 625 GiB over two nodes
+    obj = workload(demo, *LWS)  # 687 GiB (FP8 + 10 % for scales) over two nodes
     assert run_resource_policy(v.startup_budget, obj) == []
     engine(obj)["startupProbe"]["failureThreshold"] = 40
     [message] = run_resource_policy(v.startup_budget, obj)
-    assert "gets 400s to start" in message and "needs 625s to load 312 GiB of weights per node" in message
+    assert "gets 400s to start" in message and "needs 688s to load 344 GiB of weights per node" in message
 
 
 # ------------------------------------------------------------------------------- workspace-regions

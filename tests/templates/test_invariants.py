@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from fleet.errors import IssuesError, RenderError
+from fleet import sharing
+from fleet.errors import IssuesError, RenderError, SpecError
 from fleet.flags import load_schema, validate_args
 from fleet.manifests import LWS_API
 from fleet.pipeline import RenderedPlacement, Rendering, build, render_fleet
@@ -78,17 +79,82 @@ def test_non_nvidia_pods_never_request_nvidia_gpus(rendered: Rendering) -> None:
 
 def test_accelerator_requests_equal_limits_on_the_pools_resource(rendered: Rendering) -> None:
     for p in rendered.placements:
-        resource = rendered.fleet.pools[p.plan.pool].resource_name
+        pool = rendered.fleet.pools[p.plan.pool]
         for role, pod in pods(p):
             resources = engine_container(pod)["resources"]
-            expected = {resource: str(p.plan.devices_per_pod)}
+            # The devices, and on HAMi pools the planner's slice of each (memory, cores).
+            expected = {pool.resource_name: str(p.plan.devices_per_pod), **sharing.shares(pool).resources}
             accel = {
                 section: {k: v for k, v in resources[section].items() if k.startswith(ACCELERATOR_RESOURCES)}
                 for section in ("requests", "limits")
             }
             assert accel == {"requests": expected, "limits": expected}, (p.plan.pool, role)
             for init in pod.get("initContainers", []):
-                assert not init.get("resources"), "the fetch container must not hold accelerators"
+                held = [
+                    k for s in init["resources"].values() for k in s if k.startswith(ACCELERATOR_RESOURCES)
+                ]
+                assert not held, "the fetch container must not hold accelerators"
+
+
+def test_every_pod_is_guaranteed(rendered: Rendering) -> None:
+    """Kubernetes' QoS rule: every container, init containers included, sets CPU and memory requests
+    equal to limits; one that does not makes the whole pod Burstable (or BestEffort)."""
+    for p in rendered.placements:
+        for role, pod in pods(p):
+            for c in pod["containers"] + pod.get("initContainers", []):
+                requests, limits = c["resources"]["requests"], c["resources"]["limits"]
+                for resource in ("cpu", "memory"):
+                    assert requests.get(resource) is not None, (p.plan.serving, role, c["name"], resource)
+                    assert requests[resource] == limits[resource], (p.plan.serving, role, c["name"], resource)
+
+
+def test_pod_memory_holds_its_shared_memory(rendered: Rendering) -> None:
+    for p in rendered.placements:
+        for _, pod in pods(p):
+            [shm] = [v for v in pod["volumes"] if v["name"] == "dshm"]
+            limit = int(engine_container(pod)["resources"]["limits"]["memory"].removesuffix("Gi"))
+            assert limit >= int(shm["emptyDir"]["sizeLimit"].removesuffix("Gi")) + 8
+
+
+def test_every_multi_node_member_carries_the_pools_network(rendered: Rendering) -> None:
+    for p in rendered.placements:
+        if not p.plan.multi_node:
+            continue
+        pool = rendered.fleet.pools[p.plan.pool]
+        net = pool.spec.network
+        for obj in p.objects:
+            if obj["kind"] != "LeaderWorkerSet":
+                continue
+            lwt = obj["spec"]["leaderWorkerTemplate"]
+            for template in (lwt["leaderTemplate"], lwt["workerTemplate"]):
+                pod, engine = template["spec"], engine_container(template["spec"])
+                env = {e["name"]: e.get("value") for e in engine["env"]}
+                if net.interface is not None:
+                    sockets = [k for k in env if k.endswith("_SOCKET_IFNAME")]
+                    assert sockets and all(env[k] == net.interface for k in sockets)
+                if net.rdma_resource is not None:
+                    assert engine["resources"]["limits"][net.rdma_resource] == str(net.rdma_count)
+                    assert engine["resources"]["requests"][net.rdma_resource] == str(net.rdma_count)
+                    assert "IPC_LOCK" in engine["securityContext"]["capabilities"]["add"]
+                if net.ib_gid_index is not None:
+                    assert env["NCCL_IB_GID_INDEX"] == str(net.ib_gid_index)
+                assert pod.get("hostNetwork", False) == net.host_network
+                if net.host_network:
+                    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+                annotations = template["metadata"].get("annotations", {})
+                assert net.pod_annotations.items() <= annotations.items()
+
+
+def test_workers_on_a_shared_cache_wait_for_the_leaders_fetch(rendered: Rendering) -> None:
+    """Weights are fetched once per cache: on a shared (PVC) cache only the leader fetches."""
+    for p in rendered.placements:
+        region = rendered.fleet.regions[p.plan.region]
+        for role, pod in pods(p):
+            names = [c["name"] for c in pod.get("initContainers", [])]
+            if role == "worker" and region.model_store.cache.pvc is not None and "model-fetch" not in names:
+                assert names == ["model-wait"]
+            elif role == "worker" and region.model_store.cache.pvc is not None:
+                pytest.fail(f"{p.plan.serving}: a worker fetches into the shared cache")
 
 
 def test_every_serving_engine_listens_on_all_addresses(rendered: Rendering) -> None:
@@ -117,7 +183,11 @@ def test_args_in_the_pod_are_the_validated_args(rendered: Rendering) -> None:
             if cmd.command[:2] == ("/bin/sh", "-c"):
                 [script] = cmd.args
                 if not cmd.engine_args:
-                    assert script.startswith("exec ray start --address=")
+                    # A Ray worker waits for the head (bounded), then joins it.
+                    assert script.startswith(
+                        "i=0; until ray health-check --address=$(LWS_LEADER_ADDRESS):6379"
+                    )
+                    assert "exit 1" in script and script.endswith("--block --disable-usage-stats")
                     continue
                 head, _, tail = script.partition(" && exec ")
                 assert head.startswith("ray start --head")
@@ -224,10 +294,19 @@ def test_extra_args_typo_is_refused_with_a_suggestion() -> None:
 
 
 def test_310p_serving_in_bfloat16_is_refused(ascend_310p_x4: f.Hardware) -> None:
-    err = render_error(ascend_310p_x4, model="qwen3-8b", max_model_len=4096, dtype="bfloat16")
-    [issue] = err.issues
-    assert "--dtype bfloat16 conflicts with --dtype float16" in issue.message
-    assert "310P" in issue.message
+    """The capability catalog refuses it at spec time, naming the field and what the family runs."""
+    serving = f.serving(
+        pool=ascend_310p_x4.pool_name,
+        template="vllm-011",
+        model="qwen3-8b",
+        max_model_len=4096,
+        dtype="bfloat16",
+    )
+    with pytest.raises(SpecError) as caught:
+        f.on(ascend_310p_x4, serving)
+    [issue] = caught.value.issues
+    assert issue.path == "servings[chat].dtype"
+    assert "computes in float16 only" in issue.message
 
 
 def test_310p_serving_in_float16_is_accepted(ascend_310p_x4: f.Hardware) -> None:
