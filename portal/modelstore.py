@@ -180,6 +180,9 @@ def check_model_store(
     from `fleet.incremental.check_change` does."""
     wanted = [r for r in dict.fromkeys(regions) if r in fleet.regions]
     uris = {r: model_source(fleet, serving, fleet.regions[r]) for r in wanted}
+    # Only a store is looked into: `pvc://`, `hf://` and `modelscope://` sources are mounted or fetched
+    # from their hub at start (fleet.manifests), not read from the region's store.
+    wanted = [r for r in wanted if uris[r].startswith("s3://")]
     targets = {r: _target(fleet.regions[r].model_store, uris[r]) for r in wanted}
     unique = list(dict.fromkeys(targets.values()))
     if len(unique) == 1:

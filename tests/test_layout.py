@@ -57,7 +57,8 @@ def test_lint_imports_fails_on_a_forbidden_import(tmp_path: Path) -> None:
     (tmp_path / "gateway" / "leak.py").write_text("import portal\n")
     (tmp_path / "fleet" / "orm.py").write_text("import sqlalchemy\n")
     lines = ["[importlinter]\nroot_packages =\n    " + "\n    ".join(config["root_packages"])]
-    lines.append("include_external_packages = True\n")
+    lines.append("include_external_packages = True")
+    lines.append("exclude_type_checking_imports = True\n")
     for i, contract in enumerate(config["contracts"]):
         lines.append(f"[importlinter:contract:{i}]")
         for key, value in contract.items():

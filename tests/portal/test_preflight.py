@@ -95,7 +95,10 @@ def test_a_sound_request_is_ok_with_advice_and_facts(client: TestClient, demo: s
             "32 devices but servings ask for",
         ),
         (
-            {"model": "deepseek-r1", "placements": [{"region": "cn-north", "pool": "north-br166"}]},
+            {
+                "model": {"uri": "s3://models/big-400b", "params_b": 400, "dtype": "bfloat16"},
+                "placements": [{"region": "cn-north", "pool": "north-br166"}],
+            },
             "plan",
             "servings[my-chat].placements[0]",
             "does not fit even on all 1 nodes of pool 'north-br166'",
@@ -103,8 +106,8 @@ def test_a_sound_request_is_ok_with_advice_and_facts(client: TestClient, demo: s
         ({"extra_args": ["--enable-prefix-cahing"]}, "render", "servings[my-chat]", "--enable-prefix-cahing"),
         (
             {"env": {"OPENAI_API_KEY": "sk-live"}},
-            "no-plain-secrets",
-            "cn-east/Deployment/modelfleet/my-chat-east-h100",
+            "spec",
+            "servings[my-chat].env.OPENAI_API_KEY",
             "OPENAI_API_KEY",
         ),
         ({"public_model_name": "qwen3-32b"}, "public-model-name", "", "qwen3-32b-sglang (sglang"),
