@@ -22,8 +22,6 @@ import logging
 import secrets
 import time
 
-import redis.asyncio as aioredis
-
 from gateway.access import authenticate
 from gateway.admission import Admitter
 from gateway.breaker import BreakerBoard, BreakerConfig
@@ -79,7 +77,6 @@ class Gateway:
         )
         self.recorder = Recorder(self.writer, self.admitter.local_quotas)
         self._limiter_given = limiter
-        self._redis: aioredis.Redis | None = None
         self._reload: asyncio.Future[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._started = False
@@ -89,6 +86,7 @@ class Gateway:
         self._changed: asyncio.Event | None = None  # set by the change feed: reload now
         self._feed: FeedListener | None = None
         self._checker: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # The parts' state, for operators' introspection and tests.
     @property
@@ -144,21 +142,22 @@ class Gateway:
                 prefix=f"{s.gateway_redis_prefix}:rl",
                 failure=policy,
                 local_share=s.gateway_replicas,
+                lease_ttl_s=s.gateway_lease_seconds,
+                retry_interval_s=s.gateway_redis_probe_seconds,
             )
-            # Like the limiter's: a bounded pool requests wait for (up to 1 s) instead of failing.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                s.redis_url, max_connections=64, timeout=1.0, socket_timeout=0.25, socket_connect_timeout=0.25
-            )
-            self._redis = aioredis.Redis(connection_pool=pool)
+            limiter = self.admitter.limiter
+            assert isinstance(limiter, RedisLimiter)
+            # The quotas go through the limiter's pool and link: one down state, one probe.
             shared_quotas = RedisQuotas(
-                self._redis,
+                limiter.client,
                 self.admitter.local_quotas,
                 prefix=s.gateway_redis_prefix,
                 on_failure=OnFailure(s.gateway_on_redis_failure_tokens),
+                retry_interval_s=s.gateway_redis_probe_seconds,
+                link=limiter.link,
             )
             self.admitter.quotas = Quotas(self.admitter.local_quotas, shared_quotas)
-            if isinstance(self.admitter.limiter, RedisLimiter):
-                self.admitter.shared = SharedAdmission(self.admitter.limiter, shared_quotas)
+            self.admitter.shared = SharedAdmission(limiter, shared_quotas)
         simulate = s.gateway_simulate_servings if s.gateway_simulate_servings is not None else s.demo
         if simulate and self.loader.simulator_url is None:
             from gateway.demo import start_simulator
@@ -183,15 +182,16 @@ class Gateway:
         self._poller = loop.create_task(self._poll())
         if s.gateway_health_check_seconds > 0:
             self._checker = loop.create_task(self._check_health())
+        self._heartbeat = loop.create_task(self._beat())
         self._started = True
 
     async def stop(self) -> None:
-        for task in (self._poller, self._checker):
+        for task in (self._poller, self._checker, self._heartbeat):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._poller = self._checker = None
+        self._poller = self._checker = self._heartbeat = None
         if self._feed is not None:
             await asyncio.to_thread(self._feed.stop)
             self._feed = None
@@ -202,10 +202,6 @@ class Gateway:
         if self._limiter_given is None:
             await self.admitter.limiter.aclose()
         self.admitter.shared = None
-        if self._redis is not None:
-            await self._redis.aclose()
-            await self._redis.connection_pool.disconnect()
-            self._redis = None
         if self._exits is not None:
             await asyncio.to_thread(self._exits.close)
             self._exits = None
@@ -296,6 +292,16 @@ class Gateway:
                 )
             except Exception:
                 log.exception("gateway: health checks failed; trying again next round")
+
+    async def _beat(self) -> None:
+        """The heartbeat: renew every in-flight request's leases three times per lease lifetime."""
+        interval = self.settings.gateway_lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.admitter.heartbeat()
+            except Exception:
+                log.exception("gateway: renewing the leases in flight failed; trying again next beat")
 
     # -- who ------------------------------------------------------------------------------------
     async def identify(self, authorization: str | None) -> tuple[Snapshot, KeyEntry] | Refusal:

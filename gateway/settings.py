@@ -29,6 +29,15 @@ class GatewaySettings(StoreSettings):
         default="fail_closed", description="token limits and quotas; fail_closed answers 503"
     )
     gateway_on_redis_failure_concurrency: Literal["fail_closed", "local", "fail_open"] = "local"
+    gateway_lease_seconds: float = Field(
+        default=15.0,
+        ge=1,
+        description="lifetime of a concurrency lease in Redis; renewed every third of it while the "
+        "request runs, so a dead replica's leases free within it",
+    )
+    gateway_redis_probe_seconds: float = Field(
+        default=0.25, gt=0, description="how often a Redis that failed is asked whether it answers again"
+    )
     gateway_replicas: int = Field(
         default=1, ge=1, description="gateway processes sharing the load (the `local` fallback enforces 1/N)"
     )

@@ -92,7 +92,6 @@ class RelayResponse(Response):
                             return
 
                 group.start_soon(watch)
-                group.start_soon(self.admission.renew_leases)
                 outcome = await gateway.relay.pump(connected, meter, emit)
                 finished = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
