@@ -27,8 +27,10 @@ from gateway.admission import Admitter
 from gateway.breaker import BreakerBoard, BreakerConfig
 from gateway.feed import FeedListener, listen_url
 from gateway.health import check_once
+from gateway.inflight import InflightLedger
 from gateway.limits import FailurePolicy, Limiter, OnFailure, RedisLimiter, build_limiter
 from gateway.quotas import Counter, LocalQuotas, Quotas, RedisQuotas
+from gateway.reaper import reap
 from gateway.records import Recorder
 from gateway.refusal import Refusal
 from gateway.relay import Relay
@@ -76,6 +78,16 @@ class Gateway:
             on_flushed=self.admitter.local_quotas.flushed,
         )
         self.recorder = Recorder(self.writer, self.admitter.local_quotas)
+        inflight = self.settings.usage_inflight
+        if inflight is None:
+            inflight = services.engine.dialect.name == "postgresql"
+        self.inflight: InflightLedger | None = None  # in-flight markers and this replica's heartbeat
+        if inflight:
+            self.inflight = InflightLedger(
+                services.engine,
+                heartbeat_s=self.settings.usage_heartbeat_seconds,
+                wait_s=self.settings.usage_inflight_wait_seconds,
+            )
         self._limiter_given = limiter
         self._reload: asyncio.Future[None] | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -87,6 +99,7 @@ class Gateway:
         self._feed: FeedListener | None = None
         self._checker: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._reaper: asyncio.Task[None] | None = None
 
     # The parts' state, for operators' introspection and tests.
     @property
@@ -168,6 +181,8 @@ class Gateway:
                 "gateway: serving targets answered by the engine SIMULATOR at %s", self.loader.simulator_url
             )
         self.writer.start()
+        if self.inflight is not None:
+            self.inflight.start()
         await self.reload()
         loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
@@ -183,19 +198,23 @@ class Gateway:
         if s.gateway_health_check_seconds > 0:
             self._checker = loop.create_task(self._check_health())
         self._heartbeat = loop.create_task(self._beat())
+        if self.inflight is not None:
+            self._reaper = loop.create_task(self._reap())
         self._started = True
 
     async def stop(self) -> None:
-        for task in (self._poller, self._checker, self._heartbeat):
+        for task in (self._poller, self._checker, self._heartbeat, self._reaper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._poller = self._checker = self._heartbeat = None
+        self._poller = self._checker = self._heartbeat = self._reaper = None
         if self._feed is not None:
             await asyncio.to_thread(self._feed.stop)
             self._feed = None
-        await asyncio.to_thread(self.writer.stop)
+        await asyncio.to_thread(self.writer.stop)  # its rows delete their in-flight markers
+        if self.inflight is not None:
+            await asyncio.to_thread(self.inflight.stop)
         if self.relay.upstream is not None:
             await self.relay.upstream.aclose()
             self.relay.upstream = None
@@ -302,6 +321,21 @@ class Gateway:
                 await self.admitter.heartbeat()
             except Exception:
                 log.exception("gateway: renewing the leases in flight failed; trying again next beat")
+
+    async def _reap(self) -> None:
+        """Settle the requests of dead replicas (gateway/reaper.py), twice per `usage_reap_after_seconds`."""
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.usage_reap_after_seconds / 2)
+            try:
+                await asyncio.to_thread(
+                    reap,
+                    self.services.engine,
+                    dead_after_s=s.usage_reap_after_seconds,
+                    bill_prompt_without_output=s.gateway_bill_prompt_without_output,
+                )
+            except Exception:
+                log.exception("gateway: reaping dead replicas' requests failed; trying again next round")
 
     # -- who ------------------------------------------------------------------------------------
     async def identify(self, authorization: str | None) -> tuple[Snapshot, KeyEntry] | Refusal:

@@ -77,6 +77,22 @@ class GatewaySettings(StoreSettings):
         description="answer serving targets with the in-process engine SIMULATOR instead of their "
         "in-cluster endpoints; default: on with --demo",
     )
+    usage_inflight: bool | None = Field(
+        default=None,
+        description="record each admitted request in the database before its upstream call, so a "
+        "gateway that dies mid-request is billed by the reaper; default: on with PostgreSQL",
+    )
+    usage_heartbeat_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often a gateway tells the database it is alive, with its streams' progress",
+    )
+    usage_reap_after_seconds: float = Field(
+        default=15.0, gt=0, description="a gateway silent this long is dead: the reaper settles its requests"
+    )
+    usage_inflight_wait_seconds: float = Field(
+        default=1.0, gt=0, description="longest a request waits for its in-flight marker before going on"
+    )
     usage_batch_size: int = Field(default=500, ge=1, description="usage rows per database write")
     usage_flush_seconds: float = Field(default=0.5, gt=0, description="longest wait before rows are written")
     compare_max_models: int = Field(default=3, ge=1, le=10, description="models per /v1/compare request")
