@@ -9,9 +9,9 @@ Redis down. While it is down no request waits for it: a probe pings it every `pr
 the first answer brings it back (and runs the `on_up` callbacks, which put back what the fallback did).
 
 A retried call can only err towards refusing: the first try either never reached Redis (a stale or
-refused connection: the usual case) or ran and lost its reply, and then the retry charges a second
-time -- a request cell or a reservation counted twice, never one admitted that should not be.
-Timeouts while reading are not retried: Redis may be running the first call still.
+refused connection: the usual case) or ran and lost its reply (a read timeout on a loaded machine, a
+connection cut after the command), and then the retry charges a second time -- a request cell or a
+reservation counted twice, never one admitted that should not be.
 """
 
 from __future__ import annotations
@@ -38,10 +38,9 @@ _POOL_EXHAUSTED = "No connection available"
 
 
 def retryable(exc: BaseException) -> bool:
-    """An error after which the call certainly, or most likely, never ran: a broken or refused
-    connection, a connect timeout."""
+    """A connection's failure (broken, refused, timed out), not Redis refusing the command."""
     if isinstance(exc, RedisTimeoutError):
-        return "connect" in str(exc).lower()
+        return True
     if isinstance(exc, RedisConnectionError):
         return _POOL_EXHAUSTED not in str(exc)
     return isinstance(exc, OSError)
@@ -62,14 +61,15 @@ class RedisLink:
     def pool_from_url(
         url: str,
         *,
-        timeout_s: float = 0.25,
+        timeout_s: float = 0.5,
         connect_timeout_s: float = 1.0,
         max_connections: int = 64,
         pool_timeout_s: float = 1.0,
     ) -> aioredis.Redis:
         """A client with a bounded pool (requests queue for a connection, up to `pool_timeout_s`,
-        instead of opening one each), a short read timeout, a connect timeout that a loaded machine
-        can meet, and no retries of its own: `call` decides what is retried."""
+        instead of opening one each), read and connect timeouts that a loaded machine can meet (0.25 s
+        failed freshly started gateways under CPU load), and no retries of its own: `call` decides
+        what is retried."""
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,

@@ -41,12 +41,16 @@ class LocalLimiter:
         pending_ttl_s: float = 3600.0,
         concurrency_retry_s: float = 1.0,
         start_used_up: bool = False,
+        leases_elsewhere: Callable[[str], int | None] | None = None,
     ) -> None:
         """`start_used_up`: a bucket this limiter has no state for starts with no credit (its TAT one
         full burst ahead), as the Redis limiter's fallback needs: it cannot know what the other
-        replicas took, so it assumes the shared bucket is spent and admits only what refills."""
+        replicas took, so it assumes the shared bucket is spent and admits only what refills.
+        `leases_elsewhere`: per lease bucket id, leases this process holds outside this limiter (the
+        fallback's: in Redis), counted against the same limit."""
         self._book = RuleBook(rules)
         self._start_used_up = start_used_up
+        self._leases_elsewhere = leases_elsewhere
         self._clock = clock
         self._lease_us = int(lease_ttl_s * 1_000_000)
         self._pending_us = int(pending_ttl_s * 1_000_000)
@@ -116,6 +120,8 @@ class LocalLimiter:
             for bucket in plan.leases:
                 held = self._live_leases(bucket, now)
                 count = len(held) if held else 0
+                if self._leases_elsewhere is not None:
+                    count += self._leases_elsewhere(bucket.id) or 0
                 if count >= bucket.limit:
                     ok = False
                     leases.append((count, min(held.values()) - now if held else 0))

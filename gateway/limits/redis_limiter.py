@@ -185,12 +185,17 @@ class RedisLimiter:
         self._refund = client.register_script(refund)
         self._restore = client.register_script(restore)
         self._charge = client.register_script(charge)
+        # This replica's live leases in Redis, per lease bucket id: the fallback counts them as its
+        # own, so a replica's leases in Redis and in the fallback together stay within its share.
+        self._leases_in_redis: dict[str, int] = {}
+        self._lease_holders: dict[str, Plan] = {}  # reservation id -> plan, while its leases are live
         self._fallback = LocalLimiter(
             _shared(rules, local_share),
             lease_ttl_s=lease_ttl_s,
             pending_ttl_s=pending_ttl_s,
             concurrency_retry_s=concurrency_retry_s,
             start_used_up=True,
+            leases_elsewhere=self._leases_in_redis.get,
         )
         self._book = RuleBook(rules)
         self._keys: dict[Plan, _Keys] = {}  # plans hash by identity; holding them keeps ids unique
@@ -211,7 +216,7 @@ class RedisLimiter:
         url: str,
         rules: Iterable[Rule],
         *,
-        timeout_s: float = 0.25,
+        timeout_s: float = 0.5,
         connect_timeout_s: float = 1.0,
         max_connections: int = 64,
         pool_timeout_s: float = 1.0,
@@ -347,6 +352,10 @@ class RedisLimiter:
         reservation = Reservation(call.rid, plan, call.demand.tokens, "redis") if reply[0] == 1 else None
         if reply[0] == 1 and plan.rates:
             self._remember(call, debts)
+        if reply[0] == 1 and plan.leases:
+            self._lease_holders[call.rid] = plan
+            for bucket in plan.leases:
+                self._leases_in_redis[bucket.id] = self._leases_in_redis.get(bucket.id, 0) + 1
         return conclude(
             plan, call.demand.tokens, debts, leases, admitted, reservation, self._concurrency_retry_us
         )
@@ -429,6 +438,13 @@ class RedisLimiter:
         """The settle script's keys and arguments; None when the reservation holds nothing in Redis."""
         if reservation.backend != "redis" or not reservation.id:
             return None
+        if self._lease_holders.pop(reservation.id, None) is not None:
+            for bucket in reservation.plan.leases:
+                left = self._leases_in_redis.get(bucket.id, 0) - 1
+                if left > 0:
+                    self._leases_in_redis[bucket.id] = left
+                else:
+                    self._leases_in_redis.pop(bucket.id, None)
         keys = self._keys_for(reservation.plan)
         script_keys: list[bytes | str] = [*keys.token_keys, *keys.leases]
         if reservation.plan.has_tokens:
