@@ -10,9 +10,9 @@ from store.models.usage import GatewayReplica, UsageInflight, UsageRecord, Usage
 
 __all__ = [
     "ApiKey",
-    "GatewayReplica",
     "AuditEvent",
     "AuditHead",
+    "GatewayReplica",
     "JobEvent",
     "JobStatus",
     "MaasModel",
