@@ -2,12 +2,12 @@
 mid-request leaves a trace the reaper (gateway/reaper.py) turns into a usage row.
 
 `InflightLedger.begin()` queues a marker (`usage_inflight`: who, what, the prices, the prompt
-estimate) and waits until a thread has committed it -- at most `wait_s`: with the database down the
-request goes on (the gateway keeps serving while the database blinks) and the marker is written when
-it is back. The usage writer deletes the marker in the transaction that writes the request's usage row
-(gateway/usage.py). The same thread is the replica's heartbeat: every `heartbeat_s` it updates
-`gateway_replicas.seen_at` and the completion tokens each live stream has relayed so far, which is what
-the reaper bills when the replica stops beating.
+estimate) and waits until a thread has committed it -- at most `wait_s`, and not at all while the
+last write failed: with the database down the request goes on (the gateway keeps serving while the
+database blinks) and the marker is written when it is back. The usage writer deletes the marker in
+the transaction that writes the request's usage row (gateway/usage.py). The same thread is the
+replica's heartbeat: every `heartbeat_s` it updates `gateway_replicas.seen_at` and the completion
+tokens each live stream has relayed so far, which is what the reaper bills when the replica stops beating.
 
 Why the database and not Redis: the marker must outlive the gateway, and be settled exactly once in
 the same database as the usage rows (a unique request id); Redis may be emptied, and a gateway without
@@ -61,6 +61,7 @@ class InflightLedger:
         self._streams: dict[str, StreamMeter] = {}  # live streams: their progress goes out each beat
         self._wake = threading.Event()
         self._stopping = False
+        self._failing = False  # the last write failed: requests do not wait for theirs
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -102,6 +103,8 @@ class InflightLedger:
         self._jobs.append((row, body, loop, written))
         self._wake.set()
         sample.inflight = True
+        if self._failing:
+            return
         try:
             await asyncio.wait_for(asyncio.shield(written), self.wait_s)
         except TimeoutError:
@@ -160,8 +163,10 @@ class InflightLedger:
                 _no_sync_commit(conn)
                 conn.execute(insert(UsageInflight), rows)
         except BaseException:
+            self._failing = True
             self._jobs.extendleft(reversed(jobs))
             raise
+        self._failing = False
         for _, _, loop, written in jobs:
             loop.call_soon_threadsafe(_resolve, written)
 
