@@ -26,8 +26,6 @@ from gateway.snapshot import KeyEntry, ModelEntry, Snapshot
 from gateway.tokens import estimate_prompt_tokens
 from store.periods import period_bounds
 
-LEASE_RENEW_SECONDS = 60.0
-
 
 @dataclass(slots=True, eq=False)
 class Admission:
@@ -50,6 +48,7 @@ class Admission:
         if self.settled:
             return
         self.settled = True
+        self.admitter.live.discard(self)
         if self.decision.reservation is not None:
             await self.admitter.limiter.cancel(self.decision.reservation)
         if self.hold is not NO_HOLD:
@@ -60,6 +59,7 @@ class Admission:
         if self.settled:
             return
         self.settled = True
+        self.admitter.live.discard(self)
         reservation = self.decision.reservation
         shared = self.admitter.shared
         if shared is not None and self.hold is not NO_HOLD:
@@ -69,15 +69,6 @@ class Admission:
             await self.admitter.limiter.reconcile(reservation, actual_tokens)
         if self.hold is not NO_HOLD:
             await self.admitter.quotas.settle(self.hold, actual_tokens)
-
-    async def renew_leases(self) -> None:
-        """Keep a long stream's concurrency leases and token reservation alive (runs until cancelled)."""
-        reservation = self.decision.reservation
-        if reservation is None or not reservation.id:
-            return
-        while True:
-            await asyncio.sleep(LEASE_RENEW_SECONDS)
-            await self.admitter.limiter.renew(reservation)
 
 
 class Admitter:
@@ -90,6 +81,17 @@ class Admitter:
         self.quotas = Quotas(self.local_quotas)
         self.shared: SharedAdmission | None = None  # limits and quotas in one Redis call (both in Redis)
         self.has_token_rules = False
+        self.live: set[Admission] = set()  # admitted, not yet settled: what the heartbeat renews
+
+    async def heartbeat(self) -> None:
+        """Renew the leases and token reservations of every request in flight, so that they can have
+        a short lifetime: a replica that dies stops renewing, and its leases free within one lifetime.
+        After Redis was emptied, this is also what puts the live leases back."""
+        held = [a.decision.reservation for a in list(self.live)]
+        reservations = [r for r in held if r is not None and r.id]
+        for start in range(0, len(reservations), 64):
+            chunk = reservations[start : start + 64]
+            await asyncio.gather(*(self.limiter.renew(r) for r in chunk))
 
     def update_rules(self, rules: tuple[Rule, ...]) -> None:
         self.limiter.update_rules(rules)
@@ -176,7 +178,9 @@ class Admitter:
             return Refusal(
                 Why.QUOTA_EXCEEDED, hold.message(), headers={**decision.headers(), **hold.headers()}
             )
-        return Admission(self, decision, hold, self.charges(snapshot, key, now), tokens)
+        admission = Admission(self, decision, hold, self.charges(snapshot, key, now), tokens)
+        self.live.add(admission)
+        return admission
 
     async def _release(self, decision: Decision) -> None:
         """A quota refused what the limits admitted: the request never happened, so its request

@@ -147,6 +147,8 @@ class GatewayApp:
         prepared = prepare_upstream_body(body) if stream else PreparedRequest(body, False, True)
         metrics.IN_FLIGHT.inc()
         try:
+            if gateway.inflight is not None:
+                await gateway.inflight.begin(sample, body)
             connected = await gateway.relay.connect(
                 model, ENDPOINTS[endpoint], upstream_body(prepared.body, model), request_id, started
             )
@@ -163,6 +165,8 @@ class GatewayApp:
                 return RelayResponse(gateway, connected, admission, sample, prepared, headers)
         except BaseException:
             metrics.IN_FLIGHT.dec()
+            if gateway.inflight is not None:
+                gateway.inflight.discard(sample)
             with anyio.CancelScope(shield=True):
                 await admission.settle(0)
             raise

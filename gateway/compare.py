@@ -211,6 +211,12 @@ class CompareStream(Response):
         name = json.dumps(leg.model.public_id)
         tag = f'{{"type":"chunk","index":{leg.index},"model":{name},"chunk":'.encode()
         prepared = prepare_upstream_body({**self.chat, "model": leg.model.public_id})
+        if gateway.inflight is not None:
+            try:
+                await gateway.inflight.begin(sample, prepared.body)
+            except BaseException:
+                gateway.inflight.discard(sample)
+                raise
         connected = await gateway.relay.connect(
             leg.model,
             "/chat/completions",
@@ -234,12 +240,16 @@ class CompareStream(Response):
             if out:
                 await emit(bytes(out))
 
+        if gateway.inflight is not None:
+            gateway.inflight.watch(sample.request_id, meter)
         try:
             outcome = await gateway.relay.pump(connected, meter, forward)
         except BaseException:
             outcome = Outcome.CLIENT_DISCONNECTED
             raise
         finally:
+            if gateway.inflight is not None:
+                gateway.inflight.unwatch(sample.request_id)
             if gone() or outcome is Outcome.CLIENT_DISCONNECTED:
                 outcome = after_disconnect(meter)
             metered = meter.finish(

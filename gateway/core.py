@@ -22,15 +22,15 @@ import logging
 import secrets
 import time
 
-import redis.asyncio as aioredis
-
 from gateway.access import authenticate
 from gateway.admission import Admitter
 from gateway.breaker import BreakerBoard, BreakerConfig
 from gateway.feed import FeedListener, listen_url
 from gateway.health import check_once
+from gateway.inflight import InflightLedger
 from gateway.limits import FailurePolicy, Limiter, OnFailure, RedisLimiter, build_limiter
 from gateway.quotas import Counter, LocalQuotas, Quotas, RedisQuotas
+from gateway.reaper import reap
 from gateway.records import Recorder
 from gateway.refusal import Refusal
 from gateway.relay import Relay
@@ -78,8 +78,17 @@ class Gateway:
             on_flushed=self.admitter.local_quotas.flushed,
         )
         self.recorder = Recorder(self.writer, self.admitter.local_quotas)
+        inflight = self.settings.usage_inflight
+        if inflight is None:
+            inflight = services.engine.dialect.name == "postgresql"
+        self.inflight: InflightLedger | None = None  # in-flight markers and this replica's heartbeat
+        if inflight:
+            self.inflight = InflightLedger(
+                services.engine,
+                heartbeat_s=self.settings.usage_heartbeat_seconds,
+                wait_s=self.settings.usage_inflight_wait_seconds,
+            )
         self._limiter_given = limiter
-        self._redis: aioredis.Redis | None = None
         self._reload: asyncio.Future[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._started = False
@@ -89,6 +98,8 @@ class Gateway:
         self._changed: asyncio.Event | None = None  # set by the change feed: reload now
         self._feed: FeedListener | None = None
         self._checker: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._reaper: asyncio.Task[None] | None = None
 
     # The parts' state, for operators' introspection and tests.
     @property
@@ -144,21 +155,22 @@ class Gateway:
                 prefix=f"{s.gateway_redis_prefix}:rl",
                 failure=policy,
                 local_share=s.gateway_replicas,
+                lease_ttl_s=s.gateway_lease_seconds,
+                retry_interval_s=s.gateway_redis_probe_seconds,
             )
-            # Like the limiter's: a bounded pool requests wait for (up to 1 s) instead of failing.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                s.redis_url, max_connections=64, timeout=1.0, socket_timeout=0.25, socket_connect_timeout=0.25
-            )
-            self._redis = aioredis.Redis(connection_pool=pool)
+            limiter = self.admitter.limiter
+            assert isinstance(limiter, RedisLimiter)
+            # The quotas go through the limiter's pool and link: one down state, one probe.
             shared_quotas = RedisQuotas(
-                self._redis,
+                limiter.client,
                 self.admitter.local_quotas,
                 prefix=s.gateway_redis_prefix,
                 on_failure=OnFailure(s.gateway_on_redis_failure_tokens),
+                retry_interval_s=s.gateway_redis_probe_seconds,
+                link=limiter.link,
             )
             self.admitter.quotas = Quotas(self.admitter.local_quotas, shared_quotas)
-            if isinstance(self.admitter.limiter, RedisLimiter):
-                self.admitter.shared = SharedAdmission(self.admitter.limiter, shared_quotas)
+            self.admitter.shared = SharedAdmission(limiter, shared_quotas)
         simulate = s.gateway_simulate_servings if s.gateway_simulate_servings is not None else s.demo
         if simulate and self.loader.simulator_url is None:
             from gateway.demo import start_simulator
@@ -169,6 +181,8 @@ class Gateway:
                 "gateway: serving targets answered by the engine SIMULATOR at %s", self.loader.simulator_url
             )
         self.writer.start()
+        if self.inflight is not None:
+            self.inflight.start()
         await self.reload()
         loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
@@ -183,29 +197,30 @@ class Gateway:
         self._poller = loop.create_task(self._poll())
         if s.gateway_health_check_seconds > 0:
             self._checker = loop.create_task(self._check_health())
+        self._heartbeat = loop.create_task(self._beat())
+        if self.inflight is not None:
+            self._reaper = loop.create_task(self._reap())
         self._started = True
 
     async def stop(self) -> None:
-        for task in (self._poller, self._checker):
+        for task in (self._poller, self._checker, self._heartbeat, self._reaper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._poller = self._checker = None
+        self._poller = self._checker = self._heartbeat = self._reaper = None
         if self._feed is not None:
             await asyncio.to_thread(self._feed.stop)
             self._feed = None
-        await asyncio.to_thread(self.writer.stop)
+        await asyncio.to_thread(self.writer.stop)  # its rows delete their in-flight markers
+        if self.inflight is not None:
+            await asyncio.to_thread(self.inflight.stop)
         if self.relay.upstream is not None:
             await self.relay.upstream.aclose()
             self.relay.upstream = None
         if self._limiter_given is None:
             await self.admitter.limiter.aclose()
         self.admitter.shared = None
-        if self._redis is not None:
-            await self._redis.aclose()
-            await self._redis.connection_pool.disconnect()
-            self._redis = None
         if self._exits is not None:
             await asyncio.to_thread(self._exits.close)
             self._exits = None
@@ -296,6 +311,31 @@ class Gateway:
                 )
             except Exception:
                 log.exception("gateway: health checks failed; trying again next round")
+
+    async def _beat(self) -> None:
+        """The heartbeat: renew every in-flight request's leases three times per lease lifetime."""
+        interval = self.settings.gateway_lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.admitter.heartbeat()
+            except Exception:
+                log.exception("gateway: renewing the leases in flight failed; trying again next beat")
+
+    async def _reap(self) -> None:
+        """Settle the requests of dead replicas (gateway/reaper.py), twice per `usage_reap_after_seconds`."""
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.usage_reap_after_seconds / 2)
+            try:
+                await asyncio.to_thread(
+                    reap,
+                    self.services.engine,
+                    dead_after_s=s.usage_reap_after_seconds,
+                    bill_prompt_without_output=s.gateway_bill_prompt_without_output,
+                )
+            except Exception:
+                log.exception("gateway: reaping dead replicas' requests failed; trying again next round")
 
     # -- who ------------------------------------------------------------------------------------
     async def identify(self, authorization: str | None) -> tuple[Snapshot, KeyEntry] | Refusal:

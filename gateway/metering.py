@@ -324,10 +324,16 @@ class StreamMeter:
             usage = self.estimate(bill_prompt_without_output=bill_prompt_without_output)
         return Metered(usage, outcome, self.ttft_seconds, self.finish_reason, self.error)
 
+    def completion_so_far(self) -> tuple[int, int]:
+        """(completion, reasoning) tokens estimated from the text generated so far. Safe to call from
+        another thread while the stream is fed (the heartbeat's progress: joining a list that grows
+        copies it first)."""
+        reasoning = self.count("".join(self._reasoning)) if self._reasoning else 0
+        return reasoning + (self.count("".join(self._text)) if self._text else 0), reasoning
+
     def estimate(self, *, bill_prompt_without_output: bool = True) -> Usage:
         """Prompt from the request, completion from the text generated so far; `estimated=True`."""
-        reasoning = self.count("".join(self._reasoning)) if self._reasoning else 0
-        completion = reasoning + (self.count("".join(self._text)) if self._text else 0)
+        completion, reasoning = self.completion_so_far()
         prompt = estimate_prompt_tokens(self.request_body, self.count)
         if not completion and not bill_prompt_without_output:
             prompt = 0

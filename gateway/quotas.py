@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +31,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.limits import LimiterUnavailable, OnFailure, lua
+from gateway.limits.link import RedisLink
 
 log = logging.getLogger("modelfleet.gateway")
 
@@ -182,14 +182,16 @@ class RedisQuotas:
         *,
         prefix: str = "mf",
         on_failure: OnFailure = OnFailure.FAIL_CLOSED,
-        retry_interval_s: float = 1.0,
+        retry_interval_s: float = 0.25,
+        link: RedisLink | None = None,
     ) -> None:
+        """`link`: share the limiter's (one down state for both); by default one of their own."""
         self._client = client
         self.local = local
         self._prefix = prefix
         self._on_failure = on_failure
         self._retry_interval_s = retry_interval_s
-        self._down_until = 0.0
+        self.link = link or RedisLink(client, probe_interval_s=retry_interval_s, what="quotas")
         self._reserve = client.register_script(lua.QUOTA_RESERVE)
         self._settle = client.register_script(lua.QUOTA_SETTLE)
 
@@ -207,7 +209,7 @@ class RedisQuotas:
             return self.degraded(subjects, tokens, now, "recently failed")
         keys, args = self.reserve_call(subjects, tokens, now)
         try:
-            reply = await self._reserve(keys=keys, args=args)
+            reply = await self.link.call(self._reserve, keys, args)
         except (RedisError, OSError) as exc:
             return self.reserve_failed(subjects, tokens, now, exc)
         if reply[0] == 1:
@@ -216,7 +218,7 @@ class RedisQuotas:
 
     # The steps of `reserve`, public for the one-call admission (gateway/shared_admission.py).
     def available(self) -> bool:
-        return time.monotonic() >= self._down_until
+        return self.link.up
 
     def reserve_call(
         self, subjects: Sequence[QuotaSubject], tokens: int, now: datetime
@@ -231,13 +233,11 @@ class RedisQuotas:
     def reserve_failed(
         self, subjects: Sequence[QuotaSubject], tokens: int, now: datetime, exc: BaseException
     ) -> QuotaHold | QuotaRefusal:
-        self.mark_down(exc)
         return self.degraded(subjects, tokens, now, str(exc))
 
     def mark_down(self, exc: BaseException) -> None:
-        """Leave Redis alone for a while: an outage must not add a timeout to every request."""
-        self._down_until = time.monotonic() + self._retry_interval_s
-        log.warning("quotas: Redis reserve failed: %s", exc)
+        """Leave Redis alone until it answers: an outage must not add a timeout to every request."""
+        self.link.mark_down(exc)
 
     @staticmethod
     def held(subjects: Sequence[QuotaSubject], tokens: int) -> QuotaHold:
@@ -265,7 +265,7 @@ class RedisQuotas:
         if call is None:
             return True  # used exactly what it reserved
         try:
-            await self._settle(keys=call[0], args=[call[1]])
+            await self.link.call(self._settle, call[0], [call[1]])
         except (RedisError, OSError) as exc:
             self.settle_failed(exc)
             return False

@@ -13,7 +13,7 @@ from gateway import metrics
 from gateway.metering import Metered, Usage, cost
 from gateway.quotas import Counter, LocalQuotas
 from gateway.snapshot import KeyEntry, ModelEntry, TargetSpec
-from gateway.usage import CHARGES, UsageWriter
+from gateway.usage import CHARGES, INFLIGHT, UsageWriter
 
 
 @dataclass(slots=True)
@@ -32,6 +32,7 @@ class Sample:
     target: TargetSpec | None = None
     metered: Metered | None = None
     charges: tuple[Counter, ...] = ()
+    inflight: bool = False  # an in-flight marker was written for it (gateway/inflight.py)
 
 
 class Recorder:
@@ -73,6 +74,7 @@ class Recorder:
             "price_cached_per_m": prices.input_per_million if cached_price is None else cached_price,
             "cost": amount,
             CHARGES: sample.charges,
+            INFLIGHT: sample.inflight,
         }
         tokens = usage.total_tokens
         if tokens:

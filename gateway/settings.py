@@ -30,6 +30,15 @@ class GatewaySettings(StoreSettings):
         default="fail_closed", description="token limits and quotas; fail_closed answers 503"
     )
     gateway_on_redis_failure_concurrency: Literal["fail_closed", "local", "fail_open"] = "local"
+    gateway_lease_seconds: float = Field(
+        default=15.0,
+        ge=1,
+        description="lifetime of a concurrency lease in Redis; renewed every third of it while the "
+        "request runs, so a dead replica's leases free within it",
+    )
+    gateway_redis_probe_seconds: float = Field(
+        default=0.25, gt=0, description="how often a Redis that failed is asked whether it answers again"
+    )
     gateway_replicas: int = Field(
         default=1, ge=1, description="gateway processes sharing the load (the `local` fallback enforces 1/N)"
     )
@@ -68,6 +77,22 @@ class GatewaySettings(StoreSettings):
         default=None,
         description="answer serving targets with the in-process engine SIMULATOR instead of their "
         "in-cluster endpoints; default: on with --demo",
+    )
+    usage_inflight: bool | None = Field(
+        default=None,
+        description="record each admitted request in the database before its upstream call, so a "
+        "gateway that dies mid-request is billed by the reaper; default: on with PostgreSQL",
+    )
+    usage_heartbeat_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often a gateway tells the database it is alive, with its streams' progress",
+    )
+    usage_reap_after_seconds: float = Field(
+        default=15.0, gt=0, description="a gateway silent this long is dead: the reaper settles its requests"
+    )
+    usage_inflight_wait_seconds: float = Field(
+        default=1.0, gt=0, description="longest a request waits for its in-flight marker before going on"
     )
     usage_batch_size: int = Field(default=500, ge=1, description="usage rows per database write")
     usage_flush_seconds: float = Field(default=0.5, gt=0, description="longest wait before rows are written")

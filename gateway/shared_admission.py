@@ -40,20 +40,29 @@ class SharedAdmission:
         """The limiter's decision and, when it was taken in the same call, the quota's answer (None:
         the caller still has to reserve the quota, e.g. the limiter decided without Redis). Raises
         `LimiterUnavailable` like `RedisLimiter.acquire`."""
-        call = self.limiter.prepare_acquire(demand)
-        if isinstance(call, Decision) or not subjects or not self.quotas.available():
-            decision = call if isinstance(call, Decision) else await self.limiter.acquire(demand)
-            return decision, None
-        quota_keys, quota_args = self.quotas.reserve_call(subjects, tokens, now)
-        script = call.script
-        try:
-            reply = await self._admit(
-                keys=[*script.keys, *quota_keys],
-                args=[len(script.keys), len(script.own_args), *script.own_args, *quota_args, *script.clock],
-            )
-        except (RedisError, OSError) as exc:
-            self.quotas.mark_down(exc)
-            return self.limiter.acquire_failed(call, exc), None
+        for _ in range(3):
+            call = self.limiter.prepare_acquire(demand)
+            if isinstance(call, Decision) or not subjects or not self.quotas.available():
+                decision = call if isinstance(call, Decision) else await self.limiter.acquire(demand)
+                return decision, None
+            quota_keys, quota_args = self.quotas.reserve_call(subjects, tokens, now)
+            script = call.script
+            own = script.own_args
+            try:
+                reply = await self.limiter.link.call(
+                    self._admit,
+                    [*script.keys, *quota_keys],
+                    [len(script.keys), len(own), *own, *quota_args, *script.clock],
+                )
+                if reply[0] == -1:  # Redis was emptied: the limiter puts back what it knows first
+                    await self.limiter.recover(reply[1])
+                    continue
+            except (RedisError, OSError) as exc:
+                self.quotas.mark_down(exc)
+                return self.limiter.acquire_failed(call, exc), None
+            break
+        else:
+            return await self.limiter.acquire(demand), None
         refused, used = int(reply[-2]), int(reply[-1])
         decision = self.limiter.finish_acquire(call, reply[:-2])
         if not decision.admitted:
@@ -78,9 +87,10 @@ class SharedAdmission:
         quota_keys, delta = quota_call if quota_call is not None else ([], 0)
         own = limiter_call.own_args
         try:
-            await self._settle(
-                keys=[*limiter_call.keys, *quota_keys],
-                args=[len(limiter_call.keys), len(own), *own, delta, *limiter_call.clock],
+            await self.limiter.link.call(
+                self._settle,
+                [*limiter_call.keys, *quota_keys],
+                [len(limiter_call.keys), len(own), *own, delta, *limiter_call.clock],
             )
         except (RedisError, OSError) as exc:
             assert reservation is not None

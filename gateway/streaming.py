@@ -77,6 +77,8 @@ class RelayResponse(Response):
         async def emit(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
+        if gateway.inflight is not None:
+            gateway.inflight.watch(self.sample.request_id, meter)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async with anyio.create_task_group() as group:
@@ -92,7 +94,6 @@ class RelayResponse(Response):
                             return
 
                 group.start_soon(watch)
-                group.start_soon(self.admission.renew_leases)
                 outcome = await gateway.relay.pump(connected, meter, emit)
                 finished = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -103,6 +104,8 @@ class RelayResponse(Response):
             disconnected = not finished  # cancelled from outside: the server is stopping or the client left
             raise
         finally:
+            if gateway.inflight is not None:
+                gateway.inflight.unwatch(self.sample.request_id)
             if disconnected:
                 outcome = after_disconnect(meter)
             metered = meter.finish(

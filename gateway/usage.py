@@ -7,6 +7,10 @@ atomic SQL increments (`used_tokens = used_tokens + n`, restarted at a new refre
 the one of the subject's current cycle that the request arrived in, see `_charge`), so the usage rows
 and the quota counters cannot disagree.
 
+The same transaction deletes the rows' in-flight markers (`usage_inflight`, gateway/inflight.py): a
+request is either in flight or recorded, never both and never neither, so a crash at any point leaves
+the reaper (gateway/reaper.py) exactly the requests that have no row.
+
 Idempotent on `request_id`: rows go in with `ON CONFLICT (request_id) DO NOTHING ... RETURNING`, and
 only the rows really inserted are charged, so a batch retried after a failed commit (the database was
 down) charges nothing twice. A failed batch is retried with back-off; rows wait in memory meanwhile.
@@ -28,19 +32,21 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Dialect, Engine, case, literal, update
+from sqlalchemy import Connection, DateTime, Dialect, Engine, case, delete, literal, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway import metrics
 from gateway.quotas import Counter
-from store.models import ApiKey, UsageRecord, Workspace
+from store.models import ApiKey, UsageInflight, UsageRecord, Workspace
 from store.periods import QUOTA_REFRESH_CYCLES, period_bounds
 
 log = logging.getLogger("modelfleet.gateway")
 
-# Fields of a queued row that are not columns: the quota counters the row is charged to.
+# Fields of a queued row that are not columns: the quota counters the row is charged to, and whether
+# an in-flight marker was written for it (deleted with the row's insert).
 CHARGES = "_charges"
+INFLIGHT = "_inflight"
 
 
 class UsageWriter:
@@ -137,45 +143,54 @@ class UsageWriter:
 
     def write(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert the rows that are new and charge their tokens to the quotas, in one transaction."""
-        by_id = {row["request_id"]: row for row in rows}
-        totals: dict[Counter, int] = {}  # per counter, for this process's ledger (`on_flushed`)
-        charges: dict[tuple[Counter, date], int] = {}  # per counter and UTC day of arrival (`_charge`)
-        last_used: dict[str, datetime] = {}
         with self.lock:
             with self.engine.begin() as conn:
-                inserted = _insert(conn, rows) if rows else []
-                for request_id in inserted:
-                    row = by_id[request_id]
-                    tokens = row["prompt_tokens"] + row["completion_tokens"]
-                    if row["api_key"] and row["at"] > last_used.get(row["api_key"], row["at"]):
-                        last_used[row["api_key"]] = row["at"]
-                    last_used.setdefault(row["api_key"], row["at"])
-                    if tokens:
-                        day = _utc_day(row["at"])
-                        for counter in row.get(CHARGES, ()):
-                            totals[counter] = totals.get(counter, 0) + tokens
-                            charges[counter, day] = charges.get((counter, day), 0) + tokens
-                # Rows are locked in one order, the same in every gateway and the portal: API keys
-                # (sorted), then workspaces (sorted). The portal's quota changes lock a key before its
-                # workspace, and two replicas' writers charge the same rows; any other order could
-                # deadlock with them.
-                ordered = sorted(charges.items(), key=lambda item: (item[0][0][0] != "api_key", item[0]))
-                for (counter, day), tokens in ordered:
-                    if counter[0] == "api_key":
-                        conn.execute(_charge(counter, day, tokens))
-                for key, at in sorted(last_used.items()):
-                    conn.execute(
-                        update(ApiKey)
-                        .where(ApiKey.public_id == key)
-                        .values(last_used_at=at, updated_at=ApiKey.updated_at)
-                    )
-                for (counter, day), tokens in ordered:
-                    if counter[0] != "api_key":
-                        conn.execute(_charge(counter, day, tokens))
+                inserted, totals = write_rows(conn, rows)
             if self.on_flushed is not None:
                 for counter, tokens in totals.items():
                     self.on_flushed(counter, tokens)
-        return len(inserted)
+        return inserted
+
+
+def write_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> tuple[int, dict[Counter, int]]:
+    """In the caller's transaction: insert the rows that are new, charge their tokens to the quotas,
+    delete their in-flight markers. The rows inserted, and the tokens charged per counter."""
+    by_id = {row["request_id"]: row for row in rows}
+    totals: dict[Counter, int] = {}  # per counter, for this process's ledger (`on_flushed`)
+    charges: dict[tuple[Counter, date], int] = {}  # per counter and UTC day of arrival (`_charge`)
+    last_used: dict[str, datetime] = {}
+    inserted = _insert(conn, rows) if rows else []
+    for request_id in inserted:
+        row = by_id[request_id]
+        tokens = row["prompt_tokens"] + row["completion_tokens"]
+        if row["api_key"] and row["at"] > last_used.get(row["api_key"], row["at"]):
+            last_used[row["api_key"]] = row["at"]
+        last_used.setdefault(row["api_key"], row["at"])
+        if tokens:
+            day = _utc_day(row["at"])
+            for counter in row.get(CHARGES, ()):
+                totals[counter] = totals.get(counter, 0) + tokens
+                charges[counter, day] = charges.get((counter, day), 0) + tokens
+    # Rows are locked in one order, the same in every gateway and the portal: API keys (sorted), then
+    # workspaces (sorted). The portal's quota changes lock a key before its workspace, and two
+    # replicas' writers charge the same rows; any other order could deadlock with them.
+    ordered = sorted(charges.items(), key=lambda item: (item[0][0][0] != "api_key", item[0]))
+    for (counter, day), tokens in ordered:
+        if counter[0] == "api_key":
+            conn.execute(_charge(counter, day, tokens))
+    for key, at in sorted(last_used.items()):
+        conn.execute(
+            update(ApiKey)
+            .where(ApiKey.public_id == key)
+            .values(last_used_at=at, updated_at=ApiKey.updated_at)
+        )
+    for (counter, day), tokens in ordered:
+        if counter[0] != "api_key":
+            conn.execute(_charge(counter, day, tokens))
+    settled = [row["request_id"] for row in rows if row.get(INFLIGHT)]
+    if settled:
+        conn.execute(delete(UsageInflight).where(UsageInflight.request_id.in_(settled)))
+    return len(inserted), totals
 
 
 _COLUMNS = tuple(column for column in UsageRecord.__table__.columns if column.name != "id")

@@ -40,8 +40,17 @@ class LocalLimiter:
         lease_ttl_s: float = 300.0,
         pending_ttl_s: float = 3600.0,
         concurrency_retry_s: float = 1.0,
+        start_used_up: bool = False,
+        leases_elsewhere: Callable[[str], int | None] | None = None,
     ) -> None:
+        """`start_used_up`: a bucket this limiter has no state for starts with no credit (its TAT one
+        full burst ahead), as the Redis limiter's fallback needs: it cannot know what the other
+        replicas took, so it assumes the shared bucket is spent and admits only what refills.
+        `leases_elsewhere`: per lease bucket id, leases this process holds outside this limiter (the
+        fallback's: in Redis), counted against the same limit."""
         self._book = RuleBook(rules)
+        self._start_used_up = start_used_up
+        self._leases_elsewhere = leases_elsewhere
         self._clock = clock
         self._lease_us = int(lease_ttl_s * 1_000_000)
         self._pending_us = int(pending_ttl_s * 1_000_000)
@@ -95,7 +104,10 @@ class LocalLimiter:
             for bucket in plan.rates:
                 stored = tat.get(bucket.id)
                 debt = 0
-                if stored is not None:
+                if stored is None and self._start_used_up:
+                    debt = bucket.tol_ticks
+                    tat[bucket.id] = (now * bucket.d + debt, bucket.d)
+                elif stored is not None:
                     ticks, d = stored
                     if d != bucket.d:  # stored under another rate: round up to the µs, convert
                         ticks = -(-ticks // d) * bucket.d
@@ -108,6 +120,8 @@ class LocalLimiter:
             for bucket in plan.leases:
                 held = self._live_leases(bucket, now)
                 count = len(held) if held else 0
+                if self._leases_elsewhere is not None:
+                    count += self._leases_elsewhere(bucket.id) or 0
                 if count >= bucket.limit:
                     ok = False
                     leases.append((count, min(held.values()) - now if held else 0))
@@ -149,6 +163,11 @@ class LocalLimiter:
                     for bucket in plan.token_rates:
                         self._charge(bucket, delta, now)
         return applied
+
+    def forget_rates(self) -> None:
+        """Drop every rate bucket's state (leases and pending reservations stay until settled)."""
+        with self._lock:
+            self._tat = {}
 
     def try_cancel(self, reservation: Reservation) -> None:
         """Undo an admission that never ran (all-or-nothing across several demands, e.g. a model

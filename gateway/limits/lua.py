@@ -43,15 +43,42 @@ local function store(key, w, r, d)
 end
 """
 
-# KEYS: rate buckets (nr), lease sets (nc), [pending reservation marker]
+# The epoch key holds "<id> <calm>": id is the Redis TIME (µs) when a script found the key missing --
+# Redis was emptied (a restart without persistence, a failover to an empty replica, FLUSHALL) or is
+# used for the first time -- and calm is until when lease sets refuse new leases (0: not at all). A
+# replica that knew an older epoch (`known`) finds a missing key: Redis forgot every lease, so live
+# leases must be put back by their replicas' heartbeats (RENEW) before anyone is admitted on top of
+# them; one lease lifetime (`grace`) is enough, since a live lease is renewed within it.
+_EPOCH = """\
+local function epoch_of(key, known, grace)
+  local s = redis.call('GET', key)
+  if s then
+    local id, calm = string.match(s, '^(%d+) (%d+)$')
+    return id, tonumber(calm)
+  end
+  local id, calm = string.format('%.0f', now), 0
+  if known ~= '' then calm = now + grace end
+  redis.call('SET', key, id .. ' ' .. string.format('%.0f', calm))
+  return id, calm
+end
+"""
+
+# KEYS: rate buckets (nr), lease sets (nc), [pending reservation marker], the epoch key
 # ARGV: nr, nc, rid, lease µs, pending ms, mode, then per rate: cost, a, b, d, tw, tr (tolerance
-# burst*T = tw + tr/d µs), then per lease set: limit. Mode: '0' take, '1' refuse (a demand no bucket
-# could ever hold), '2' check only (a quota checked in the same call refused: take nothing).
-# Returns {1 admitted | 2 would be admitted (mode 2) | 0 refused, per rate: whole µs and remainder of
-# max(TAT, now) - now, per lease set: leases held and µs until the earliest expires (when full)} --
-# the state before this request.
+# burst*T = tw + tr/d µs), then per lease set: limit, then the epoch the caller knows ('' if none)
+# and the grace µs (see _EPOCH). Mode: '0' take, '1' refuse (a demand no bucket could ever hold),
+# '2' check only (a quota checked in the same call refused: take nothing).
+# Returns {-1, epoch} when the caller knows another epoch (Redis was emptied since: it must put back
+# what it knows first, then call again; nothing was taken), else {1 admitted | 2 would be admitted
+# (mode 2) | 0 refused, per rate: whole µs and remainder of max(TAT, now) - now, per lease set: leases
+# held and µs until the earliest expires (when full), the epoch} -- the state before this request.
+# While the epoch is calming down, every lease set counts as full until `calm`.
 ACQUIRE_BODY = """\
 local nr, nc = tonumber(ARGV[1]), tonumber(ARGV[2])
+local e = 6 + nr * 6 + nc
+local known = ARGV[e + 1]
+local epoch, calm = epoch_of(KEYS[#KEYS], known, tonumber(ARGV[e + 2]))
+if known ~= '' and known ~= epoch then return {-1, epoch} end
 local lease_us, pending_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local mode = ARGV[6]
 local ok = mode ~= '1'
@@ -77,7 +104,10 @@ for i = 1, nc do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', nowtext)
   local held = redis.call('ZCARD', key)
   local first = 0
-  if held >= tonumber(ARGV[6 + nr * 6 + i]) then
+  if calm > now then
+    ok = false
+    held, first = tonumber(ARGV[6 + nr * 6 + i]), calm - now
+  elseif held >= tonumber(ARGV[6 + nr * 6 + i]) then
     ok = false
     first = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]) - now
   end
@@ -95,9 +125,10 @@ elseif ok then
     redis.call('ZADD', KEYS[nr + i], expiry, ARGV[3])
     redis.call('PEXPIRE', KEYS[nr + i], math.floor(lease_us / 1000) + SLACK_MS)
   end
-  if KEYS[nr + nc + 1] then redis.call('SET', KEYS[nr + nc + 1], '1', 'PX', pending_ms) end
+  if #KEYS == nr + nc + 2 then redis.call('SET', KEYS[nr + nc + 1], '1', 'PX', pending_ms) end
   out[1] = 1
 end
+out[#out + 1] = epoch
 return out
 """
 
@@ -141,15 +172,20 @@ end
 return freed
 """
 
-# KEYS: lease sets (nc), [pending marker]; ARGV: nc, rid, lease µs, pending ms.
-# Extends live leases only: a lease that already expired may have been given to someone else.
+# KEYS: lease sets (nc), [pending marker], the epoch key; ARGV: nc, rid, lease µs, pending ms, the
+# epoch the caller knows, grace µs. Extends live leases only: a lease that already expired may have
+# been given to someone else -- except while the epoch calms down (Redis was emptied: this lease is
+# live, its replica says so, and Redis forgot it), when a missing lease and marker are put back.
+# Returns {1 all renewed | 0 one had expired, the epoch}.
 RENEW_BODY = """\
 local nc = tonumber(ARGV[1])
 local lease_us = tonumber(ARGV[3])
+local epoch, calm = epoch_of(KEYS[#KEYS], ARGV[5], tonumber(ARGV[6]))
+local back = calm > now
 local renewed = 1
 for i = 1, nc do
   local score = redis.call('ZSCORE', KEYS[i], ARGV[2])
-  if score and tonumber(score) > now then
+  if (score and tonumber(score) > now) or (back and not score) then
     redis.call('ZADD', KEYS[i], string.format('%.0f', now + lease_us), ARGV[2])
     redis.call('PEXPIRE', KEYS[i], math.floor(lease_us / 1000) + SLACK_MS)
   else
@@ -157,9 +193,44 @@ for i = 1, nc do
     renewed = 0
   end
 end
-local marker = KEYS[nc + 1]
-if marker and redis.call('PEXPIRE', marker, tonumber(ARGV[4])) == 0 then renewed = 0 end
-return renewed
+if #KEYS == nc + 2 and redis.call('PEXPIRE', KEYS[nc + 1], tonumber(ARGV[4])) == 0 then
+  if back then redis.call('SET', KEYS[nc + 1], '1', 'PX', tonumber(ARGV[4])) else renewed = 0 end
+end
+return {renewed, epoch}
+"""
+
+# KEYS: rate buckets; ARGV: per bucket the µs from now to the TAT this replica last saw it at, and d.
+# Puts back what an emptied Redis forgot: a bucket's TAT becomes at least the one a replica saw (a
+# lower bound of the true one: TATs only grow, but for refunds), never lower than it is.
+RESTORE_BODY = """\
+for i, key in ipairs(KEYS) do
+  local ahead, d = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local w, r = tat(key, d)
+  if now + ahead > w then store(key, now + ahead, 0, d) end
+end
+return 1
+"""
+
+# KEYS: rate buckets; ARGV: per bucket cells, a, b, d, cap µs. Charges what a replica's local
+# fallback admitted while Redis could not answer, as if Redis had admitted it (the debt capped like
+# a settlement's), so the shared buckets do not hand out the outage's refill a second time.
+CHARGE_BODY = """\
+for i, key in ipairs(KEYS) do
+  local j = (i - 1) * 5
+  local c, a, b = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
+  local d, cap = tonumber(ARGV[j + 4]), tonumber(ARGV[j + 5])
+  local w, r = tat(key, d)
+  if c * a > cap then
+    w, r = now + cap, 0
+  else
+    local x = r + c * b
+    r = math.fmod(x, d)
+    w = w + c * a + (x - r) / d
+    if w - now > cap or (w - now == cap and r > 0) then w, r = now + cap, 0 end
+  end
+  store(key, w, r, d)
+end
+return 1
 """
 
 
@@ -260,13 +331,15 @@ def _function(name: str, body: str) -> str:
     return f"local function {name}(KEYS, ARGV)\n{body}end\n"
 
 
-def build(prelude: str) -> tuple[str, str, str, str]:
-    """(acquire, settle, renew, refund) sources around a clock prelude."""
+def build(prelude: str) -> tuple[str, str, str, str, str, str]:
+    """(acquire, settle, renew, refund, restore, charge) sources around a clock prelude."""
     return (
-        prelude + _READ + ACQUIRE_BODY,
+        prelude + _READ + _EPOCH + ACQUIRE_BODY,
         prelude + _READ + SETTLE_BODY,
-        prelude + RENEW_BODY,
+        prelude + _EPOCH + RENEW_BODY,
         prelude + _READ + REFUND_BODY,
+        prelude + _READ + RESTORE_BODY,
+        prelude + _READ + CHARGE_BODY,
     )
 
 
@@ -274,10 +347,10 @@ def build_with_quotas(prelude: str) -> tuple[str, str]:
     """(admit, settle) sources doing the limiter's and the quotas' work in one call each."""
     head = prelude + _READ + QUOTA_FUNCTIONS
     return (
-        head + _function("limiter_acquire", ACQUIRE_BODY) + _ADMIT_BODY,
+        head + _EPOCH + _function("limiter_acquire", ACQUIRE_BODY) + _ADMIT_BODY,
         head + _function("limiter_settle", SETTLE_BODY) + _SETTLE_BOTH_BODY,
     )
 
 
-ACQUIRE, SETTLE, RENEW, REFUND = build(PRELUDE)
+ACQUIRE, SETTLE, RENEW, REFUND, RESTORE, CHARGE = build(PRELUDE)
 ADMIT_WITH_QUOTAS, SETTLE_WITH_QUOTAS = build_with_quotas(PRELUDE)

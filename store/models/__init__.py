@@ -6,12 +6,13 @@ from store.models.identity import Membership, User, UserToken, Workspace, Worksp
 from store.models.plaza import ModelDeployTemplate, PlazaModel, Provider
 from store.models.runtime import ServingEvent, ServingPlacement, ServingReplica
 from store.models.stackops import JobEvent, JobStatus, RequestStatus, ServingRecord, StackJob, StackRequest
-from store.models.usage import UsageRecord, UsageRollup, UsageRollupState
+from store.models.usage import GatewayReplica, UsageInflight, UsageRecord, UsageRollup, UsageRollupState
 
 __all__ = [
     "ApiKey",
     "AuditEvent",
     "AuditHead",
+    "GatewayReplica",
     "JobEvent",
     "JobStatus",
     "MaasModel",
@@ -28,6 +29,7 @@ __all__ = [
     "ServingReplica",
     "StackJob",
     "StackRequest",
+    "UsageInflight",
     "UsageRecord",
     "UsageRollup",
     "UsageRollupState",

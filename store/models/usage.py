@@ -87,3 +87,38 @@ class UsageRollupState(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     last_id: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class UsageInflight(Base):
+    """A request a gateway admitted and has not recorded yet: written before the upstream call,
+    deleted in the transaction that writes its usage row. A row whose replica stopped beating is
+    settled by the reaper (gateway/reaper.py) as an interrupted request with estimated tokens."""
+
+    __tablename__ = "usage_inflight"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    replica: Mapped[str] = mapped_column(String(64), index=True)  # GatewayReplica.id
+    at: Mapped[datetime]
+    api_key: Mapped[str] = mapped_column(String(16))
+    workspace: Mapped[str] = mapped_column(String(63))
+    model: Mapped[str] = mapped_column(String(128))
+    endpoint: Mapped[str] = mapped_column(String(32))
+    stream: Mapped[bool]
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)  # estimated from the request
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)  # relayed so far (heartbeat)
+    price_input_per_m: Mapped[Decimal] = mapped_column(COST)
+    price_output_per_m: Mapped[Decimal] = mapped_column(COST)
+    price_cached_per_m: Mapped[Decimal] = mapped_column(COST)
+
+
+class GatewayReplica(Base):
+    """A running gateway process and its heartbeat; the reaper settles the in-flight requests of one
+    that stopped beating."""
+
+    __tablename__ = "gateway_replicas"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    seen_at: Mapped[datetime] = mapped_column(index=True)

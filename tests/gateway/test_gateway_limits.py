@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -162,12 +163,16 @@ def test_redis_down_fails_closed_for_tokens_and_locally_for_requests(
         h.model("chat2", [{"kind": "external", "base_url": f"{engine}/v1", "upstream_model": "m"}])
         h.key("main", "team-a")
         h.rule(scope="model", model="chat", unit="tpm", limit=100_000)
-        h.rule(scope="model", model="chat2", unit="rpm", limit=1)
+        h.rule(scope="model", model="chat2", unit="rps", limit=2)
         with pytest.raises(openai.InternalServerError) as unavailable:
             h.sdk().chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
         assert unavailable.value.status_code == 503 and unavailable.value.code == "limiter_unavailable"
         assert int(unavailable.value.response.headers["retry-after"]) >= 1
-        # requests fall back to this replica's own limiter: the limit still holds
+        # requests fall back to this replica's own limiter, which starts used up (it cannot know what
+        # other replicas took) and admits what refills: one request per 0.5 s here
+        with pytest.raises(openai.RateLimitError):
+            h.sdk().chat.completions.create(model="chat2", messages=MESSAGES)  # type: ignore[arg-type]
+        time.sleep(0.55)
         assert h.sdk().chat.completions.create(model="chat2", messages=MESSAGES).usage is not None  # type: ignore[arg-type]
         with pytest.raises(openai.RateLimitError):
             h.sdk().chat.completions.create(model="chat2", messages=MESSAGES)  # type: ignore[arg-type]

@@ -227,7 +227,8 @@ def test_a_refund_landing_on_a_whole_microsecond_stores_a_bucket_the_next_script
         assert re.fullmatch(r"\d+ 0 7", stored), stored
         assert int(stored.split()[0]) == whole - 2 * 8_571_428 - 1
         acquire = client.register_script(lua.ACQUIRE)  # reads the bucket: it must parse
-        assert acquire(keys=[key], args=[1, 0, "rid2", 0, 0, 0, 1, 8_571_428, 4, 7, 0, 0])[0] == 0
+        args = [1, 0, "rid2", 0, 0, 0, 1, 8_571_428, 4, 7, 0, 0, "", 0]
+        assert acquire(keys=[key, f"{prefix}:epoch"], args=args)[0] == 0
     finally:
         client.close()
 
@@ -292,19 +293,30 @@ def test_fail_open_admits_and_says_so() -> None:
     asyncio.run(run())
 
 
-def test_local_fallback_enforces_each_replicas_share() -> None:
+def test_local_fallback_takes_each_replicas_share_of_the_rate_from_a_used_up_bucket() -> None:
+    """The fallback cannot know what the other replicas took: each replica starts every bucket used up
+    and admits only what refills at its 1/N share of the rate, so N replicas never admit together
+    more than the shared bucket would have from any state."""
+
     async def run() -> None:
         limiter = RedisLimiter.from_url(
             f"redis://127.0.0.1:{closed_port()}",
-            [Rule(Scope.API_KEY, Unit.RPM, 9, subject="k")],
+            [Rule(Scope.API_KEY, Unit.RPS, 30, subject="k")],
             failure=FailurePolicy(requests=OnFailure.LOCAL),
-            local_share=3,
+            local_share=3,  # 10 per second here: one cell every 100 ms
         )
         try:
             decisions = [await limiter.acquire(Demand("m", "w", "k")) for _ in range(5)]
-            assert [d.admitted for d in decisions] == [True, True, True, False, False]  # 9 / 3 replicas
+            assert not any(d.admitted for d in decisions)  # no burst: the shared one may be spent
             assert all(d.degraded for d in decisions)
-            assert decisions[0].reservation and decisions[0].reservation.backend == "local"
+            first = decisions[0].retry_after
+            assert first is not None and 0 < first <= 0.1
+            started = time.monotonic()
+            admitted = 0
+            while time.monotonic() - started < 0.35:
+                admitted += (await limiter.acquire(Demand("m", "w", "k"))).admitted
+                await asyncio.sleep(0.01)
+            assert 2 <= admitted <= 4  # 0.35 s of refill at 10/s (+1 for where the window falls)
             # Tokens default to fail_closed: a request with a token bucket is refused, not guessed.
             limiter.update_rules([Rule(Scope.API_KEY, Unit.TPM, 1000, subject="k")])
             with pytest.raises(LimiterUnavailable):

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from benchmarks.processes import free_port, server
 from store.db import make_engine
-from store.migrate import migrate
+from store.migrate import head_revision, migrate
 from store.schema import REVISION
 from store.security import load_or_create_pepper
 
@@ -89,3 +89,7 @@ def test_against_a_migrated_database_it_serves_with_the_data_plane_alone(tmp_pat
     assert not loaded & {"portal", "console", "alembic", "git", "fastapi", "pulumi", "boto3"}
     assert not [m for m in modules if m.startswith("store.migrat")]
     assert {"gateway", "store", "starlette", "sqlalchemy"} <= loaded
+
+
+def test_the_revision_the_gateway_needs_is_the_migrations_head() -> None:
+    assert REVISION == head_revision()
