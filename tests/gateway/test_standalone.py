@@ -92,4 +92,4 @@ def test_against_a_migrated_database_it_serves_with_the_data_plane_alone(tmp_pat
 
 
 def test_the_revision_the_gateway_needs_is_the_migrations_head() -> None:
-    assert REVISION == head_revision()
+    assert head_revision() == REVISION
