@@ -169,7 +169,7 @@ class Fleet:
 
 
 @contextlib.contextmanager
-def fleet(tmp: Path, redis_url: str, database_url: str) -> Iterator[Fleet]:
+def fleet(tmp: Path, redis_url: str, database_url: str, gateways: int = GATEWAYS) -> Iterator[Fleet]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     settings = Settings(
         data_dir=tmp / "portal",
@@ -201,7 +201,7 @@ def fleet(tmp: Path, redis_url: str, database_url: str) -> Iterator[Fleet]:
         stack.enter_context(server(simulator, env, f"{sim_url}/health", "simulator", tmp / "sim.log"))
         keys = set_up(settings, sim_url)
         urls, processes = [], []
-        for n in range(GATEWAYS):  # started together: each takes seconds to import and start
+        for n in range(gateways):  # started together: each takes seconds to import and start
             port = free_port()
             command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port)]
             log = stack.enter_context((tmp / f"gw{n}.log").open("wb"))
@@ -346,7 +346,7 @@ def test_redis_killed_and_restarted_empty_under_load_keeps_every_limit(
 def test_a_gateway_killed_mid_stream_frees_its_lease_within_seconds_and_its_usage_is_settled_once(
     own_redis: OwnRedis, pg_url: str, tmp_path: Path
 ) -> None:
-    with fleet(tmp_path, own_redis.url, pg_url) as f:
+    with fleet(tmp_path, own_redis.url, pg_url, gateways=2) as f:
         headers = {"authorization": f"Bearer {f.keys['one']}"}
 
         async def run() -> tuple[str, float, list[int]]:
