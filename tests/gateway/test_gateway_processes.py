@@ -88,6 +88,7 @@ def fleet(tmp: Path, redis: str) -> Iterator[tuple[list[str], dict[str, str]]]:
         pepper=secrets.token_hex(16),  # type: ignore[arg-type]
         admin_token=issue(USER_TOKEN_PREFIX).value,  # type: ignore[arg-type]
         worker_enabled=False,
+        allow_private_urls=True,  # the simulator listens on 127.0.0.1
     )
     sim_port = free_port()
     simulator = [sys.executable, "-m", "simulator.app", "--port", str(sim_port), "--any-model"]
