@@ -4,6 +4,7 @@ the simulator standing in for vLLM): what the deploy-to-answer test and benchmar
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +47,19 @@ def seed_stack(where: Path, devices: int = 4) -> Path:
     return seed
 
 
+def seed_demo(where: Path, devices: int = 6) -> Path:
+    """The whole demo stack with room on its local pool (`devices`) for what a test deploys there."""
+    seed = where / "demo-seed"
+    shutil.copytree(ROOT / "stacks", seed)
+    path = seed / "Pulumi.demo.yaml"
+    demo = yaml.safe_load(path.read_text())
+    for pool in demo["config"]["modelfleet:pools"]:
+        if pool["region"] == "local":
+            pool["devices_per_node"] = devices
+    path.write_text(yaml.safe_dump(demo, sort_keys=False))
+    return seed
+
+
 @dataclass
 class Portal:
     url: str
@@ -54,6 +68,7 @@ class Portal:
     engine: Engine
     process: subprocess.Popen[bytes] | None = None
     closing: list[Callable[[], None]] = field(default_factory=list)  # clients a test opened
+    demo: bool = False
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         answer = httpx.request(
@@ -84,6 +99,7 @@ class Portal:
             MODELFLEET_WORKER_POLL_SECONDS="0.1",
         )
         command = [sys.executable, "-m", "portal", "--host", "127.0.0.1", "--port", str(port)]
+        command += ["--demo"] if self.demo else []
         with (self.data_dir / "portal.log").open("ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         wait_until_up(f"{self.url}/healthz", self.process, "portal")
@@ -126,14 +142,17 @@ def until(check: Callable[[], T | None], what: str, seconds: float = 60) -> T:
 
 
 @contextmanager
-def local_portal(tmp: Path) -> Iterator[Portal]:
+def local_portal(tmp: Path, *, demo: bool = False) -> Iterator[Portal]:
+    """A portal on this machine's `lab` stack (its local region alone), or with `demo` the whole demo
+    (plaza, templates, users; its local pool with room to deploy)."""
     data = tmp / "var"
-    StackRepository(data / "stacks-repo").ensure(seed_stack(tmp))
+    StackRepository(data / "stacks-repo").ensure(seed_demo(tmp) if demo else seed_stack(tmp))
     portal = Portal(
         f"http://127.0.0.1:{free_port()}",
         issue(USER_TOKEN_PREFIX).value,
         data,
         make_engine(f"sqlite:///{data / 'modelfleet.db'}"),
+        demo=demo,
     )
     try:
         portal.start()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import openai
 import pytest
-from benchmarks.local_portal import STACK, Portal, alive, engine_pids, local_portal, until
 from sqlalchemy import select
 
+from benchmarks.local_portal import STACK, Portal, alive, engine_pids, local_portal, until
 from store.db import session_factory
 from store.models import UsageRecord
 
