@@ -150,6 +150,7 @@ def test_ops_and_user_journeys(portal: Portal, browser: object) -> None:
     ops.fill("[data-testid=price-input]", "0.5")
     ops.fill("[data-testid=price-output]", "1.5")
     ops.check("[data-testid=maas-enabled]")
+    ops.select_option("select[name=visibility]", "all")  # offered to no workspace until ops choose
     shot(ops, "ops-maas-model")
     ops.click("[data-testid=maas-save]")
     ops.wait_for_url(re.compile(r".*/console/ops/maas/\d+$"))

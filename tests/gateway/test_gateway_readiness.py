@@ -133,7 +133,9 @@ def test_the_change_feed_reaches_a_gateway_at_once(gw: Harness, database_url: st
         assert call(gw).status_code == 200
         feed = gw.gateway._feed
         assert feed is not None and feed.listening.wait(5)
-        elsewhere = session_factory(gw.services.engine)  # no change hook: only the feed can tell
+        # Another process's sessions: no change hook (only the feed can tell), the same audit keys.
+        elsewhere = session_factory(gw.services.engine)
+        elsewhere.configure(info=dict(gw.services.sessions.kw.get("info") or {}))
         with transaction(elsewhere) as session:
             placement = session.scalars(
                 select(ServingPlacement).where(

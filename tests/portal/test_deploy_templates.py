@@ -131,7 +131,9 @@ def test_each_kind_of_refusal_names_its_field(demo: TestClient) -> None:
     )
     messages = [f["message"] for f in reasons.json()["error"]["fields"]]
     assert any(m.startswith("pool east-h100:") and "GiB" in m for m in messages)
-    assert any(m.startswith("pool east-l20-shared, local-gpu:") and "GiB" in m for m in messages)
+    # Pools that share a reason share a message; each names what would fit it (the core's fixes differ).
+    for pool in ("east-l20-shared", "local-gpu"):
+        assert any(pool in m.split(":", 1)[0] and "GiB" in m for m in messages), messages
     assert demo.get(f"{BASE}/qwen2.5-72b-instruct/deploy-templates").json() == []
 
     create_model(demo, "mystery-13b")  # neither in the core catalog nor sized by its plaza entry
