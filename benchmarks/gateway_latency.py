@@ -364,6 +364,7 @@ def set_up(database_url: str, tmp: Path, pepper: str, admin_token: str, engine_u
         pepper=pepper,  # type: ignore[arg-type]
         admin_token=admin_token,  # type: ignore[arg-type]
         worker_enabled=False,
+        allow_private_urls=True,  # the upstream is the simulator on this machine
     )
     services = build_services(settings)
     try:
