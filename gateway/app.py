@@ -223,8 +223,13 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    log.exception("gateway: unexpected error", exc_info=exc)
-    return openai_error(500, "The gateway failed to handle the request.", "server_error", "internal_error")
+    """The last word on a request that raised: a 500 with an id the log line carries too, so an
+    operator finds the traceback from what the client saw."""
+    request_id = new_request_id()
+    log.exception("gateway: unexpected error (request %s)", request_id, exc_info=exc)
+    message = f"The gateway failed to handle the request (request id {request_id})."
+    headers = {"x-request-id": request_id}
+    return openai_error(500, message, "server_error", "internal_error", headers=headers)
 
 
 def create_gateway(

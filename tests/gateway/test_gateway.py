@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -18,6 +19,8 @@ from fastapi.testclient import TestClient
 from pytest_httpserver import HTTPServer
 from sqlalchemy import create_engine, update
 
+from gateway.app import create_gateway
+from gateway.core import Gateway
 from portal.services import Services
 from simulator.app import ModelProfile, Simulator, serve_in_thread
 from store.models import ApiKey
@@ -273,3 +276,20 @@ def test_the_stand_alone_gateway_answers_probes_and_scrapes(gw: Harness) -> None
     scraped = httpx.get(f"{gw.url}/metrics").text
     sample = 'modelfleet_gateway_requests_total{endpoint="chat.completions",model="chat",status="200"}'
     assert sample in scraped
+
+
+def test_an_unexpected_error_is_a_500_whose_request_id_the_log_names_too(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(Gateway):  # a fault inside the engine: the app's last handler answers
+        async def identify(self, authorization: str | None) -> Any:
+            raise RuntimeError("boom")
+
+    app = create_gateway(services, gateway=Broken(services))
+    with TestClient(app, raise_server_exceptions=False) as gateway_client:
+        answer = gateway_client.get("/v1/models", headers={"authorization": "Bearer sk-x"})
+    assert answer.status_code == 500
+    request_id = answer.headers["x-request-id"]
+    assert answer.json()["error"]["code"] == "internal_error"
+    assert request_id in answer.json()["error"]["message"]
+    assert f"request {request_id}" in caplog.text
