@@ -47,7 +47,9 @@ def summarise(desired: int, replicas: Sequence[ReplicaObservation]) -> Summary:
         live = [r for r in replicas if r.state is not State.STOPPED]
         if not live:
             return Summary(State.STOPPED, 0, "Stopped", None)
-        return Summary(State.STOPPED, ready, "Stopping", f"{len(live)} replicas still stopping")
+        # Stopping: "stopped" only once nothing runs; until then say what the live replicas do.
+        still = summarise(len(live), live)
+        return Summary(still.state, still.ready, "Stopping", f"{len(live)} replicas still running")
     if ready >= desired:
         return Summary(State.READY, ready, None, None)
     failed = [r for r in replicas if r.state is State.FAILED]
