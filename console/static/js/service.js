@@ -13,10 +13,17 @@ function watchStatus() {
   if (!url) return;
   const source = new EventSource(url);
   let pending = null;
-  source.addEventListener("transition", () => {
+  const later = () => {
     clearTimeout(pending); // a burst of transitions: one refresh
-    pending = setTimeout(() => refresh("service-badge", "observed-panel", "replicas-panel"), 300);
-  });
+    pending = setTimeout(
+      () => refresh("service-badge", "service-actions", "observed-panel", "replicas-panel"),
+      300,
+    );
+  };
+  source.addEventListener("transition", later);
+  // A transition between the page's rendering and the stream's (re)connection is sent by no stream:
+  // every opening catches up once.
+  source.addEventListener("open", later);
   // The server ends a stream after a while; EventSource reconnects by itself (with Last-Event-ID).
   window.addEventListener("pagehide", () => source.close());
 }
