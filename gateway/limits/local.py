@@ -42,15 +42,19 @@ class LocalLimiter:
         concurrency_retry_s: float = 1.0,
         start_used_up: bool = False,
         leases_elsewhere: Callable[[str], int | None] | None = None,
+        lease_slots: Callable[[str], int] | None = None,
     ) -> None:
         """`start_used_up`: a bucket this limiter has no state for starts with no credit (its TAT one
         full burst ahead), as the Redis limiter's fallback needs: it cannot know what the other
         replicas took, so it assumes the shared bucket is spent and admits only what refills.
         `leases_elsewhere`: per lease bucket id, leases this process holds outside this limiter (the
-        fallback's: in Redis), counted against the same limit."""
+        fallback's: in Redis), counted against the same limit.
+        `lease_slots`: per lease bucket id, how many leases this process may hold, instead of the
+        rule's limit (the fallback's: the leases it held in Redis when Redis went away)."""
         self._book = RuleBook(rules)
         self._start_used_up = start_used_up
         self._leases_elsewhere = leases_elsewhere
+        self._lease_slots = lease_slots
         self._clock = clock
         self._lease_us = int(lease_ttl_s * 1_000_000)
         self._pending_us = int(pending_ttl_s * 1_000_000)
@@ -122,9 +126,11 @@ class LocalLimiter:
                 count = len(held) if held else 0
                 if self._leases_elsewhere is not None:
                     count += self._leases_elsewhere(bucket.id) or 0
-                if count >= bucket.limit:
+                limit = bucket.limit if self._lease_slots is None else self._lease_slots(bucket.id)
+                if count >= limit:
                     ok = False
-                    leases.append((count, min(held.values()) - now if held else 0))
+                    # Out of slots reads as full, as the calm-down after an emptied Redis does.
+                    leases.append((max(count, bucket.limit), min(held.values()) - now if held else 0))
                 else:
                     leases.append((count, 0))
             if ok:

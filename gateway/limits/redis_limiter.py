@@ -8,10 +8,15 @@ Faults (docs/gateway/limits.md, "Faults"): a call that fails on a stale connecti
 fresh one (`RedisLink`); when Redis really cannot answer, `FailurePolicy` decides, and the `local`
 fallback starts every bucket used up and refills it at this replica's share of the rate, so the
 replicas together never admit more than the shared limit would; what it admitted is charged to Redis
-when Redis answers again. Redis emptied (restarted without persistence, failed over to an empty
-replica) is noticed through the epoch key: each replica puts back the bucket states it last saw
-(`_mirror`) before it is admitted again, and lease sets refuse new leases for one lease lifetime while
-the heartbeats put the live leases back.
+when Redis answers again. Concurrency falls back to the slots each replica held in Redis when Redis
+went away (a stream that ends frees its slot for this replica's next): leases need not be spread
+evenly, so a share of the limit could add up to more than it, while these slots add up to at most
+what Redis held, which was within the limit.
+
+Redis emptied (restarted without persistence, failed over to an empty replica) is noticed through
+the epoch key: each replica puts back the bucket states it last saw (`_mirror`) before it is admitted
+again, and lease sets refuse new leases for one lease lifetime while the heartbeats put the live
+leases back -- the fallback's too, so they count once the calm is over.
 """
 
 from __future__ import annotations
@@ -186,9 +191,15 @@ class RedisLimiter:
         self._restore = client.register_script(restore)
         self._charge = client.register_script(charge)
         # This replica's live leases in Redis, per lease bucket id: the fallback counts them as its
-        # own, so a replica's leases in Redis and in the fallback together stay within its share.
+        # own, so a replica's leases in Redis and in the fallback together stay within its slots.
         self._leases_in_redis: dict[str, int] = {}
         self._lease_holders: dict[str, Plan] = {}  # reservation id -> plan, while its leases are live
+        # Per lease bucket id, the leases this replica held in Redis when Redis went away: what the
+        # fallback may hold in the outage (None while Redis answers).
+        self._slots: dict[str, int] | None = None
+        # The fallback's reservations whose leases a heartbeat put back into an emptied Redis: their
+        # settlement frees them there too.
+        self._adopted: set[str] = set()
         self._fallback = LocalLimiter(
             _shared(rules, local_share),
             lease_ttl_s=lease_ttl_s,
@@ -196,6 +207,7 @@ class RedisLimiter:
             concurrency_retry_s=concurrency_retry_s,
             start_used_up=True,
             leases_elsewhere=self._leases_in_redis.get,
+            lease_slots=lambda bucket_id: (self._slots or {}).get(bucket_id, 0),
         )
         self._book = RuleBook(rules)
         self._keys: dict[Plan, _Keys] = {}  # plans hash by identity; holding them keeps ids unique
@@ -377,6 +389,8 @@ class RedisLimiter:
         if policy is OnFailure.FAIL_CLOSED:
             raise LimiterUnavailable(f"rate limiter unavailable: {cause}", self._retry_interval_s)
         if policy is OnFailure.LOCAL:
+            if self._slots is None:
+                self._slots = dict(self._leases_in_redis)
             decision = self._fallback.try_acquire(demand)
             if decision.admitted:
                 tokens = min(demand.tokens, MAX_TOKENS)
@@ -410,6 +424,7 @@ class RedisLimiter:
             )
         self._owed.clear()
         self._fallback.forget_rates()
+        self._slots = None
 
     async def reconcile(self, reservation: Reservation, actual_tokens: int) -> bool:
         """Charge the real token usage instead of the reservation and free the leases, once.
@@ -418,6 +433,9 @@ class RedisLimiter:
         stays charged and the leases expire after their TTL.
         """
         if reservation.backend == "local":
+            if reservation.id in self._adopted:
+                self._adopted.discard(reservation.id)
+                await self._free_adopted(reservation)
             applied = self._fallback.settle(reservation, actual_tokens)
             if applied and reservation.plan.has_tokens:
                 delta = min(actual_tokens, MAX_TOKENS) - reservation.tokens
@@ -489,7 +507,10 @@ class RedisLimiter:
         """Keep a request's leases alive: the gateway's heartbeat calls it for every request in
         flight, several times per lease TTL. After Redis was emptied, it puts the lease back."""
         if reservation.backend == "local":
-            return self._fallback.try_renew(reservation)
+            renewed = self._fallback.try_renew(reservation)
+            if renewed and reservation.plan.leases and self.link.up:
+                await self._renew_adopted(reservation)
+            return renewed
         if reservation.backend != "redis" or not reservation.id or not self.link.up:
             return True  # it holds nothing that could expire (or Redis is down: nothing to renew in)
         keys = self._keys_for(reservation.plan)
@@ -507,6 +528,31 @@ class RedisLimiter:
             log.warning("rate limiter: Redis renew of %s failed: %s", reservation.id, err)
             return False
         return bool(renewed)
+
+    async def _renew_adopted(self, reservation: Reservation) -> None:
+        """A lease the fallback gave, renewed in Redis as well: while an emptied Redis calms down this
+        puts it back (the renew script does so for any live lease), so it counts there once the calm
+        is over; afterwards it keeps it alive. Outside a calm Redis never had it and the script only
+        says so."""
+        keys = self._keys_for(reservation.plan)
+        args: list[int | str] = [len(keys.leases), reservation.id, self._lease_us, self._pending_ms]
+        args += (self._epoch, self._grace_us, *self._clock_args())
+        try:
+            renewed, _ = await self.link.call(self._renew, [*keys.leases, self._epoch_key], args)
+        except (RedisError, OSError) as err:
+            log.warning("rate limiter: Redis renew of %s failed: %s", reservation.id, err)
+            return
+        if renewed:
+            self._adopted.add(reservation.id)
+
+    async def _free_adopted(self, reservation: Reservation) -> None:
+        """Free in Redis the leases of a fallback reservation that a heartbeat put back there."""
+        keys = self._keys_for(reservation.plan)
+        args: list[int | str | bytes] = [0, len(keys.leases), reservation.id, 0, *self._clock_args()]
+        try:
+            await self.link.call(self._settle, list(keys.leases), args)
+        except (RedisError, OSError) as err:
+            self.settle_failed(reservation, err)
 
 
 def _shared(rules: list[Rule], share: int) -> list[Rule]:

@@ -11,6 +11,7 @@ import asyncio
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -142,6 +143,74 @@ def test_what_the_fallback_admitted_is_charged_to_redis_when_it_answers_again(tm
             assert ahead_us > (fallback - 8) * 33_333, (ahead_us, fallback)
         finally:
             await limiter.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        own.kill()
+
+
+def test_in_an_outage_concurrency_keeps_to_the_slots_held_and_the_fallback_leases_count_after(
+    tmp_path: Path,
+) -> None:
+    """A concurrency limit of 2 over two replicas, both held by A when Redis stops answering. B holds
+    none, so its fallback admits none (half the limit each would have made three); A's fallback takes
+    a slot again when one of its streams ends. Redis comes back emptied: A's heartbeat puts back both
+    its Redis lease and its fallback lease, so once the calm-down is over B is still refused until A
+    frees one."""
+    own = OwnRedis(tmp_path / "redis.log")
+    own.start()
+
+    async def run() -> None:
+        rules = [Rule(Scope.API_KEY, Unit.CONCURRENCY, 2, subject="k")]
+        options: dict[str, Any] = {
+            "failure": FailurePolicy(concurrency=OnFailure.LOCAL),
+            "local_share": 2,
+            "lease_ttl_s": 30.0,
+            "recovery_grace_s": 0.6,
+            "retry_interval_s": 0.05,
+            "timeout_s": 0.2,
+        }
+        a = RedisLimiter.from_url(own.url, rules, **options)
+        b = RedisLimiter.from_url(own.url, rules, **options)
+        try:
+            demand = Demand("m", "w", "k")
+            warm = await b.acquire(demand)  # B has decided in this Redis: it knows its epoch
+            assert warm.reservation is not None and await b.reconcile(warm.reservation, 0)
+            first, second = await a.acquire(demand), await a.acquire(demand)
+            assert first.reservation is not None and second.reservation is not None
+            assert own.process is not None
+            own.process.send_signal(signal.SIGSTOP)
+            try:
+                refused = await b.acquire(demand)
+                assert refused.degraded and not refused.admitted
+                assert not (await a.acquire(demand)).admitted  # A's two slots are taken
+                assert not await a.reconcile(first.reservation, 0)  # a stream ends; Redis hears nothing
+                local = await a.acquire(demand)
+                assert local.degraded and local.admitted and local.reservation is not None
+                assert not (await a.acquire(demand)).admitted
+            finally:
+                own.process.send_signal(signal.SIGCONT)
+            deadline = time.monotonic() + 5
+            while not (a.link.up and b.link.up) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert a.link.up and b.link.up
+            client = redis.Redis.from_url(own.url)
+            try:
+                client.flushall()  # emptied as it came back
+            finally:
+                client.close()
+            assert not (await b.acquire(demand)).admitted  # the calm-down
+            assert await a.renew(second.reservation)  # A's heartbeat: its Redis lease ...
+            assert await a.renew(local.reservation)  # ... and its fallback lease
+            await asyncio.sleep(0.7)  # the calm-down is over
+            assert not (await b.acquire(demand)).admitted  # both of A's leases count
+            assert await a.reconcile(local.reservation, 0)
+            admitted = await b.acquire(demand)
+            assert admitted.admitted and not admitted.degraded
+        finally:
+            await a.aclose()
+            await b.aclose()
 
     try:
         asyncio.run(run())
