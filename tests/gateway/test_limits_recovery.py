@@ -8,18 +8,25 @@ seconds, without processes; the fault suite (test_gateway_faults.py) kills a rea
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
+from benchmarks.gateway_fleet import OwnRedis
 from gateway.limits import Demand, FailurePolicy, OnFailure, RedisLimiter, Rule, Scope, Unit
-from tests.gateway.test_gateway_faults import OwnRedis
 from tests.gateway.test_limits_helpers import delete_prefix, prefix, redis_url
 
 __all__ = ["prefix", "redis_url"]  # fixtures
+
+own_redis_server = pytest.mark.skipif(
+    shutil.which("redis-server") is None,
+    reason="redis-server is not installed: these stop a Redis of theirs",
+)
 
 
 def test_an_emptied_redis_gets_back_the_bucket_states_the_replicas_saw(redis_url: str, prefix: str) -> None:
@@ -100,6 +107,7 @@ def test_a_fresh_prefix_is_used_at_once_without_a_calm_down(redis_url: str, pref
     asyncio.run(run())
 
 
+@own_redis_server
 def test_what_the_fallback_admitted_is_charged_to_redis_when_it_answers_again(tmp_path: Path) -> None:
     """Redis stops answering (SIGSTOP: it keeps its state); the `local` fallback admits what refills at
     its share of the rate; when Redis answers again, those admissions are charged to the shared bucket,
@@ -150,6 +158,7 @@ def test_what_the_fallback_admitted_is_charged_to_redis_when_it_answers_again(tm
         own.kill()
 
 
+@own_redis_server
 def test_in_an_outage_concurrency_keeps_to_the_slots_held_and_the_fallback_leases_count_after(
     tmp_path: Path,
 ) -> None:
