@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 STACK   ?= demo
 
-.PHONY: run test bench lint typecheck render plan check clean runtime-check
+.PHONY: run test bench soak lint typecheck render plan check clean runtime-check
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,10 @@ runtime-check:  ## every `python -m fleet` command in a fresh venv with the runt
 
 bench: $(STAMP)  ## BENCH <name> <value> <unit> lines
 	$(BIN)/python -m benchmarks
+
+SOAK_SECONDS ?= 600
+soak: $(STAMP)  ## not in CI: mixed load on three gateways through Redis and database outages (SOAK lines)
+	$(BIN)/python -m benchmarks.soak $(SOAK_SECONDS)
 
 plan check: $(STAMP)
 	$(BIN)/python -m fleet $@ --stack $(STACK)
