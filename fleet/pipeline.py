@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet.engine_args import EngineLaunch, engine_launch
+from fleet.engine_args import EngineLaunch, LaunchSetup, SetupKey, engine_launch
 from fleet.errors import Issue, IssuesError, RenderError
 from fleet.gcpause import collector_paused
 from fleet.loader import load_fleet
@@ -83,10 +83,11 @@ def render_fleet(fleet: Fleet, plan: FleetPlan | None = None) -> Rendering:
     rendered: list[RenderedPlacement] = []
     issues: list[Issue] = []
     warnings = list(plan.warnings)
+    setups: dict[SetupKey, LaunchSetup] = {}  # per template and pool, shared by their placements
     for placement in plan.placements:
         s = servings[placement.serving]
         try:
-            launch = engine_launch(fleet, s, placement)
+            launch = engine_launch(fleet, s, placement, setups)
         except IssuesError as exc:
             issues += [i for i in exc.issues if i not in issues]
             continue
