@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.runtime import new_context
 from jinja2.sandbox import SandboxedEnvironment
 
 from fleet.errors import Issue, TemplateError
@@ -32,7 +33,7 @@ FRAMED = END + START  # between two items
 def _argv(items: list[object]) -> str:
     """The `argv` filter: `{{ ["--port", port] | argv }}`. A filter, not a global function: the
     sandbox checks every global call at run time, filters are bound when the template compiles."""
-    texts = [item if isinstance(item, str) else str(item) for item in items]
+    texts = list(map(str, items))  # str() of a str is itself
     if not texts:
         return ""
     # One scan of all the items for a stray frame character, then one join that frames them.
@@ -90,9 +91,11 @@ def render_argv(
 ) -> list[str]:
     try:
         template = _template(name, templates_dir)
-        # What Template.render does, minus copying the environment's globals into every context:
-        # engine templates use none, and at 10,000 renders the copy is a quarter of the cost.
-        text = "".join(template.root_render_func(template.new_context(dict(context), shared=True)))
+        # What Template.render does, minus copying the environment's globals into every context
+        # (engine templates use none, and at 10,000 renders the copy is a quarter of the cost) and
+        # minus listing them for imports (engine templates import nothing).
+        ctx = new_context(template.environment, name, template.blocks, dict(context), shared=True)
+        text = "".join(template.root_render_func(ctx))
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(
             [Issue(path, f"template {exc.name!r} not found in {templates_dir.name}/")]
