@@ -315,10 +315,13 @@ def engine_launch(
             continue
         context["role"] = role  # the render copies the context: the leader's is not the worker's
         rendered = render.render_argv(setup.template_name, context, path)
-        # Platform flags a template left out (tensor parallel 1) are still not the user's to set.
-        owned = dict(setup.owned)
-        owned.update(_groups(rendered))
-        extra, merge_issues = _merge(owned, t.args, s.extra_args, setup.quirks, where)
+        extra: list[str] = []
+        merge_issues: list[Issue] = []
+        if t.args or s.extra_args or setup.quirks:  # else nothing to merge: no need to group
+            # Platform flags a template left out (tensor parallel 1) are still not the user's to set.
+            owned = dict(setup.owned)
+            owned.update(_groups(rendered))
+            extra, merge_issues = _merge(owned, t.args, s.extra_args, setup.quirks, where)
         argv = rendered + extra
         if setup.schema is not None:
             merge_issues += validate_args(setup.schema, argv, path)
