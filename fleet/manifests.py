@@ -161,12 +161,13 @@ def _init_containers(
     argv, env = sources.fetch_command(source, region, dest)
     fetch: Manifest
     if source.scheme == "s3":
-        fetch = {"name": "model-fetch", "image": region.model_store.sync_image, "args": argv}
+        fetch = {"name": "model-fetch", "image": region.model_store.sync_image, "args": argv, "env": env}
     else:
         template = fleet.templates[s.template]
         image = sources.fetch_image(source, region, template, launch.image)
-        fetch = {"name": "model-fetch", "image": image, "command": argv}
-    fetch.update({"env": env, "resources": resources, "volumeMounts": cache_mount})
+        fetch = {"name": "model-fetch", "image": image, "command": argv, "env": env}
+    fetch["resources"] = resources
+    fetch["volumeMounts"] = cache_mount
     out = [fetch]
     if shared:  # the leader tells its workers the weights are complete
         touch = ["/bin/sh", "-c", 'touch "$0"', marker]
@@ -208,11 +209,13 @@ def _model_volume(
 
 def _env(s: ModelServing, launch: EngineLaunch) -> list[Manifest]:
     env: list[Manifest] = [{"name": k, "value": v} for k, v in launch.env.items()]
-    env += [{"name": k, "valueFrom": {"fieldRef": {"fieldPath": v}}} for k, v in launch.field_env.items()]
-    env += [
-        {"name": k, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
-        for k, ref in s.secret_env.items()
-    ]
+    if launch.field_env:
+        env += [{"name": k, "valueFrom": {"fieldRef": {"fieldPath": v}}} for k, v in launch.field_env.items()]
+    if s.secret_env:
+        env += [
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+            for k, ref in s.secret_env.items()
+        ]
     return env
 
 
@@ -232,10 +235,11 @@ def _pod_spec(
     mount = template.model_mount_path
     spec_ = pool.spec
     vendor = pool.vendor
+    multi_node = plan.nodes > 1
     accelerators = {pool.resource_name: str(plan.devices_per_pod)}
     if spec_.sharing == "hami":
         accelerators.update(sharing.shares(pool).resources)
-    if plan.multi_node:
+    if multi_node:
         accelerators.update(network.resources(pool))
     size = plan.size
     cpu, memory = str(size.cpu), f"{size.memory_gib}Gi"
@@ -260,7 +264,7 @@ def _pod_spec(
             *({"name": m.name, "mountPath": m.path, "readOnly": True} for m in vendor.host_mounts),
         ],
     }
-    security = network.container_security(pool) if plan.multi_node else None
+    security = network.container_security(pool) if multi_node else None
     if security is not None:
         container["securityContext"] = security
     if launcher is not None:
@@ -278,26 +282,26 @@ def _pod_spec(
     ]
     if launcher is not None:
         volumes.append({"name": "launcher", "configMap": {"name": f"{names.name}-launcher"}})
-    init = _init_containers(fleet, s, plan, launch, member, mount, source)
-    spec: Manifest = {"initContainers": init} if init else {}
     node_selector = dict(spec_.node_selector)
     node_selector["kubernetes.io/arch"] = spec_.cpu_arch
-    spec.update(
-        {
-            "containers": [container],
-            "volumes": volumes,
-            "nodeSelector": node_selector,
-            "tolerations": [
-                {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect}
-                for t in spec_.taints
-            ]
-            + [dict(t) for t in _vendor_tolerations(spec_.vendor)],  # copies: callers may edit
-            "enableServiceLinks": False,
-            # In-flight generations finish before the engine is killed on scale-down or rollout.
-            "terminationGracePeriodSeconds": 120,
-        }
-    )
-    if plan.multi_node:
+    tolerations = [dict(t) for t in _vendor_tolerations(spec_.vendor)]  # copies: callers may edit
+    if spec_.taints:
+        tolerations[:0] = [
+            {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect} for t in spec_.taints
+        ]
+    spec: Manifest = {
+        "initContainers": _init_containers(fleet, s, plan, launch, member, mount, source),
+        "containers": [container],
+        "volumes": volumes,
+        "nodeSelector": node_selector,
+        "tolerations": tolerations,
+        "enableServiceLinks": False,
+        # In-flight generations finish before the engine is killed on scale-down or rollout.
+        "terminationGracePeriodSeconds": 120,
+    }
+    if not spec["initContainers"]:
+        del spec["initContainers"]
+    if multi_node:
         spec.update(network.pod_fields(pool))
     if vendor.runtime_class:
         spec["runtimeClassName"] = vendor.runtime_class
