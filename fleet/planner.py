@@ -400,7 +400,7 @@ def plan_fleet(fleet: Fleet) -> FleetPlan:
     plans: list[PlacementPlan] = []
     used: dict[str, int] = defaultdict(int)
     peak: dict[str, int] = defaultdict(int)
-    users: dict[str, list[str]] = defaultdict(list)
+    users: dict[str, list[tuple[str, int, int]]] = defaultdict(list)  # formatted only if over
     for s in fleet.servings:
         path = f"servings[{s.name}]"
         for index in range(len(s.placements)):
@@ -413,18 +413,21 @@ def plan_fleet(fleet: Fleet) -> FleetPlan:
             top = s.autoscaling.max_replicas if s.autoscaling else result.replicas
             peak[result.pool] += top * result.devices_per_replica
             if result.replicas:
-                users[result.pool].append(f"{s.name} {result.replicas}x{result.devices_per_replica}")
+                users[result.pool].append((s.name, result.replicas, result.devices_per_replica))
     pools: dict[str, PoolUse] = {}
     warnings: list[Issue] = []
     for name, pool in fleet.pools.items():
         use = PoolUse(name, pool.spec.region, pool.spec.devices, used[name], peak[name])
         pools[name] = use
         if use.used > use.capacity:
+            asking = ", ".join(
+                f"{serving} {replicas}x{devices}" for serving, replicas, devices in users[name]
+            )
             issues.append(
                 Issue(
                     f"pools[{name}]",
                     f"{use.capacity} devices but servings ask for {use.used} "
-                    f"({', '.join(users[name])}): over by {use.used - use.capacity}",
+                    f"({asking}): over by {use.used - use.capacity}",
                 )
             )
         elif use.peak > use.capacity:
