@@ -132,6 +132,18 @@ def _type_error(spec: FlagSpec, value: str) -> str | None:
 
 
 _ARITY: dict[str | int | None, tuple[int, int | None]] = {"?": (0, 1), "+": (1, None), "*": (0, None)}
+# Value types `_type_error` checks; a flag of any other type without choices takes any value.
+CHECKED_TYPES = frozenset(
+    {"int", "float", "bool", "human_readable_int", "human_readable_int_or_auto", *JSON_TYPES}
+)
+
+
+@lru_cache(maxsize=1 << 12)
+def _free(schema: FlagSchema, token: str) -> bool:
+    """Whether no value can be wrong for this flag (a name, a path) or it is unknown: then what
+    `_check_group` finds depends on how many values follow it, not on what they are."""
+    spec = schema.lookup(token.partition("=")[0])
+    return spec is None or (spec.choices is None and spec.type not in CHECKED_TYPES)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -177,7 +189,9 @@ def validate_args(schema: FlagSchema, argv: Sequence[str], path: str) -> list[Is
     for start, stop in pairwise([*starts, len(argv)]):
         token = argv[start]
         values = tuple(argv[start + 1 : stop])
-        problems, used, canonical = _check_group(schema, token, values)
+        # A free flag's values (a served name: one per serving) would each fill the cache anew.
+        shape = ("",) * len(values) if _free(schema, token) else values
+        problems, used, canonical = _check_group(schema, token, shape)
         if canonical is not None:
             if canonical in seen:
                 issues.append(Issue(path, f"{token.partition('=')[0]} is given more than once"))
