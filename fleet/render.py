@@ -94,7 +94,10 @@ def render_argv(
         # What Template.render does, minus copying the environment's globals into every context
         # (engine templates use none, and at 10,000 renders the copy is a quarter of the cost) and
         # minus listing them for imports (engine templates import nothing).
-        ctx = new_context(template.environment, name, template.blocks, dict(context), shared=True)
+        # Jinja never writes to the variables it is given (a template's own `set` goes to the
+        # context's locals), so a plain dict is passed as it is: no copy per render.
+        variables = context if type(context) is dict else dict(context)
+        ctx = new_context(template.environment, name, template.blocks, variables, shared=True)
         text = "".join(template.root_render_func(ctx))
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(
