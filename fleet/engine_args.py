@@ -306,7 +306,6 @@ def engine_launch(
             setups[key] = setup
     launcher = setup.launcher
     context = _context(setup, fleet, s, plan, t)
-    where = {"defaults": setup.defaults_path, "extras": f"servings[{s.name}].extra_args"}
     roles: dict[Role, RoleCommand] = {}
     issues: list[Issue] = []
     for role in ("leader", "worker") if multi_node else ("single",):
@@ -318,6 +317,7 @@ def engine_launch(
         extra: list[str] = []
         merge_issues: list[Issue] = []
         if t.args or s.extra_args or setup.quirks:  # else nothing to merge: no need to group
+            where = {"defaults": setup.defaults_path, "extras": f"servings[{s.name}].extra_args"}
             # Platform flags a template left out (tensor parallel 1) are still not the user's to set.
             owned = dict(setup.owned)
             owned.update(_groups(rendered))
