@@ -312,7 +312,7 @@ def engine_launch(
         if role == "worker" and launcher == "ray":
             roles[role] = RoleCommand(("/bin/sh", "-c"), (ray_join(),), ())
             continue
-        context["role"] = role  # the render copies the context: the leader's is not the worker's
+        context["role"] = role  # set per role: each render is over before the next role is set
         rendered = render.render_argv(setup.template_name, context, path)
         extra: list[str] = []
         merge_issues: list[Issue] = []
