@@ -55,11 +55,11 @@ def quantization_flag(model: ModelFacts, s: ModelServing, pool: PoolFacts, t: De
     """The `--quantization` value to render, if any (see the module docstring)."""
     if t.engine == "custom":
         return s.quantization
-    engine = support(pool, t)
     online = online_method(model, s)
     if online is not None:
-        return engine.flags.get(online, online)
-    return engine.flags.get(model.quantization) if model.quantization else None
+        return support(pool, t).flags.get(online, online)
+    # A 16-bit checkpoint served as it is (most servings) needs no look-up at all.
+    return support(pool, t).flags.get(model.quantization) if model.quantization else None
 
 
 def _where(pool: PoolFacts, t: DeployTemplate) -> str:

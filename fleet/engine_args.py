@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal
 
 from fleet import capability, catalog, network, render
@@ -52,6 +52,7 @@ class EngineLaunch:
     flags_checked: bool
 
 
+@lru_cache(maxsize=1 << 12)  # flag tokens repeat across a fleet; bounded, as extra_args are free text
 def _key(token: str) -> str:
     name = token.split("=", 1)[0].replace("_", "-")
     return "--" + name[5:] if name.startswith("--no-") else name
@@ -166,42 +167,115 @@ def _merge(
     return [token for group in chosen.values() for token in group], issues
 
 
-def _context(
-    fleet: Fleet,
-    s: ModelServing,
-    plan: PlacementPlan,
-    t: DeployTemplate,
-    port: int,
-    launcher: Launcher | None,
-) -> dict[str, Any]:
-    model = fleet.models[s.name]
+@dataclass(frozen=True, slots=True)
+class LaunchSetup:
+    """What a launch takes from its template and pool alone (and the placement's shape): the same
+    for every serving placed with them, so a fleet works it out once per combination, not per
+    placement (`engine_launch`'s `setups`)."""
+
+    image: str
+    schema: FlagSchema | None
+    launcher: Launcher | None
+    port: int
+    template_name: str
+    entrypoint: tuple[str, ...]
+    owned: dict[str, list[str]]  # the platform's flags, each owned even where a template omits it
+    quirks: list[tuple[str, list[str], str]]
+    context: dict[str, Any]  # the template context's template- and pool-wide part
+    env: dict[str, str]  # vendor, network, Ray and template env, in that order (later wins)
+    field_env: dict[str, str]
+    health_path: str | None
+    defaults_path: str
+
+
+# (template, pool, multi-node, tensor parallel): what a LaunchSetup depends on besides the fleet
+SetupKey = tuple[str, str, bool, int]
+
+
+def launch_setup(t: DeployTemplate, pool: PoolFacts, multi_node: bool, tensor: int) -> LaunchSetup:
+    """Raises SpecError/FlagError for what no serving on this template and pool could fix."""
     engine = catalog.engines()[t.engine]
-    return {
+    image = pick_image(t, pool)
+    if isinstance(image, Issue):
+        raise SpecError([image])
+    schema: FlagSchema | None = None
+    if t.validate_flags:
+        try:
+            schema = load_schema(t.runtime or t.engine, t.engine_version)
+        except FlagError as exc:
+            raise FlagError(
+                [Issue(f"templates[{t.name}].engine_version", i.message) for i in exc.issues]
+            ) from exc
+    launcher: Launcher | None = None
+    if multi_node:
+        chosen = pick_launcher(t, pool, schema)
+        if isinstance(chosen, Issue):
+            raise SpecError([chosen])
+        launcher = chosen
+    port = t.port or engine.default_port
+    env = {**pool.vendor.env}
+    if multi_node:
+        env.update(network.env(pool, pool.vendor.multi_node_env))
+    if launcher == "ray":
+        env.update(pool.vendor.ray_env)
+    env.update(t.env)
+    context = {
         "engine": t.engine,
         "engine_version": t.engine_version,
-        "vendor": fleet.pools[plan.pool].spec.vendor,
-        "family": fleet.pools[plan.pool].family,
-        "model_path": f"{t.model_mount_path}/{model.id}",
-        "served_name": s.served_name,
+        "vendor": pool.spec.vendor,
+        "family": pool.family,
         "host": "0.0.0.0",
         "port": port,
-        "tensor": plan.tensor,
-        "pipeline": plan.pipeline,
-        "data": plan.data,
-        "nodes": plan.nodes,
-        "devices": plan.devices_per_pod,
-        "device_ids": ",".join(str(i) for i in range(plan.devices_per_pod)),
-        "max_model_len": s.max_model_len,
-        "dtype": s.dtype,
-        "quantization": capability.quantization_flag(model, s, fleet.pools[plan.pool], t),
-        "memory_utilization": plan.memory_utilization,
         "launcher": launcher,
         "leader_address": LEADER_ADDRESS,
         "worker_index": WORKER_INDEX,
         "rendezvous_port": engine.rendezvous_port,
     }
+    return LaunchSetup(
+        image=image,
+        schema=schema,
+        launcher=launcher,
+        port=port,
+        template_name=render.engine_template(t.engine, pool.spec.vendor, t.runtime),
+        entrypoint=tuple(t.entrypoint or engine.entrypoint),
+        owned={flag: [] for flag in engine.platform_flags},
+        quirks=_quirk_args(pool, t.engine, tensor),
+        context=context,
+        env=env,
+        field_env=dict(pool.vendor.field_env) if multi_node else {},
+        health_path=t.probes.path or engine.health_path,
+        defaults_path=f"templates[{t.name}].args",
+    )
 
 
+@cache
+def _device_ids(devices: int) -> str:
+    return ",".join(str(i) for i in range(devices))
+
+
+def _context(
+    setup: LaunchSetup, fleet: Fleet, s: ModelServing, plan: PlacementPlan, t: DeployTemplate
+) -> dict[str, Any]:
+    model = fleet.models[s.name]
+    context = dict(setup.context)
+    context.update(
+        model_path=f"{t.model_mount_path}/{model.id}",
+        served_name=s.served_name,
+        tensor=plan.tensor,
+        pipeline=plan.pipeline,
+        data=plan.data,
+        nodes=plan.nodes,
+        devices=plan.devices_per_pod,
+        device_ids=_device_ids(plan.devices_per_pod),
+        max_model_len=s.max_model_len,
+        dtype=s.dtype,
+        quantization=capability.quantization_flag(model, s, fleet.pools[plan.pool], t),
+        memory_utilization=plan.memory_utilization,
+    )
+    return context
+
+
+@cache
 def ray_join() -> str:
     """A Ray worker's script: wait (bounded) for the leader's head to answer, then join it.
 
@@ -216,49 +290,41 @@ def ray_join() -> str:
     )
 
 
-def engine_launch(fleet: Fleet, s: ModelServing, plan: PlacementPlan) -> EngineLaunch:
-    """The containers' commands for one placement; raises FlagError/SpecError naming the path."""
+def engine_launch(
+    fleet: Fleet, s: ModelServing, plan: PlacementPlan, setups: dict[SetupKey, LaunchSetup] | None = None
+) -> EngineLaunch:
+    """The containers' commands for one placement; raises FlagError/SpecError naming the path.
+    `setups` keeps each template-and-pool setup for the next placement (one per fleet render)."""
     path = f"servings[{s.name}].placements[{plan.index}]"
     t = fleet.templates[s.template]
-    pool = fleet.pools[plan.pool]
-    engine = catalog.engines()[t.engine]
-    image = pick_image(t, pool)
-    if isinstance(image, Issue):
-        raise SpecError([image])
-    schema: FlagSchema | None = None
-    if t.validate_flags:
-        try:
-            schema = load_schema(t.runtime or t.engine, t.engine_version)
-        except FlagError as exc:
-            raise FlagError(
-                [Issue(f"templates[{t.name}].engine_version", i.message) for i in exc.issues]
-            ) from exc
-    launcher: Launcher | None = None
-    if plan.multi_node:
-        chosen = pick_launcher(t, pool, schema)
-        if isinstance(chosen, Issue):
-            raise SpecError([chosen])
-        launcher = chosen
-    port = t.port or engine.default_port
-    context = _context(fleet, s, plan, t, port, launcher)
-    template_name = render.engine_template(t.engine, pool.spec.vendor, t.runtime)
-    entrypoint = list(t.entrypoint or engine.entrypoint)
-    where = {"defaults": f"templates[{t.name}].args", "extras": f"servings[{s.name}].extra_args"}
-    quirks = _quirk_args(pool, t.engine, plan.tensor)
+    multi_node = plan.nodes > 1
+    key = (s.template, plan.pool, multi_node, plan.tensor)
+    setup = setups.get(key) if setups is not None else None
+    if setup is None:
+        setup = launch_setup(t, fleet.pools[plan.pool], multi_node, plan.tensor)
+        if setups is not None:
+            setups[key] = setup
+    launcher = setup.launcher
+    context = _context(setup, fleet, s, plan, t)
     roles: dict[Role, RoleCommand] = {}
     issues: list[Issue] = []
-    for role in ("leader", "worker") if plan.multi_node else ("single",):
+    for role in ("leader", "worker") if multi_node else ("single",):
         if role == "worker" and launcher == "ray":
             roles[role] = RoleCommand(("/bin/sh", "-c"), (ray_join(),), ())
             continue
-        rendered = render.render_argv(template_name, {**context, "role": role}, path)
-        # Platform flags a template left out (tensor parallel 1) are still not the user's to set.
-        owned: dict[str, list[str]] = {flag: [] for flag in engine.platform_flags}
-        owned.update(_groups(rendered))
-        extra, merge_issues = _merge(owned, t.args, s.extra_args, quirks, where)
+        context["role"] = role  # set per role: each render is over before the next role is set
+        rendered = render.render_argv(setup.template_name, context, path)
+        extra: list[str] = []
+        merge_issues: list[Issue] = []
+        if t.args or s.extra_args or setup.quirks:  # else nothing to merge: no need to group
+            where = {"defaults": setup.defaults_path, "extras": f"servings[{s.name}].extra_args"}
+            # Platform flags a template left out (tensor parallel 1) are still not the user's to set.
+            owned = dict(setup.owned)
+            owned.update(_groups(rendered))
+            extra, merge_issues = _merge(owned, t.args, s.extra_args, setup.quirks, where)
         argv = rendered + extra
-        if schema is not None:
-            merge_issues += validate_args(schema, argv, path)
+        if setup.schema is not None:
+            merge_issues += validate_args(setup.schema, argv, path)
         if merge_issues:
             issues += merge_issues
             continue
@@ -266,28 +332,24 @@ def engine_launch(fleet: Fleet, s: ModelServing, plan: PlacementPlan) -> EngineL
             # Ray's head must run before `vllm serve` in the same container: the one shell we need,
             # every value quoted.
             head = f"ray start --head --port={RAY_PORT} --disable-usage-stats"
-            script = f"{head} && exec {shlex.join(entrypoint + argv)}"
+            script = f"{head} && exec {shlex.join([*setup.entrypoint, *argv])}"
             roles[role] = RoleCommand(("/bin/sh", "-c"), (script,), tuple(argv))
         else:
-            roles[role] = RoleCommand(tuple(entrypoint), tuple(argv), tuple(argv))
+            args = tuple(argv)
+            roles[role] = RoleCommand(setup.entrypoint, args, args)
     if issues:
         raise FlagError(dict.fromkeys(issues))
-    env = {**pool.vendor.env}
-    if plan.multi_node:
-        env.update(network.env(pool, pool.vendor.multi_node_env))
-    if launcher == "ray":
-        env.update(pool.vendor.ray_env)
-    env.update(t.env)
+    env = dict(setup.env)
     env.update(s.env)
     return EngineLaunch(
         engine=t.engine,
         engine_version=t.engine_version,
-        image=image,
-        port=port,
-        health_path=t.probes.path or engine.health_path,
+        image=setup.image,
+        port=setup.port,
+        health_path=setup.health_path,
         launcher=launcher,
         env=env,
-        field_env=dict(pool.vendor.field_env) if plan.multi_node else {},
+        field_env=dict(setup.field_env),
         roles=roles,
-        flags_checked=schema is not None,
+        flags_checked=setup.schema is not None,
     )

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
+from itertools import pairwise
 from typing import Any
 
 from fleet.errors import FlagError, Issue
@@ -131,21 +132,18 @@ def _type_error(spec: FlagSpec, value: str) -> str | None:
 
 
 _ARITY: dict[str | int | None, tuple[int, int | None]] = {"?": (0, 1), "+": (1, None), "*": (0, None)}
+# Value types `_type_error` checks; a flag of any other type without choices takes any value.
+CHECKED_TYPES = frozenset(
+    {"int", "float", "bool", "human_readable_int", "human_readable_int_or_auto", *JSON_TYPES}
+)
 
 
-def _split(argv: Sequence[str]) -> list[tuple[str | None, tuple[str, ...]]]:
-    """(flag token, the values up to the next flag); leading values under None."""
-    groups: list[tuple[str | None, tuple[str, ...]]] = []
-    flag: str | None = None
-    start = 0
-    for i, token in enumerate(argv):
-        if token.startswith("--"):
-            if i > start or flag is not None:
-                groups.append((flag, tuple(argv[start:i])))
-            flag, start = token, i + 1
-    if len(argv) > start or flag is not None:
-        groups.append((flag, tuple(argv[start:])))
-    return groups
+@lru_cache(maxsize=1 << 12)
+def _free(schema: FlagSchema, token: str) -> bool:
+    """Whether no value can be wrong for this flag (a name, a path) or it is unknown: then what
+    `_check_group` finds depends on how many values follow it, not on what they are."""
+    spec = schema.lookup(token.partition("=")[0])
+    return spec is None or (spec.choices is None and spec.type not in CHECKED_TYPES)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -182,15 +180,23 @@ def validate_args(schema: FlagSchema, argv: Sequence[str], path: str) -> list[Is
     """Every problem argparse would find in `argv` (the engine's arguments, no entrypoint)."""
     issues: list[Issue] = []
     seen: set[str] = set()
-    positionals = 0
-    for token, values in _split(argv):
-        used = 0
-        if token is not None:
-            problems, used, canonical = _check_group(schema, token, values)
-            if canonical is not None:
-                if canonical in seen:
-                    issues.append(Issue(path, f"{token.partition('=')[0]} is given more than once"))
-                seen.add(canonical)
+    # Where each flag starts; a flag's values run to the next flag (one pass, no per-token calls).
+    starts = [i for i, token in enumerate(argv) if token.startswith("--")]
+    leading = argv[: starts[0]] if starts else argv
+    positionals = min(len(leading), schema.positional)
+    for value in leading[positionals:]:
+        issues.append(Issue(path, f"unexpected value {value!r}: no flag takes it"))
+    for start, stop in pairwise([*starts, len(argv)]):
+        token = argv[start]
+        values = tuple(argv[start + 1 : stop])
+        # A free flag's values (a served name: one per serving) would each fill the cache anew.
+        shape = ("",) * len(values) if _free(schema, token) else values
+        problems, used, canonical = _check_group(schema, token, shape)
+        if canonical is not None:
+            if canonical in seen:
+                issues.append(Issue(path, f"{token.partition('=')[0]} is given more than once"))
+            seen.add(canonical)
+        if problems:
             issues += [Issue(path, p) for p in problems]
         for value in values[used:]:
             if positionals < schema.positional:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet import catalog, network, render, sharing, sources
 from fleet.engine_args import EngineLaunch, Role
@@ -28,7 +28,27 @@ PROBE_PERIOD = 10
 # Seconds to load one GiB of weights from the node's cache into device memory, with margin.
 LOAD_SECONDS_PER_GIB = 2.0
 MIN_STARTUP_SECONDS = 300
+SHM_SIZE = f"{SHM_GIB}Gi"
 Member = Role  # which pod of a replica: the only one, a group's leader, or one of its workers
+# Label and annotation keys, built once: every object of every placement carries them.
+SERVING_LABEL = f"{LABEL}/serving"
+POOL_LABEL = f"{LABEL}/pool"
+WORKSPACE_LABEL = f"{LABEL}/workspace"
+REGION_LABEL = f"{LABEL}/region"
+ROLE_LABEL = f"{LABEL}/role"
+_FACT_KEYS = tuple(
+    f"{LABEL}/{fact}"
+    for fact in (
+        "accelerator",
+        "accelerator-family",
+        "sharing",
+        "resource-name",
+        "template",
+        "engine",
+        "weights-gib",
+        "public-model",
+    )
+)
 
 
 def object_name(serving: str, pool: str) -> str:
@@ -36,19 +56,34 @@ def object_name(serving: str, pool: str) -> str:
 
 
 def selector_labels(s: ModelServing, plan: PlacementPlan) -> dict[str, str]:
-    return {f"{LABEL}/serving": s.name, f"{LABEL}/pool": plan.pool}
+    return {SERVING_LABEL: s.name, POOL_LABEL: plan.pool}
 
 
-def labels(s: ModelServing, plan: PlacementPlan) -> dict[str, str]:
+def labels(s: ModelServing, plan: PlacementPlan, name: str | None = None) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "modelfleet-serving",
-        "app.kubernetes.io/instance": object_name(s.name, plan.pool),
+        "app.kubernetes.io/instance": name or object_name(s.name, plan.pool),
         "app.kubernetes.io/managed-by": "modelfleet",
-        f"{LABEL}/workspace": s.workspace,
-        f"{LABEL}/serving": s.name,
-        f"{LABEL}/region": plan.region,
-        f"{LABEL}/pool": plan.pool,
+        WORKSPACE_LABEL: s.workspace,
+        SERVING_LABEL: s.name,
+        REGION_LABEL: plan.region,
+        POOL_LABEL: plan.pool,
     }
+
+
+class _Names(NamedTuple):
+    """What every object of one placement repeats, worked out once per placement; each object
+    gets its own copy of the dicts (a YAML dump would alias shared ones, and callers may edit)."""
+
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    selector: dict[str, str]
+
+
+def _names(fleet: Fleet, s: ModelServing, plan: PlacementPlan) -> _Names:
+    name = object_name(s.name, plan.pool)
+    return _Names(name, fleet.regions[plan.region].namespace, labels(s, plan, name), selector_labels(s, plan))
 
 
 def startup_budget_seconds(fleet: Fleet, s: ModelServing, plan: PlacementPlan) -> int:
@@ -126,12 +161,13 @@ def _init_containers(
     argv, env = sources.fetch_command(source, region, dest)
     fetch: Manifest
     if source.scheme == "s3":
-        fetch = {"name": "model-fetch", "image": region.model_store.sync_image, "args": argv}
+        fetch = {"name": "model-fetch", "image": region.model_store.sync_image, "args": argv, "env": env}
     else:
         template = fleet.templates[s.template]
         image = sources.fetch_image(source, region, template, launch.image)
-        fetch = {"name": "model-fetch", "image": image, "command": argv}
-    fetch.update({"env": env, "resources": resources, "volumeMounts": cache_mount})
+        fetch = {"name": "model-fetch", "image": image, "command": argv, "env": env}
+    fetch["resources"] = resources
+    fetch["volumeMounts"] = cache_mount
     out = [fetch]
     if shared:  # the leader tells its workers the weights are complete
         touch = ["/bin/sh", "-c", 'touch "$0"', marker]
@@ -173,11 +209,13 @@ def _model_volume(
 
 def _env(s: ModelServing, launch: EngineLaunch) -> list[Manifest]:
     env: list[Manifest] = [{"name": k, "value": v} for k, v in launch.env.items()]
-    env += [{"name": k, "valueFrom": {"fieldRef": {"fieldPath": v}}} for k, v in launch.field_env.items()]
-    env += [
-        {"name": k, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
-        for k, ref in s.secret_env.items()
-    ]
+    if launch.field_env:
+        env += [{"name": k, "valueFrom": {"fieldRef": {"fieldPath": v}}} for k, v in launch.field_env.items()]
+    if s.secret_env:
+        env += [
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+            for k, ref in s.secret_env.items()
+        ]
     return env
 
 
@@ -187,18 +225,24 @@ def _pod_spec(
     plan: PlacementPlan,
     launch: EngineLaunch,
     member: Member,
+    names: _Names,
+    launcher: str | None,
 ) -> Manifest:
     pool = fleet.pools[plan.pool]
     region = fleet.regions[plan.region]
     template = fleet.templates[s.template]
     role = launch.roles[member]
     mount = template.model_mount_path
+    spec_ = pool.spec
+    vendor = pool.vendor
+    multi_node = plan.nodes > 1
     accelerators = {pool.resource_name: str(plan.devices_per_pod)}
-    if pool.spec.sharing == "hami":
+    if spec_.sharing == "hami":
         accelerators.update(sharing.shares(pool).resources)
-    if plan.multi_node:
+    if multi_node:
         accelerators.update(network.resources(pool))
-    size = plan.size.engine
+    size = plan.size
+    cpu, memory = str(size.cpu), f"{size.memory_gib}Gi"
     source = sources.of(s, region, fleet.models[s.name].id)
     model_volume, model_mount = _model_volume(fleet, s, region, mount, source)
     container: Manifest = {
@@ -211,19 +255,18 @@ def _pod_spec(
         # Requests equal limits for CPU and memory (fleet.sizing: Guaranteed QoS, never evicted first)
         # and for accelerators, which cannot be overcommitted anyway.
         "resources": {
-            "requests": {**size["requests"], **accelerators},
-            "limits": {**size["limits"], **accelerators},
+            "requests": {"cpu": cpu, "memory": memory, **accelerators},
+            "limits": {"cpu": cpu, "memory": memory, **accelerators},
         },
         "volumeMounts": [
             model_mount,
             {"name": "dshm", "mountPath": "/dev/shm"},
-            *({"name": m.name, "mountPath": m.path, "readOnly": True} for m in pool.vendor.host_mounts),
+            *({"name": m.name, "mountPath": m.path, "readOnly": True} for m in vendor.host_mounts),
         ],
     }
-    security = network.container_security(pool) if plan.multi_node else None
+    security = network.container_security(pool) if multi_node else None
     if security is not None:
         container["securityContext"] = security
-    launcher = _launcher(launch)
     if launcher is not None:
         container["volumeMounts"].append({"name": "launcher", "mountPath": LAUNCHER_DIR, "readOnly": True})
     if member != "worker":
@@ -231,42 +274,45 @@ def _pod_spec(
         container["startupProbe"] = _probe(launch, PROBE_PERIOD, budget // PROBE_PERIOD)
         container["readinessProbe"] = _probe(launch, PROBE_PERIOD, 3)
         container["livenessProbe"] = _probe(launch, 30, 5)
-    shm = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{SHM_GIB}Gi"}}
-    host = [{"name": m.name, "hostPath": {"path": m.path, "type": m.type}} for m in pool.vendor.host_mounts]
-    volumes = [model_volume, shm, *host]
+    shm = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}
+    volumes = [
+        model_volume,
+        shm,
+        *({"name": m.name, "hostPath": {"path": m.path, "type": m.type}} for m in vendor.host_mounts),
+    ]
     if launcher is not None:
-        volumes.append(
-            {"name": "launcher", "configMap": {"name": f"{object_name(s.name, plan.pool)}-launcher"}}
-        )
+        volumes.append({"name": "launcher", "configMap": {"name": f"{names.name}-launcher"}})
+    node_selector = dict(spec_.node_selector)
+    node_selector["kubernetes.io/arch"] = spec_.cpu_arch
+    tolerations = [dict(t) for t in _vendor_tolerations(spec_.vendor)]  # copies: callers may edit
+    if spec_.taints:
+        tolerations[:0] = [
+            {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect} for t in spec_.taints
+        ]
     spec: Manifest = {
         "initContainers": _init_containers(fleet, s, plan, launch, member, mount, source),
         "containers": [container],
         "volumes": volumes,
-        "nodeSelector": dict(pool.spec.node_selector),
-        "tolerations": [
-            {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect}
-            for t in pool.spec.taints
-        ]
-        + [dict(t) for t in _vendor_tolerations(pool.spec.vendor)],  # copies: callers may edit
+        "nodeSelector": node_selector,
+        "tolerations": tolerations,
         "enableServiceLinks": False,
         # In-flight generations finish before the engine is killed on scale-down or rollout.
         "terminationGracePeriodSeconds": 120,
     }
     if not spec["initContainers"]:
         del spec["initContainers"]
-    if plan.multi_node:
+    if multi_node:
         spec.update(network.pod_fields(pool))
-    spec["nodeSelector"]["kubernetes.io/arch"] = pool.spec.cpu_arch
-    if pool.vendor.runtime_class:
-        spec["runtimeClassName"] = pool.vendor.runtime_class
-    if pool.vendor.supplemental_groups:
-        spec["securityContext"] = {"supplementalGroups": list(pool.vendor.supplemental_groups)}
+    if vendor.runtime_class:
+        spec["runtimeClassName"] = vendor.runtime_class
+    if vendor.supplemental_groups:
+        spec["securityContext"] = {"supplementalGroups": list(vendor.supplemental_groups)}
     if fleet.platform.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": n} for n in fleet.platform.image_pull_secrets]
     return spec
 
 
-def _pod_metadata(fleet: Fleet, s: ModelServing, plan: PlacementPlan, labels: dict[str, str]) -> Manifest:
+def _pod_metadata(fleet: Fleet, plan: PlacementPlan, labels: dict[str, str]) -> Manifest:
     pool = fleet.pools[plan.pool]
     if pool.spec.sharing != "hami" and not plan.multi_node:
         return {"labels": labels}
@@ -276,12 +322,8 @@ def _pod_metadata(fleet: Fleet, s: ModelServing, plan: PlacementPlan, labels: di
     return {"labels": labels, "annotations": annotations} if annotations else {"labels": labels}
 
 
-def _metadata(s: ModelServing, plan: PlacementPlan, namespace: str, name: str | None = None) -> Manifest:
-    return {
-        "name": name or object_name(s.name, plan.pool),
-        "namespace": namespace,
-        "labels": labels(s, plan),
-    }
+def _metadata(names: _Names, name: str | None = None) -> Manifest:
+    return {"name": name or names.name, "namespace": names.namespace, "labels": dict(names.labels)}
 
 
 def placement_facts(
@@ -289,24 +331,35 @@ def placement_facts(
 ) -> dict[str, str]:
     """Annotations on the workload with what the policies cannot read back from the pod spec."""
     pool = fleet.pools[plan.pool]
+    accelerator, family, sharing_, resource, template, engine, weights, public = _FACT_KEYS
     facts = {
-        f"{LABEL}/accelerator": pool.spec.accelerator,
-        f"{LABEL}/accelerator-family": pool.family,
-        f"{LABEL}/sharing": pool.spec.sharing,
-        f"{LABEL}/resource-name": pool.resource_name,
-        f"{LABEL}/template": s.template,
-        f"{LABEL}/engine": f"{launch.engine} {launch.engine_version}",
-        f"{LABEL}/weights-gib": f"{plan.memory.weights_gib:.1f}",
+        accelerator: pool.spec.accelerator,
+        family: pool.family,
+        sharing_: pool.spec.sharing,
+        resource: pool.resource_name,
+        template: s.template,
+        engine: f"{launch.engine} {launch.engine_version}",
+        weights: f"{plan.memory.weights_gib:.1f}",
     }
     if s.public_model_name:
-        facts[f"{LABEL}/public-model"] = s.public_model_name
+        facts[public] = s.public_model_name
     return facts
 
 
-def workload(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLaunch) -> Manifest:
-    namespace = fleet.regions[plan.region].namespace
-    pod_labels = labels(s, plan)
-    metadata = {**_metadata(s, plan, namespace), "annotations": placement_facts(fleet, s, plan, launch)}
+def workload(
+    fleet: Fleet,
+    s: ModelServing,
+    plan: PlacementPlan,
+    launch: EngineLaunch,
+    names: _Names,
+    launcher: str | None,
+) -> Manifest:
+    metadata = {
+        "name": names.name,
+        "namespace": names.namespace,
+        "labels": dict(names.labels),
+        "annotations": placement_facts(fleet, s, plan, launch),
+    }
     if not plan.multi_node:
         return {
             "apiVersion": "apps/v1",
@@ -314,15 +367,15 @@ def workload(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineL
             "metadata": metadata,
             "spec": {
                 "replicas": plan.replicas,
-                "selector": {"matchLabels": selector_labels(s, plan)},
+                "selector": {"matchLabels": dict(names.selector)},
                 # Accelerators are scarce: replace pods in place instead of surging extra ones.
                 "strategy": {
                     "type": "RollingUpdate",
                     "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
                 },
                 "template": {
-                    "metadata": _pod_metadata(fleet, s, plan, pod_labels),
-                    "spec": _pod_spec(fleet, s, plan, launch, "single"),
+                    "metadata": _pod_metadata(fleet, plan, dict(names.labels)),
+                    "spec": _pod_spec(fleet, s, plan, launch, "single", names, launcher),
                 },
             },
         }
@@ -338,26 +391,26 @@ def workload(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineL
                 # A restarted worker cannot rejoin its group's collectives: restart the whole group.
                 "restartPolicy": "RecreateGroupOnPodRestart",
                 "leaderTemplate": {
-                    "metadata": _pod_metadata(fleet, s, plan, {**pod_labels, f"{LABEL}/role": "leader"}),
-                    "spec": _pod_spec(fleet, s, plan, launch, "leader"),
+                    "metadata": _pod_metadata(fleet, plan, {**names.labels, ROLE_LABEL: "leader"}),
+                    "spec": _pod_spec(fleet, s, plan, launch, "leader", names, launcher),
                 },
                 "workerTemplate": {
-                    "metadata": _pod_metadata(fleet, s, plan, {**pod_labels, f"{LABEL}/role": "worker"}),
-                    "spec": _pod_spec(fleet, s, plan, launch, "worker"),
+                    "metadata": _pod_metadata(fleet, plan, {**names.labels, ROLE_LABEL: "worker"}),
+                    "spec": _pod_spec(fleet, s, plan, launch, "worker", names, launcher),
                 },
             },
         },
     }
 
 
-def service(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLaunch) -> Manifest:
-    selector = selector_labels(s, plan)
+def service(plan: PlacementPlan, launch: EngineLaunch, names: _Names) -> Manifest:
+    selector = dict(names.selector)
     if plan.multi_node:
-        selector = {**selector, f"{LABEL}/role": "leader"}  # only leaders serve HTTP
+        selector[ROLE_LABEL] = "leader"  # only leaders serve HTTP
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(s, plan, fleet.regions[plan.region].namespace),
+        "metadata": _metadata(names),
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
@@ -366,30 +419,34 @@ def service(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLa
     }
 
 
-def disruption_budget(fleet: Fleet, s: ModelServing, plan: PlacementPlan) -> Manifest:
+def disruption_budget(names: _Names) -> Manifest:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(s, plan, fleet.regions[plan.region].namespace),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(s, plan)}},
+        "metadata": _metadata(names),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(names.selector)}},
     }
 
 
-def autoscaler(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLaunch) -> Manifest | None:
+def autoscaler(
+    fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLaunch, names: _Names
+) -> Manifest | None:
     scaling = s.autoscaling
+    if scaling is None:
+        return None
     region = fleet.regions[plan.region]
-    if scaling is None or region.prometheus_url is None:
+    if region.prometheus_url is None:
         return None
     metric = catalog.engines()[launch.engine].metrics.get(scaling.metric)
     if metric is None:
         return None
-    name = object_name(s.name, plan.pool)
+    name = names.name
     query = f'sum({metric}{{namespace="{region.namespace}",pod=~"{name}-.*"}})'
     target_kind = "LeaderWorkerSet" if plan.multi_node else "Deployment"
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": _metadata(s, plan, region.namespace),
+        "metadata": _metadata(names),
         "spec": {
             "scaleTargetRef": {
                 "apiVersion": LWS_API if plan.multi_node else "apps/v1",
@@ -414,14 +471,11 @@ def autoscaler(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: Engin
     }
 
 
-def launcher_config_map(fleet: Fleet, s: ModelServing, plan: PlacementPlan, launch: EngineLaunch) -> Manifest:
-    launcher = _launcher(launch)
-    assert launcher is not None
-    name = f"{object_name(s.name, plan.pool)}-launcher"
+def launcher_config_map(names: _Names, launcher: str) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(s, plan, fleet.regions[plan.region].namespace, name),
+        "metadata": _metadata(names, f"{names.name}-launcher"),
         "data": {Path(launcher).name: render.read_asset(launcher)},
     }
 
@@ -431,14 +485,16 @@ def placement_objects(
 ) -> list[Manifest]:
     if fleet.regions[plan.region].runtime == "local":
         return []  # the control plane runs the launch as processes: nothing for a cluster
+    names = _names(fleet, s, plan)
+    launcher = _launcher(launch)
     objects = [
-        workload(fleet, s, plan, launch),
-        service(fleet, s, plan, launch),
-        disruption_budget(fleet, s, plan),
+        workload(fleet, s, plan, launch, names, launcher),
+        service(plan, launch, names),
+        disruption_budget(names),
     ]
-    if _launcher(launch) is not None:
-        objects.insert(0, launcher_config_map(fleet, s, plan, launch))
-    scaler = autoscaler(fleet, s, plan, launch)
+    if launcher is not None:
+        objects.insert(0, launcher_config_map(names, launcher))
+    scaler = autoscaler(fleet, s, plan, launch, names)
     if scaler is not None:
         objects.append(scaler)
     return objects

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal, NamedTuple
 
 from fleet import capability, catalog, sharing
@@ -136,8 +137,9 @@ def memory_fit(
     )
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+@cache
+def _divisors(n: int) -> tuple[int, ...]:
+    return tuple(d for d in range(1, n + 1) if n % d == 0)
 
 
 def _tp_ok(tp: int, model: ModelFacts, pool: PoolFacts) -> bool:
@@ -400,7 +402,7 @@ def plan_fleet(fleet: Fleet) -> FleetPlan:
     plans: list[PlacementPlan] = []
     used: dict[str, int] = defaultdict(int)
     peak: dict[str, int] = defaultdict(int)
-    users: dict[str, list[str]] = defaultdict(list)
+    users: dict[str, list[tuple[str, int, int]]] = defaultdict(list)  # formatted only if over
     for s in fleet.servings:
         path = f"servings[{s.name}]"
         for index in range(len(s.placements)):
@@ -409,22 +411,26 @@ def plan_fleet(fleet: Fleet) -> FleetPlan:
                 issues.append(result)
                 continue
             plans.append(result)
-            used[result.pool] += result.replicas * result.devices_per_replica
+            devices = result.devices_per_pod * result.nodes
+            used[result.pool] += result.replicas * devices
             top = s.autoscaling.max_replicas if s.autoscaling else result.replicas
-            peak[result.pool] += top * result.devices_per_replica
+            peak[result.pool] += top * devices
             if result.replicas:
-                users[result.pool].append(f"{s.name} {result.replicas}x{result.devices_per_replica}")
+                users[result.pool].append((s.name, result.replicas, devices))
     pools: dict[str, PoolUse] = {}
     warnings: list[Issue] = []
     for name, pool in fleet.pools.items():
         use = PoolUse(name, pool.spec.region, pool.spec.devices, used[name], peak[name])
         pools[name] = use
         if use.used > use.capacity:
+            asking = ", ".join(
+                f"{serving} {replicas}x{devices}" for serving, replicas, devices in users[name]
+            )
             issues.append(
                 Issue(
                     f"pools[{name}]",
                     f"{use.capacity} devices but servings ask for {use.used} "
-                    f"({', '.join(users[name])}): over by {use.used - use.capacity}",
+                    f"({asking}): over by {use.used - use.capacity}",
                 )
             )
         elif use.peak > use.capacity:

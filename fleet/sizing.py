@@ -53,8 +53,8 @@ class PodSize:
 
 
 def _resources(cpu: int, memory_gib: int) -> dict[str, Any]:
-    amounts = {"cpu": str(cpu), "memory": f"{memory_gib}Gi"}
-    return {"requests": dict(amounts), "limits": dict(amounts)}
+    amount, memory = str(cpu), f"{memory_gib}Gi"
+    return {"requests": {"cpu": amount, "memory": memory}, "limits": {"cpu": amount, "memory": memory}}
 
 
 def pod_size(pool: PoolFacts, devices_per_pod: int) -> PodSize | Issue:

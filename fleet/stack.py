@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -159,11 +160,18 @@ def model_facts(serving: ModelServing, path: str, issues: list[Issue]) -> ModelF
             max_position_embeddings=model.max_position_embeddings,
             moe=False,
         )
-    entry = catalog.models().get(model)
-    if entry is None:
+    if model not in catalog.models():
         hint = ", ".join(sorted(catalog.models()))
         issues.append(Issue(f"{path}.model", f"unknown model {model!r}; catalog has: {hint}"))
         return None
+    return _catalog_facts(model)
+
+
+@cache  # only catalog names reach it: a bounded cache
+def _catalog_facts(model: str) -> ModelFacts:
+    """A catalog model's facts: the catalog is loaded once per process, so every serving of the
+    model shares one (frozen) copy."""
+    entry = catalog.models()[model]
     return ModelFacts(
         id=model,
         params_b=entry.params_b,

@@ -6,7 +6,15 @@ import pytest
 
 from fleet import catalog
 
-LARGE = ("deepseek-r1", "deepseek-v3", "glm-4.5", "glm-4.6", "kimi-k2-instruct", "qwen3-235b-a22b")
+LARGE = (
+    "deepseek-r1",
+    "deepseek-v3",
+    "glm-4.5",
+    "glm-4.6",
+    "kimi-k2-instruct",
+    "qwen3-235b-a22b",
+    "qwen3-coder-480b-a35b-instruct",
+)
 
 
 @pytest.mark.parametrize("name", LARGE)

@@ -78,3 +78,11 @@ def test_sandbox_keeps_templates_away_from_python_internals(tmp_path: Path) -> N
     (tmp_path / "escape.j2").write_text("{{ [port.__class__.__mro__[1].__subclasses__()] | argv }}")
     with pytest.raises(TemplateError):
         render.render_argv("escape.j2", {"port": 8000}, "servings[x]", tmp_path)
+
+
+def test_a_templates_set_leaves_the_callers_context_alone(tmp_path: Path) -> None:
+    """The context is handed to Jinja without a copy: a template's `set` must not reach it."""
+    (tmp_path / "set.j2").write_text('{% set port = 9000 %}{{ ["--port", port] | argv }}')
+    context = {"port": 8000}
+    assert render.render_argv("set.j2", context, "servings[x]", tmp_path) == ["--port", "9000"]
+    assert context == {"port": 8000}

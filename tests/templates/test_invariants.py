@@ -332,6 +332,23 @@ def test_hami_tp1_gets_no_all_reduce_quirk(nvidia_l20_x8_hami: f.Hardware) -> No
     assert "--disable-custom-all-reduce" not in p.launch.roles["single"].engine_args
 
 
+@pytest.mark.parametrize("big_first", [True, False])
+def test_an_object_over_the_api_servers_limit_is_refused_in_plan_order(big_first: bool) -> None:
+    """A Deployment over etcd's 1.5 MiB is refused by name; with an engine-flag refusal of another
+    serving, both are reported in the order the servings are planned (launches and objects are
+    rendered in separate passes)."""
+    big = f.serving("big", env={"CHAT_TEMPLATE": "x " * 900_000})
+    typo = f.serving("typo", extra_args=["--enable-prefix-cachin"])
+    fleet = f.fleet(f.config(), *((big, typo) if big_first else (typo, big)))
+    with pytest.raises(RenderError) as caught:
+        render_fleet(fleet)
+    paths = [i.path for i in caught.value.issues]
+    expected = ["servings[big]", "servings[typo].placements[0]"]
+    assert paths == (expected if big_first else expected[::-1])
+    [size] = [i for i in caught.value.issues if i.path == "servings[big]"]
+    assert "its Deployment big-nvidia-h100-80g-x8 would be 1.7 MiB, over the 1.5 MiB" in size.message
+
+
 def test_template_pinning_a_version_without_schema_is_refused() -> None:
     template = f.template(engine_version="0.99.0")
     template["images"]["nvidia"] = "docker.io/vllm/vllm-openai:v0.99.0"
