@@ -107,8 +107,16 @@ def _build(stacks_dir: Path, stack: str, output: Output = Output.text) -> Render
         raise typer.Exit(1) from exc
 
 
+class _Dumper(yaml.CSafeDumper):
+    """Writes every object out in full: two containers may share one `resources` dict in memory,
+    and a manifest with `&id001` anchors is correct YAML but not what anyone reviews or applies."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
 def _dump(objects: list[Manifest]) -> str:
-    return yaml.dump_all(objects, Dumper=yaml.CSafeDumper, sort_keys=False, width=120)
+    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, width=120)
 
 
 def by_file(rendering: Rendering) -> dict[str, list[Manifest]]:

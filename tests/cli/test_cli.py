@@ -260,3 +260,14 @@ def test_an_unexpected_failure_is_one_line_not_a_traceback(monkeypatch: pytest.M
     assert result.exit_code == 2
     assert "error: internal error (KeyError: 'boom'); please report it" in result.output
     assert "Traceback" not in result.output
+
+
+def test_rendered_yaml_writes_shared_parts_in_full_never_as_anchors() -> None:
+    """Two containers of a multi-node pod may share one `resources` dict in memory."""
+    from fleet.cli import _dump
+
+    shared = {"limits": {"cpu": "8"}, "requests": {"cpu": "8"}}
+    pod = {"kind": "Pod", "spec": {"containers": [{"resources": shared}, {"resources": shared}]}}
+    text = _dump([pod])
+    assert "&" not in text and "*" not in text
+    assert list(yaml.safe_load_all(text)) == [pod]
