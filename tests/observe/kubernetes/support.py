@@ -30,8 +30,9 @@ def cluster_for(
     return RegionCluster(stack, region, NS, f"kubeconfig-{region}", str(kubeconfig))
 
 
-async def eventually(check: Callable[[], object], *, seconds: float = 5.0, what: str = "") -> None:
-    """Poll `check` every 20 ms until it is truthy; fail after `seconds`."""
+async def eventually(check: Callable[[], object], *, seconds: float = 15.0, what: str = "") -> None:
+    """Poll `check` every 20 ms until it is truthy; fail after `seconds` (generous: it returns as soon
+    as the check holds, and a CI machine under load once needed more than 5 s for a relist)."""
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
         if await asyncio.to_thread(check):  # checks may read the database: off the loop
