@@ -1,0 +1,396 @@
+"""The copy of a listing into a bucket: parallel files and parts, resumable, verified.
+
+- A file up to one part is read into memory, checked against its digest and written with one PUT.
+- A larger file is a multipart upload of parts read with ranged GETs, several at a time. Memory stays
+  bounded: at most `parts + files` buffers of one part each are alive, whatever the file sizes.
+- Resume: a stored object tagged with the file's digest is done (not read again); an unfinished
+  multipart upload of the same key is taken up again, its finished parts (listed, of the right size)
+  are not fetched again.
+- Verification: a multipart file is read back from the store once complete and hashed (the parts
+  arrive out of order and may come from an earlier attempt, so the digest cannot be computed while
+  they stream); then the object is tagged `modelfleet-digest=<digest>`. A mismatch deletes the
+  object; if it was built on an earlier attempt's parts it is copied once more from scratch, else
+  the download fails naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+from portal.files import http as hub
+from portal.files.bucket import Bucket
+from portal.files.errors import Cancelled, FilesError, SourceUnavailable, StoreFailed, VerificationFailed
+from portal.files.listing import Listing, RemoteFile
+from portal.files.progress import Meter
+from portal.files.source import Source
+
+TAG = "modelfleet-digest"
+MiB = 1 << 20
+MIN_PART = 5 * MiB  # S3's smallest part (but the last)
+MAX_PARTS = 10_000
+Stored = Literal["done", "unverified", "absent"]
+
+
+@dataclass(frozen=True)
+class Tuning:
+    part_size: int = 8 * MiB
+    parts: int = 8  # part transfers in flight, across files
+    files: int = 4  # files in flight
+    attempts: int = 5  # per request to the hub; the store's client retries on its own
+    backoff: float = 0.5  # seconds, doubled each attempt (with jitter)
+
+    def part_size_for(self, size: int) -> int:
+        """`part_size`, raised (in MiB steps) so a file fits in S3's 10,000 parts."""
+        need = -(-size // MAX_PARTS)
+        return max(self.part_size, MIN_PART, -(-need // MiB) * MiB)
+
+
+@dataclass(frozen=True)
+class _Job:
+    source: Source
+    listing: Listing
+    bucket: Bucket
+    http: httpx.Client
+    s3: Any
+    tuning: Tuning
+    cancel: threading.Event
+    meter: Meter
+    parts: ThreadPoolExecutor
+
+
+def copy(
+    source: Source,
+    listing: Listing,
+    bucket: Bucket,
+    *,
+    http: httpx.Client,
+    s3: Any,
+    tuning: Tuning,
+    cancel: threading.Event,
+    meter: Meter,
+) -> None:
+    """Copy every file of `listing` to `bucket`; the first failure stops the rest and is raised."""
+    meter.begin(listing.total_bytes, len(listing.files))
+    with (
+        ThreadPoolExecutor(tuning.parts, thread_name_prefix="files-part") as parts,
+        ThreadPoolExecutor(tuning.files, thread_name_prefix="files-file") as files,
+    ):
+        job = _Job(source, listing, bucket, http, s3, tuning, cancel, meter, parts)
+        futures = [files.submit(_file, job, f) for f in listing.files]
+        _settle(futures, cancel)
+    meter.phase("ready")
+
+
+def _settle(futures: list[Future[Any]], cancel: threading.Event) -> list[Any]:
+    """Every result, or the first real failure (not a cancel it caused) once the others stopped."""
+    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+    if pending:  # something failed: stop the rest, then say what failed first
+        failed = next(f.exception() for f in done if f.exception() is not None)
+        if not isinstance(failed, hub.RangeIgnored):  # the siblings will say the same, and that is no failure
+            cancel.set()
+        for f in pending:
+            f.cancel()
+        wait(pending)
+    errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
+    first = next((e for e in errors if not isinstance(e, Cancelled)), errors[0] if errors else None)
+    if first is not None:
+        raise first
+    return [f.result() for f in futures]
+
+
+def _file(job: _Job, f: RemoteFile) -> None:
+    key = job.bucket.key(f.path)
+    state = _stored(job, key, f)
+    if state == "done":
+        job.meter.skipped(f.size)
+    elif state == "unverified":  # complete in the store, never checked (an interrupted verify, or by hand)
+        job.meter.skipped(f.size)
+        if _mismatch_stored(job, key, f) is not None:
+            _delete(job, key)
+            job.meter.skipped(-f.size)
+            _transfer(job, key, f, resume=False)
+    else:
+        _transfer(job, key, f, resume=True)
+    job.meter.file_done()
+
+
+def _transfer(job: _Job, key: str, f: RemoteFile, *, resume: bool) -> None:
+    if f.size <= job.tuning.part_size:
+        _small(job, key, f)
+        return
+    reused = _multipart(job, key, f, resume=resume)
+    problem = _mismatch_stored(job, key, f)
+    if problem is None:
+        return
+    _delete(job, key)
+    if not reused:
+        raise VerificationFailed(f.path, f"{problem}; the copy was deleted from the store")
+    job.meter.skipped(-f.size)  # parts of an earlier attempt did not fit: once more from scratch
+    _multipart(job, key, f, resume=False)
+    problem = _mismatch_stored(job, key, f)
+    if problem is not None:
+        _delete(job, key)
+        raise VerificationFailed(f.path, f"{problem}; the copy was deleted from the store")
+
+
+def _small(job: _Job, key: str, f: RemoteFile) -> None:
+    url, headers = job.source.locate(job.listing, f)
+    data = (
+        hub.retrying(
+            lambda: hub.read_range(
+                job.http, url, headers, 0, f.size, what=f.path, cancel=job.cancel, progress=job.meter.moved
+            ),
+            attempts=job.tuning.attempts,
+            cancel=job.cancel,
+            base=job.tuning.backoff,
+        )
+        if f.size
+        else bytearray()
+    )
+    problem = _mismatch(f, _digest_of(f, [bytes(data)]))
+    if problem:
+        raise VerificationFailed(f.path, problem)
+    _s3(
+        f.path,
+        job.s3.put_object,
+        Bucket=job.bucket.bucket,
+        Key=key,
+        Body=bytes(data),
+        Tagging=f"{TAG}={quote(f.digest)}",
+    )
+
+
+def _multipart(job: _Job, key: str, f: RemoteFile, *, resume: bool) -> bool:
+    """Upload `f` in parts; True when some parts came from an earlier attempt."""
+    size = job.tuning.part_size_for(f.size)
+    layout = [(n + 1, start, min(size, f.size - start)) for n, start in enumerate(range(0, f.size, size))]
+    upload, have = _resumable(job, key, f.path) if resume else (None, {})
+    if upload is None:
+        created = _s3(f.path, job.s3.create_multipart_upload, Bucket=job.bucket.bucket, Key=key)
+        upload = str(created["UploadId"])
+    etags: dict[int, str] = {}
+    for number, _start, length in layout:
+        if have.get(number, (0, ""))[0] == length:
+            etags[number] = have[number][1]
+            job.meter.skipped(length)
+    url, headers = job.source.locate(job.listing, f)
+    todo = [(n, s, length) for n, s, length in layout if n not in etags]
+    try:
+        uploaded = _settle(
+            [job.parts.submit(_part, job, key, f, upload, url, headers, *p) for p in todo], job.cancel
+        )
+        etags.update(dict(uploaded))
+    except hub.RangeIgnored:
+        hub.retrying(
+            lambda: _sequential(job, key, f, upload, url, headers, layout, etags),
+            attempts=job.tuning.attempts,
+            cancel=job.cancel,
+            base=job.tuning.backoff,
+        )
+    parts = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
+    _s3(
+        f.path,
+        job.s3.complete_multipart_upload,
+        Bucket=job.bucket.bucket,
+        Key=key,
+        UploadId=upload,
+        MultipartUpload={"Parts": parts},
+    )
+    return len(todo) < len(layout)
+
+
+def _part(
+    job: _Job,
+    key: str,
+    f: RemoteFile,
+    upload: str,
+    url: str,
+    headers: dict[str, str],
+    number: int,
+    start: int,
+    length: int,
+) -> tuple[int, str]:
+    if job.cancel.is_set():
+        raise Cancelled("cancelled")
+    what = f"{f.path} (part {number}, bytes {start}-{start + length - 1})"
+    data = hub.retrying(
+        lambda: hub.read_range(
+            job.http, url, headers, start, length, what=what, cancel=job.cancel, progress=job.meter.moved
+        ),
+        attempts=job.tuning.attempts,
+        cancel=job.cancel,
+        base=job.tuning.backoff,
+    )
+    answer = _s3(
+        what,
+        job.s3.upload_part,
+        Bucket=job.bucket.bucket,
+        Key=key,
+        UploadId=upload,
+        PartNumber=number,
+        Body=bytes(data),
+    )
+    return number, str(answer["ETag"])
+
+
+def _sequential(
+    job: _Job,
+    key: str,
+    f: RemoteFile,
+    upload: str,
+    url: str,
+    headers: dict[str, str],
+    layout: list[tuple[int, int, int]],
+    etags: dict[int, str],
+) -> None:
+    """The file in one stream from its first byte (a server without Range): parts are uploaded as
+    they fill, in order; parts uploaded already are read past. Counted as moved once uploaded."""
+    ends = iter(layout)
+    number, _start, length = next(ends)
+    buf = bytearray()
+    for chunk in hub.stream(job.http, url, headers, what=f.path, cancel=job.cancel):
+        buf += chunk
+        while len(buf) >= length:
+            data, buf = bytes(buf[:length]), buf[length:]
+            if number not in etags:
+                answer = _s3(
+                    f"{f.path} (part {number})",
+                    job.s3.upload_part,
+                    Bucket=job.bucket.bucket,
+                    Key=key,
+                    UploadId=upload,
+                    PartNumber=number,
+                    Body=data,
+                )
+                etags[number] = str(answer["ETag"])
+                job.meter.moved(length)
+            nxt = next(ends, None)
+            if nxt is None:
+                return
+            number, _start, length = nxt
+    raise SourceUnavailable(f"{f.path}: the body ended before byte {f.size}")
+
+
+def _resumable(job: _Job, key: str, what: str) -> tuple[str | None, dict[int, tuple[int, str]]]:
+    """The newest unfinished upload of `key` and its parts (number → size, etag); older ones are
+    aborted (ours too: one download per key runs at a time)."""
+    listed = _s3(what, job.s3.list_multipart_uploads, Bucket=job.bucket.bucket, Prefix=key)
+    uploads = sorted(
+        (u for u in listed.get("Uploads", []) if u.get("Key") == key), key=lambda u: u.get("Initiated") or 0
+    )
+    if not uploads:
+        return None, {}
+    for stale in uploads[:-1]:
+        _s3(
+            what, job.s3.abort_multipart_upload, Bucket=job.bucket.bucket, Key=key, UploadId=stale["UploadId"]
+        )
+    upload = str(uploads[-1]["UploadId"])
+    have: dict[int, tuple[int, str]] = {}
+    marker = 0
+    while True:
+        page = _s3(
+            what,
+            job.s3.list_parts,
+            Bucket=job.bucket.bucket,
+            Key=key,
+            UploadId=upload,
+            PartNumberMarker=marker,
+        )
+        for p in page.get("Parts", []):
+            have[int(p["PartNumber"])] = (int(p["Size"]), str(p["ETag"]))
+        if not page.get("IsTruncated"):
+            return upload, have
+        marker = int(page["NextPartNumberMarker"])
+
+
+def _stored(job: _Job, key: str, f: RemoteFile) -> Stored:
+    try:
+        head = job.s3.head_object(Bucket=job.bucket.bucket, Key=key)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+            return "absent"
+        raise StoreFailed(f"{f.path}: the store refused a HEAD of {key}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StoreFailed(f"{f.path}: the store at {job.bucket.endpoint} did not answer: {exc}") from exc
+    if int(head.get("ContentLength", -1)) != f.size:
+        return "absent"  # another file (or a cut one) under the same name: overwritten
+    tags = _s3(f.path, job.s3.get_object_tagging, Bucket=job.bucket.bucket, Key=key)
+    digest = {t["Key"]: t["Value"] for t in tags.get("TagSet", [])}.get(TAG)
+    return "done" if digest == f.digest else "unverified"
+
+
+def _mismatch_stored(job: _Job, key: str, f: RemoteFile) -> str | None:
+    """Read the stored object back and compare it with the hub's digest: what differs, or None
+    (and the object is tagged as verified)."""
+    job.meter.phase("verifying")
+    body = _s3(f.path, job.s3.get_object, Bucket=job.bucket.bucket, Key=key)["Body"]
+
+    def chunks() -> Any:
+        for chunk in body.iter_chunks(hub.CHUNK):
+            if job.cancel.is_set():
+                raise Cancelled("cancelled")
+            yield chunk
+
+    try:
+        problem = _mismatch(f, _digest_of(f, chunks()))
+    except (BotoCoreError, ClientError) as exc:
+        raise StoreFailed(f"{f.path}: reading it back from the store failed: {exc}") from exc
+    finally:
+        body.close()
+    if problem:
+        return problem
+    _s3(
+        f.path,
+        job.s3.put_object_tagging,
+        Bucket=job.bucket.bucket,
+        Key=key,
+        Tagging={"TagSet": [{"Key": TAG, "Value": f.digest}]},
+    )
+    return None
+
+
+def _digest_of(f: RemoteFile, chunks: Any) -> tuple[int, str]:
+    """(size, hex digest) of the chunks, with the hash `f` is published with."""
+    h = hashlib.sha256() if f.sha256 or not f.git_oid else hashlib.sha1(f"blob {f.size}\0".encode())
+    size = 0
+    for chunk in chunks:
+        h.update(chunk)
+        size += len(chunk)
+    return size, h.hexdigest()
+
+
+def _mismatch(f: RemoteFile, got: tuple[int, str]) -> str | None:
+    size, digest = got
+    if size != f.size:
+        return f"{size} bytes where the hub lists {f.size}"
+    if f.sha256 and digest != f.sha256.lower():
+        return f"sha256 {digest} where the hub lists {f.sha256}"
+    if not f.sha256 and f.git_oid and digest != f.git_oid.lower():
+        return f"git blob id {digest} where the hub lists {f.git_oid}"
+    return None
+
+
+def _delete(job: _Job, key: str) -> None:
+    _s3(key, job.s3.delete_object, Bucket=job.bucket.bucket, Key=key)
+
+
+def _s3(what: str, call: Callable[..., Any], **kwargs: Any) -> Any:
+    try:
+        return call(**kwargs)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise StoreFailed(f"{what}: the store refused the request ({code}: {exc})") from exc
+    except BotoCoreError as exc:
+        raise StoreFailed(f"{what}: the store did not answer ({exc})") from exc
+
+
+__all__ = ["TAG", "FilesError", "Tuning", "copy"]
