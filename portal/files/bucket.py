@@ -27,7 +27,7 @@ class Bucket:
 
     def client(self, connections: int = 32) -> Any:
         """A client for this store. Checksums only when required: since botocore 1.36 the default
-        (CRC headers on every request) breaks MinIO/Ceph-class stores (model_files.md §3)."""
+        (CRC headers on every request) breaks MinIO/Ceph-class stores (boto/boto3#4392)."""
         return boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint,

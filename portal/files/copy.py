@@ -147,7 +147,14 @@ def _small(job: _Job, key: str, f: RemoteFile) -> None:
     data = (
         hub.retrying(
             lambda: hub.read_range(
-                job.http, url, headers, 0, f.size, what=f.path, cancel=job.cancel, progress=job.meter.moved
+                job.http,
+                url,
+                headers,
+                0,
+                f.size,
+                what=_named(job, f),
+                cancel=job.cancel,
+                progress=job.meter.moved,
             ),
             attempts=job.tuning.attempts,
             cancel=job.cancel,
@@ -221,7 +228,7 @@ def _part(
 ) -> tuple[int, str]:
     if job.cancel.is_set():
         raise Cancelled("cancelled")
-    what = f"{f.path} (part {number}, bytes {start}-{start + length - 1})"
+    what = f"{_named(job, f)} (part {number}, bytes {start}-{start + length - 1})"
     data = hub.retrying(
         lambda: hub.read_range(
             job.http, url, headers, start, length, what=what, cancel=job.cancel, progress=job.meter.moved
@@ -257,7 +264,7 @@ def _sequential(
     ends = iter(layout)
     number, _start, length = next(ends)
     buf = bytearray()
-    for chunk in hub.stream(job.http, url, headers, what=f.path, cancel=job.cancel):
+    for chunk in hub.stream(job.http, url, headers, what=_named(job, f), cancel=job.cancel):
         buf += chunk
         while len(buf) >= length:
             data, buf = bytes(buf[:length]), buf[length:]
@@ -377,6 +384,11 @@ def _mismatch(f: RemoteFile, got: tuple[int, str]) -> str | None:
     if not f.sha256 and f.git_oid and digest != f.git_oid.lower():
         return f"git blob id {digest} where the hub lists {f.git_oid}"
     return None
+
+
+def _named(job: _Job, f: RemoteFile) -> str:
+    """A file as a refusal names it: the repository (a gate or a 404 is about it) and the path."""
+    return f"{job.listing.repository}: {f.path}" if job.listing.source in ("hf", "modelscope") else f.path
 
 
 def _delete(job: _Job, key: str) -> None:

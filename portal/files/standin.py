@@ -1,9 +1,9 @@
 """A stand-in hub: Hugging Face's and ModelScope's wire formats over files held in this process.
 
 The offline demo serves a tiny model with it, the tests and the benchmark drive the downloader
-against it; it is named as a stand-in wherever it is used. What it does as the real hubs do
-(model_files.md): the revision → `sha` answer, the tree in pages of 1000 with a `Link: rel="next"`,
-`resolve` redirecting LFS files to a CDN path (carrying `X-Repo-Commit`, `X-Linked-Etag`,
+against it; it is named as a stand-in wherever it is used. What it does as the real hubs do (as
+their clients read them): the revision → `sha` answer, the tree in pages of 1000 with a
+`Link: rel="next"`, `resolve` redirecting LFS files to a CDN path (carrying `X-Repo-Commit`, `X-Linked-Etag`,
 `X-Linked-Size`), `Range` on every content URL, ModelScope's file list and download URL, and
 gated repositories answering 401/403 with `X-Error-Code: GatedRepo`.
 
