@@ -28,6 +28,7 @@ from portal.files import records, targets
 from portal.files.errors import SourceRefused
 from portal.files.huggingface import REPOSITORY
 from portal.files.listing import check_pattern
+from portal.files.worker import wake
 from portal.messages import msg
 from portal.serving_models import resolve_stack
 from store.models import ModelFiles, PlazaModel
@@ -218,6 +219,7 @@ def request_files(
         except records.FilesConflict as exc:
             raise Conflict(str(exc)) from exc
         out = _out(row, shared=shared)
+    wake(services)
     return out
 
 
@@ -325,14 +327,18 @@ def _known_regions(row: ModelFiles, regions: list[str]) -> list[str]:
 
 
 @router.post("/model-files/{files_id}:retry", response_model=ModelFilesOut)
-def retry_files(files_id: int, body: RegionsIn, session: SessionDep, principal: AdminDep) -> ModelFilesOut:
+def retry_files(
+    files_id: int, body: RegionsIn, session: SessionDep, principal: AdminDep, services: ServicesDep
+) -> ModelFilesOut:
     """Queue failed or cancelled copies again (they resume: finished files and parts stay)."""
     with session.begin():
         row = _get(session, files_id)
         done = records.retry(session, row, _known_regions(row, body.regions), principal.username)
         if not done:
             raise Conflict(msg("no failed or cancelled copy to retry"))
-        return _out(row)
+        out = _out(row)
+    wake(services)
+    return out
 
 
 @router.post("/model-files/{files_id}:cancel", response_model=ModelFilesOut)

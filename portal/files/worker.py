@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from store.models import ModelFiles, ModelFilesLocation
 
 log = logging.getLogger("modelfleet.portal.files")
 STALE_SECONDS = 60.0
+IDLE_SECONDS = 30.0
+WAKE = "files_worker_wake"
 IN_PROCESS_RUNTIMES = ("local",)
 
 
@@ -150,19 +153,32 @@ class Worker:
             running.download.cancel()
 
 
+def wake(services: Services) -> None:
+    """Something was queued here: the worker's next pass comes now, not at its idle interval."""
+    event = services.extras.get(WAKE)
+    if isinstance(event, threading.Event):
+        event.set()
+
+
 def start_worker(services: Services, poll_seconds: float | None = None) -> Callable[[], None]:
     worker = Worker(services)
-    services.extras["files_worker"] = worker
     stop = threading.Event()
+    woken = services.extras.setdefault(WAKE, threading.Event())
     poll = poll_seconds if poll_seconds is not None else services.settings.files_poll_seconds
 
     def loop() -> None:
+        last = 0.0
         while not stop.is_set():
-            try:
-                worker.run_once()
-            except Exception:  # the database blinked; the rows are still there next round
-                log.exception("model-files worker pass failed")
-            stop.wait(poll)
+            # Idle, a pass every IDLE_SECONDS is enough (another replica may have queued a copy);
+            # while copies run, or when this process queued one, every `poll`.
+            if worker.running or woken.is_set() or time.monotonic() - last >= IDLE_SECONDS:
+                woken.clear()
+                last = time.monotonic()
+                try:
+                    worker.run_once()
+                except Exception:  # the database blinked; the rows are still there next round
+                    log.exception("model-files worker pass failed")
+            woken.wait(poll)
 
     thread = threading.Thread(target=loop, name="modelfleet-files-worker", daemon=True)
     thread.start()
@@ -180,4 +196,4 @@ def files_worker_starter(services: Services) -> Callable[[], None] | None:
     return start_worker(services) if services.settings.files_worker_enabled else None
 
 
-__all__ = ["Worker", "files_worker_starter", "start_worker"]
+__all__ = ["Worker", "files_worker_starter", "start_worker", "wake"]
