@@ -80,6 +80,12 @@ class Settings(GatewaySettings):
     files_modelscope_endpoint: str = Field(default="https://www.modelscope.cn", pattern=r"^https?://[^\s/]+")
     files_worker_enabled: bool = True
     files_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    files_job_image: str = Field(
+        default="ghcr.io/modelfleet/portal:latest", description="the image cluster regions' copy Jobs run"
+    )
+    files_report_url: str | None = Field(
+        default=None, description="the portal's URL as clusters reach it (copy Jobs report there)"
+    )
 
     # The kubernetes observer: read-only access to each region's cluster, by the name the region
     # gives its access (`cluster.kubeconfig_secret`, else `cluster.context`).

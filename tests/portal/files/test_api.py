@@ -66,6 +66,7 @@ def settings(
         update={
             "files_hf_endpoint": standin[1],
             "files_worker_enabled": False,  # the test drives the worker's passes
+            "files_report_url": "https://portal.example.com",
             "s3_credentials": {"model-store-credentials": creds},
         }
     )
@@ -202,3 +203,44 @@ def test_another_revision_while_a_copy_runs_is_a_conflict(client: TestClient) ->
 def test_model_files_are_for_ops(client: TestClient, services: Services) -> None:
     r = client.get("/api/model-files", headers={"Authorization": "Bearer mf_nobody"})
     assert r.status_code == 401
+
+
+def test_a_cluster_region_gets_a_checked_job_whose_reports_move_its_state(
+    client: TestClient, services: Services
+) -> None:
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    files_id = client.post(
+        "/api/model-files", json={"model": "tiny", "regions": ["cn-east", "local"]}
+    ).json()["id"]
+    job = client.get(f"/api/model-files/{files_id}/regions/cn-east/job")
+    assert job.status_code == 200, job.text
+    manifest = job.json()
+    assert manifest["kind"] == "Job" and manifest["metadata"]["namespace"] == "modelfleet"
+    args = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--files-id") + 1] == str(files_id) and "--report-url" in args
+    assert (
+        client.get(f"/api/model-files/{files_id}/regions/local/job").status_code == 409
+    )  # the portal copies it
+    url = f"/api/model-files/{files_id}/regions/cn-east:report"
+    r = client.post(url, json={"state": "downloading", "bytes_done": 5, "bytes_total": 10, "files_total": 3})
+    assert r.status_code == 200 and (r.json()["state"], r.json()["attempt"], r.json()["bytes_done"]) == (
+        "downloading",
+        1,
+        5,
+    )
+    assert (
+        client.post(f"/api/model-files/{files_id}:cancel", json={"regions": ["cn-east"]}).status_code == 200
+    )
+    r = client.post(url, json={"state": "downloading", "bytes_done": 7, "bytes_total": 10})
+    assert r.json()["cancel_requested"] is True  # the Job learns of the cancel from the answer
+    r = client.post(url, json={"state": "cancelled", "reason": "cancelled by request"})
+    assert r.json()["state"] == "cancelled"
+    assert client.post(url, json={"state": "downloading"}).status_code == 409
+    assert client.post(f"/api/model-files/{files_id}:retry", json={"regions": ["cn-east"]}).status_code == 200
+    r = client.post(url, json={"state": "ready", "bytes_done": 10, "bytes_total": 10, "commit": "ab" * 20})
+    assert r.json()["state"] == "ready"
+    assert client.get(f"/api/model-files/{files_id}").json()["commit"] == "ab" * 20
+    bad = client.post(url, json={"state": "exploded"})
+    assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "state"
+    assert "tiny in cn-east" in [a.detail for a in audit_rows(services, "ModelFilesReady")]
