@@ -163,7 +163,7 @@ def _small(job: _Job, key: str, f: RemoteFile) -> None:
         if f.size
         else bytearray()
     )
-    problem = _mismatch(f, _digest_of(f, [bytes(data)]))
+    problem = _mismatch(f, _digest_of(f, [data]))
     if problem:
         raise VerificationFailed(f.path, problem)
     _s3(
@@ -171,7 +171,7 @@ def _small(job: _Job, key: str, f: RemoteFile) -> None:
         job.s3.put_object,
         Bucket=job.bucket.bucket,
         Key=key,
-        Body=bytes(data),
+        Body=data,
         Tagging=f"{TAG}={quote(f.digest)}",
     )
 
@@ -244,7 +244,7 @@ def _part(
         Key=key,
         UploadId=upload,
         PartNumber=number,
-        Body=bytes(data),
+        Body=data,
     )
     return number, str(answer["ETag"])
 

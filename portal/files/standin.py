@@ -310,3 +310,22 @@ def serve(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> Iterator[st
 
 
 __all__ = ["Blob", "Bytes", "Pattern", "Repo", "StandInHub", "serve"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m portal.files.standin --port N [--size BYTES]`: serve `acme/bench`, one generated
+    weights file of BYTES (and a config), until killed; the benchmark runs it in its own process."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m portal.files.standin")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--size", type=int, default=1 << 30)
+    args = p.parse_args(argv)
+    hub = StandInHub(
+        {"acme/bench": Repo({"config.json": Bytes(b"{}"), "model.safetensors": Pattern(args.size)})}
+    )
+    uvicorn.run(hub.app(), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
