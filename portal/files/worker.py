@@ -56,6 +56,8 @@ class Worker:
         self.id = f"portal-{uuid.uuid4().hex[:8]}"
         self.downloads = Downloads(tuning or Tuning())
         self.running: dict[int, _Running] = {}  # location id -> its download
+        # Embedded SQLite means one process: a copy held by anyone else was left by an earlier run.
+        self.single_process = services.engine.url.get_backend_name() == "sqlite"
 
     def _regions(self, stack: str) -> dict[str, Region]:
         repo = self.services.repository
@@ -72,7 +74,7 @@ class Worker:
             ):
                 if loc.id in self.running:
                     continue
-                if loc.worker == self.id or loc.heartbeat_at is None or loc.heartbeat_at < stale:
+                if self.single_process or loc.heartbeat_at is None or loc.heartbeat_at < stale:
                     # Its holder stopped (this process restarted, or another died): resume it.
                     records.transition(
                         session, loc.files, loc, "queued", "the worker holding it stopped; resuming"
@@ -128,6 +130,7 @@ class Worker:
                 row: ModelFiles = loc.files
                 if loc.cancel_requested and not running.download.finished:
                     running.download.cancel()
+                loc.heartbeat_at = utcnow()  # held, even while a listing or a slow part shows no bytes
                 with running.lock:
                     latest = running.latest
                 if latest is not None:

@@ -5,20 +5,25 @@ their audit rows."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from portal.files.standin import Bytes, Pattern, Repo, StandInHub, serve
-from portal.files.worker import Worker
+from portal.files.worker import STALE_SECONDS, Worker
 from portal.services import Services
 from portal.settings import S3Credentials, Settings
+from store.db import transaction, utcnow
+from store.models import ModelFilesLocation
 from tests.portal.files.conftest import KEYS
 from tests.portal.plaza_support import audit_rows, create_model, provider
 
@@ -244,3 +249,38 @@ def test_a_cluster_region_gets_a_checked_job_whose_reports_move_its_state(
     bad = client.post(url, json={"state": "exploded"})
     assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "state"
     assert "tiny in cn-east" in [a.detail for a in audit_rows(services, "ModelFilesReady")]
+
+
+def test_a_copy_left_by_a_stopped_worker_resumes_and_follow_streams_it(
+    client: TestClient, services: Services, standin: tuple[StandInHub, str]
+) -> None:
+    """A worker that dies mid-copy leaves `downloading` behind; the next one takes it over (at once on
+    the embedded SQLite, after the heartbeat goes stale elsewhere) and resumes from the store."""
+    hub = standin[0]
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    files_id = client.post("/api/model-files", json={"model": "tiny", "regions": ["local"]}).json()["id"]
+    hub.delay = 0.01  # slow enough to stop it halfway
+    first = Worker(services)
+    first.run_once()
+    deadline = time.monotonic() + 30
+    while hub.served < 6 * MiB and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.stop()  # as if the process died: its download stops, its row still says downloading
+    for running in first.running.values():
+        with contextlib.suppress(Exception):
+            running.download.wait(30)
+    served = hub.served
+    hub.delay = 0
+    with transaction(services.sessions) as session:
+        for loc in session.scalars(select(ModelFilesLocation)):
+            loc.heartbeat_at = utcnow() - timedelta(seconds=STALE_SECONDS + 1)
+    second = Worker(services)
+    done = _until(second, client, files_id, "local", {"ready", "failed"})
+    assert done["locations"][0]["state"] == "ready" and done["locations"][0]["attempt"] == 2
+    assert hub.served - served < sum(b.size for b in FILES.values())  # finished parts were kept
+    reasons = [e["reason"] for e in done["history"]]
+    assert "the worker holding it stopped; resuming" in reasons
+    with client.stream("GET", f"/api/model-files/{files_id}/follow") as stream:
+        text = "".join(stream.iter_text())
+    assert "event: files" in text and '"state": "ready"' in text and "event: end" in text
