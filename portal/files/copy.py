@@ -2,20 +2,24 @@
 
 - A file up to one part is read into memory, checked against its digest and written with one PUT.
 - A larger file is a multipart upload of parts read with ranged GETs, several at a time. Memory stays
-  bounded: at most `parts + files` buffers of one part each are alive, whatever the file sizes.
+  bounded, whatever the file sizes: at most `parts` part buffers (and one small file per file
+  in flight) are alive.
 - Resume: a stored object tagged with the file's digest is done (not read again); an unfinished
   multipart upload of the same key is taken up again, its finished parts (listed, of the right size)
   are not fetched again.
-- Verification: a multipart file is read back from the store once complete and hashed (the parts
-  arrive out of order and may come from an earlier attempt, so the digest cannot be computed while
-  they stream); then the object is tagged `modelfleet-digest=<digest>`. A mismatch deletes the
-  object; if it was built on an earlier attempt's parts it is copied once more from scratch, else
-  the download fails naming the file.
+- Verification: a file's digest (sha256, or git's blob id) is computed as its parts stream, in order
+  (`portal.files.inorder`), and each part's MD5 is compared with the etag the store answers, so the
+  store is known to hold exactly the bytes that were hashed. A file built partly from an earlier
+  attempt's parts (or on a store whose etags are not MD5s) is read back from the store and hashed
+  instead. Then the object is tagged `modelfleet-digest=<digest>`. A mismatch deletes the object; if
+  it was built on an earlier attempt's parts it is copied once more from scratch, else the download
+  fails naming the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -29,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[impor
 from portal.files import http as hub
 from portal.files.bucket import Bucket
 from portal.files.errors import Cancelled, FilesError, SourceUnavailable, StoreFailed, VerificationFailed
+from portal.files.inorder import InOrderDigest, hasher_for
 from portal.files.listing import Listing, RemoteFile
 from portal.files.progress import Meter
 from portal.files.source import Source
@@ -38,6 +43,7 @@ MiB = 1 << 20
 MIN_PART = 5 * MiB  # S3's smallest part (but the last)
 MAX_PARTS = 10_000
 Stored = Literal["done", "unverified", "absent"]
+MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class _Job:
     cancel: threading.Event
     meter: Meter
     parts: ThreadPoolExecutor
+    buffers: threading.Semaphore  # part buffers alive at once (portal.files.inorder)
 
 
 def copy(
@@ -84,7 +91,8 @@ def copy(
         ThreadPoolExecutor(tuning.parts, thread_name_prefix="files-part") as parts,
         ThreadPoolExecutor(tuning.files, thread_name_prefix="files-file") as files,
     ):
-        job = _Job(source, listing, bucket, http, s3, tuning, cancel, meter, parts)
+        buffers = threading.Semaphore(tuning.parts)  # a slow part holds the others back, memory stays put
+        job = _Job(source, listing, bucket, http, s3, tuning, cancel, meter, parts, buffers)
         futures = [files.submit(_file, job, f) for f in listing.files]
         _settle(futures, cancel)
     meter.phase("ready")
@@ -127,7 +135,14 @@ def _transfer(job: _Job, key: str, f: RemoteFile, *, resume: bool) -> None:
     if f.size <= job.tuning.part_size:
         _small(job, key, f)
         return
-    reused = _multipart(job, key, f, resume=resume)
+    reused, streamed = _multipart(job, key, f, resume=resume)
+    if streamed is not None:  # every part read in this run, and the store acknowledged each one's MD5
+        problem = _mismatch(f, streamed)
+        if problem is None:
+            _tag(job, key, f)
+            return
+        _delete(job, key)
+        raise VerificationFailed(f.path, f"{problem}; the copy was deleted from the store")
     problem = _mismatch_stored(job, key, f)
     if problem is None:
         return
@@ -176,8 +191,10 @@ def _small(job: _Job, key: str, f: RemoteFile) -> None:
     )
 
 
-def _multipart(job: _Job, key: str, f: RemoteFile, *, resume: bool) -> bool:
-    """Upload `f` in parts; True when some parts came from an earlier attempt."""
+def _multipart(job: _Job, key: str, f: RemoteFile, *, resume: bool) -> tuple[bool, tuple[int, str] | None]:
+    """Upload `f` in parts: whether some parts came from an earlier attempt, and the (size, digest)
+    of what streamed when every part was read in this run and the store confirmed each part's MD5
+    (else None: the copy is verified by reading it back)."""
     size = job.tuning.part_size_for(f.size)
     layout = [(n + 1, start, min(size, f.size - start)) for n, start in enumerate(range(0, f.size, size))]
     upload, have = _resumable(job, key, f.path) if resume else (None, {})
@@ -191,18 +208,27 @@ def _multipart(job: _Job, key: str, f: RemoteFile, *, resume: bool) -> bool:
             job.meter.skipped(length)
     url, headers = job.source.locate(job.listing, f)
     todo = [(n, s, length) for n, s, length in layout if n not in etags]
+    digest = InOrderDigest(f, job.buffers) if len(todo) == len(layout) else None
+    confirmed = True
     try:
         uploaded = _settle(
-            [job.parts.submit(_part, job, key, f, upload, url, headers, *p) for p in todo], job.cancel
+            [job.parts.submit(_part, job, key, f, upload, url, headers, digest, *p) for p in todo], job.cancel
         )
-        etags.update(dict(uploaded))
+        etags.update({n: etag for n, etag, _ in uploaded})
+        confirmed = all(ok for _, _, ok in uploaded)
     except hub.RangeIgnored:
+        if digest is not None:
+            digest.close()
+        digest, confirmed = None, False
         hub.retrying(
             lambda: _sequential(job, key, f, upload, url, headers, layout, etags),
             attempts=job.tuning.attempts,
             cancel=job.cancel,
             base=job.tuning.backoff,
         )
+    finally:
+        if digest is not None:
+            digest.close()
     parts = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
     _s3(
         f.path,
@@ -212,7 +238,8 @@ def _multipart(job: _Job, key: str, f: RemoteFile, *, resume: bool) -> bool:
         UploadId=upload,
         MultipartUpload={"Parts": parts},
     )
-    return len(todo) < len(layout)
+    streamed = (digest.size, digest.hexdigest()) if digest is not None and confirmed else None
+    return len(todo) < len(layout), streamed
 
 
 def _part(
@@ -222,31 +249,54 @@ def _part(
     upload: str,
     url: str,
     headers: dict[str, str],
+    digest: InOrderDigest | None,
     number: int,
     start: int,
     length: int,
-) -> tuple[int, str]:
+) -> tuple[int, str, bool]:
+    """Read one part, upload it, hand it to the file's digest: (number, etag, whether the store's
+    etag is the part's MD5, i.e. it holds exactly these bytes)."""
     if job.cancel.is_set():
         raise Cancelled("cancelled")
     what = f"{_named(job, f)} (part {number}, bytes {start}-{start + length - 1})"
-    data = hub.retrying(
-        lambda: hub.read_range(
-            job.http, url, headers, start, length, what=what, cancel=job.cancel, progress=job.meter.moved
-        ),
-        attempts=job.tuning.attempts,
-        cancel=job.cancel,
-        base=job.tuning.backoff,
-    )
-    answer = _s3(
-        what,
-        job.s3.upload_part,
-        Bucket=job.bucket.bucket,
-        Key=key,
-        UploadId=upload,
-        PartNumber=number,
-        Body=data,
-    )
-    return number, str(answer["ETag"])
+    if digest is not None:
+        digest.take(number, job.cancel)
+    try:
+        data = hub.retrying(
+            lambda: hub.read_range(
+                job.http, url, headers, start, length, what=what, cancel=job.cancel, progress=job.meter.moved
+            ),
+            attempts=job.tuning.attempts,
+            cancel=job.cancel,
+            base=job.tuning.backoff,
+        )
+        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        for _ in range(job.tuning.attempts):
+            answer = _s3(
+                what,
+                job.s3.upload_part,
+                Bucket=job.bucket.bucket,
+                Key=key,
+                UploadId=upload,
+                PartNumber=number,
+                Body=data,
+            )
+            etag = str(answer["ETag"])
+            plain = etag.strip('"').lower()
+            # An MD5 etag that differs: the store got other bytes than were sent; send them again.
+            if not MD5.match(plain) or plain == md5:
+                break
+        else:
+            raise StoreFailed(
+                f"{what}: the store keeps answering another MD5 than the part's ({plain} != {md5})"
+            )
+    except BaseException:
+        if digest is not None:
+            digest.drop(number)
+        raise
+    if digest is not None:
+        digest.done(number, data)
+    return number, etag, plain == md5
 
 
 def _sequential(
@@ -355,6 +405,12 @@ def _mismatch_stored(job: _Job, key: str, f: RemoteFile) -> str | None:
         body.close()
     if problem:
         return problem
+    _tag(job, key, f)
+    return None
+
+
+def _tag(job: _Job, key: str, f: RemoteFile) -> None:
+    """Mark the stored object verified: a later run skips it without reading it."""
     _s3(
         f.path,
         job.s3.put_object_tagging,
@@ -362,12 +418,11 @@ def _mismatch_stored(job: _Job, key: str, f: RemoteFile) -> str | None:
         Key=key,
         Tagging={"TagSet": [{"Key": TAG, "Value": f.digest}]},
     )
-    return None
 
 
 def _digest_of(f: RemoteFile, chunks: Any) -> tuple[int, str]:
     """(size, hex digest) of the chunks, with the hash `f` is published with."""
-    h = hashlib.sha256() if f.sha256 or not f.git_oid else hashlib.sha1(f"blob {f.size}\0".encode())
+    h = hasher_for(f)
     size = 0
     for chunk in chunks:
         h.update(chunk)

@@ -263,3 +263,24 @@ def test_a_plain_https_file_is_copied_and_checked_by_its_given_sha256(
 
 def _keys(bucket: Bucket) -> tuple[str | None, str | None]:
     return bucket.access_key_id, bucket.secret_access_key
+
+
+def test_files_already_in_the_store_are_checked_not_fetched(
+    hub: StandInHub, hub_url: str, bucket: Bucket, s3: Any
+) -> None:
+    """Objects put there by hand (untagged): a matching one is read back, verified and tagged without a
+    byte from the hub; one of the right size but other content is replaced."""
+    hub.repos["acme/tiny"] = Repo(dict(FILES))
+    weights = FILES["model.safetensors"]
+    s3.put_object(
+        Bucket=bucket.bucket, Key=bucket.key("model.safetensors"), Body=weights.read(0, weights.size)
+    )
+    wrong = bytearray(FILES["tokenizer.json"].read(0, FILES["tokenizer.json"].size))
+    wrong[0] ^= 1
+    s3.put_object(Bucket=bucket.bucket, Key=bucket.key("tokenizer.json"), Body=bytes(wrong))
+    run(Request(HuggingFace("acme/tiny", "main", hub_url), bucket), tuning=SMALL)
+    assert not any("model.safetensors" in r for r in hub.requests)  # verified in place
+    assert tag(s3, bucket, "model.safetensors") == f"sha256:{weights.sha256}"
+    assert stored(s3, bucket, "tokenizer.json") == FILES["tokenizer.json"].read(
+        0, FILES["tokenizer.json"].size
+    )
