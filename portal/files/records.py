@@ -93,6 +93,11 @@ def request(
             row.locations.append(loc)
         loc.runtime, loc.uri = region.runtime, targets.uri(region, wanted.model_id)
         _queue(session, row, loc, "requested")
+    if changed:  # the other regions' stores hold the files asked before: they are copied again too
+        asked = {r.name for r in regions}
+        for loc in row.locations:
+            if loc.region not in asked and loc.id is not None:
+                _queue(session, row, loc, "the requested files changed (source, revision or patterns)")
     session.flush()
     audit.record(
         session,

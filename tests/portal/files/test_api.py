@@ -284,3 +284,21 @@ def test_a_copy_left_by_a_stopped_worker_resumes_and_follow_streams_it(
     with client.stream("GET", f"/api/model-files/{files_id}/follow") as stream:
         text = "".join(stream.iter_text())
     assert "event: files" in text and '"state": "ready"' in text and "event: end" in text
+
+
+def test_other_files_for_a_model_queue_every_region_again(client: TestClient) -> None:
+    """A region never reads `ready` for files other than the request's: asking for another revision
+    (nothing running) queues the regions asked before too."""
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    files_id = client.post("/api/model-files", json={"model": "tiny", "regions": ["cn-east"]}).json()["id"]
+    url = f"/api/model-files/{files_id}/regions/cn-east:report"
+    assert client.post(url, json={"state": "ready", "bytes_done": 1, "bytes_total": 1}).status_code == 200
+    again = client.post("/api/model-files", json={"model": "tiny", "regions": ["cn-south"], "revision": "v2"})
+    assert again.status_code == 202
+    states = {loc["region"]: (loc["state"], loc["reason"]) for loc in again.json()["locations"]}
+    assert states == {
+        "cn-east": ("queued", "the requested files changed (source, revision or patterns)"),
+        "cn-south": ("queued", "requested"),
+    }
+    assert again.json()["revision"] == "v2" and again.json()["commit"] is None
