@@ -2,7 +2,7 @@
 
 - A file up to one part is read into memory, checked against its digest and written with one PUT.
 - A larger file is a multipart upload of parts read with ranged GETs, several at a time. Memory stays
-  bounded, whatever the file sizes: at most `parts` part buffers (and one small file per file
+  bounded, whatever the file sizes: at most `parts` part buffers, reused (and one small file per file
   in flight) are alive.
 - Resume: a stored object tagged with the file's digest is done (not read again); an unfinished
   multipart upload of the same key is taken up again, its finished parts (listed, of the right size)
@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[impor
 
 from portal.files import http as hub
 from portal.files.bucket import Bucket
+from portal.files.buffers import Buffers
 from portal.files.errors import Cancelled, FilesError, SourceUnavailable, StoreFailed, VerificationFailed
 from portal.files.inorder import InOrderDigest, hasher_for
 from portal.files.listing import Listing, RemoteFile
@@ -71,7 +72,7 @@ class _Job:
     cancel: threading.Event
     meter: Meter
     parts: ThreadPoolExecutor
-    buffers: threading.Semaphore  # part buffers alive at once (portal.files.inorder)
+    buffers: Buffers  # the part buffers, bounded and reused
 
 
 def copy(
@@ -91,7 +92,7 @@ def copy(
         ThreadPoolExecutor(tuning.parts, thread_name_prefix="files-part") as parts,
         ThreadPoolExecutor(tuning.files, thread_name_prefix="files-file") as files,
     ):
-        buffers = threading.Semaphore(tuning.parts)  # a slow part holds the others back, memory stays put
+        buffers = Buffers(tuning.parts, tuning.part_size)  # a slow part holds the others back
         job = _Job(source, listing, bucket, http, s3, tuning, cancel, meter, parts, buffers)
         futures = [files.submit(_file, job, f) for f in listing.files]
         _settle(futures, cancel)
@@ -259,12 +260,19 @@ def _part(
     if job.cancel.is_set():
         raise Cancelled("cancelled")
     what = f"{_named(job, f)} (part {number}, bytes {start}-{start + length - 1})"
-    if digest is not None:
-        digest.take(number, job.cancel)
+    buf = job.buffers.take(length, job.cancel)
     try:
         data = hub.retrying(
             lambda: hub.read_range(
-                job.http, url, headers, start, length, what=what, cancel=job.cancel, progress=job.meter.moved
+                job.http,
+                url,
+                headers,
+                start,
+                length,
+                what=what,
+                cancel=job.cancel,
+                progress=job.meter.moved,
+                into=buf,
             ),
             attempts=job.tuning.attempts,
             cancel=job.cancel,
@@ -291,11 +299,12 @@ def _part(
                 f"{what}: the store keeps answering another MD5 than the part's ({plain} != {md5})"
             )
     except BaseException:
-        if digest is not None:
-            digest.drop(number)
+        job.buffers.give(buf)
         raise
     if digest is not None:
-        digest.done(number, data)
+        digest.done(number, buf)  # hashed in order, then given back
+    else:
+        job.buffers.give(buf)
     return number, etag, plain == md5
 
 

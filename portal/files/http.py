@@ -126,9 +126,11 @@ def read_range(
     what: str,
     cancel: threading.Event,
     progress: Callable[[int], None],
+    into: bytearray | None = None,
 ) -> bytearray:
-    """Bytes `start .. start+length-1` of `url`, exactly; a short or cut body is retryable."""
-    buf = bytearray(length)
+    """Bytes `start .. start+length-1` of `url`, exactly (into `into` when given, of that length); a
+    short or cut body is retryable."""
+    buf = into if into is not None else bytearray(length)
     view = memoryview(buf)
     got = 0
     wanted = {**headers, "range": f"bytes={start}-{start + length - 1}"}

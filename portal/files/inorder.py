@@ -2,9 +2,8 @@
 
 Parts are read and uploaded several at a time; the digest (sha256, or git's blob id) needs the bytes
 in order. Each finished part is handed over with its buffer; the buffers wait until every earlier
-part arrived, then are hashed and let go. A semaphore shared by the copy bounds how many buffers are
-alive (taken before a part is read, given back once it is hashed), so memory stays bounded even when
-an early part is slow: later parts wait to start instead of piling up.
+part arrived, then are hashed and given back to the copy's `Buffers`. Those are bounded, so memory
+stays bounded even when an early part is slow: later parts wait to start instead of piling up.
 
 No deadlock: parts start in submission order, so the earliest unhashed part of a file always holds
 its buffer already and is running or done.
@@ -16,6 +15,7 @@ import hashlib
 import threading
 from typing import Any
 
+from portal.files.buffers import Buffers
 from portal.files.listing import RemoteFile
 
 
@@ -28,51 +28,30 @@ def hasher_for(f: RemoteFile) -> Any:
 
 
 class InOrderDigest:
-    def __init__(self, f: RemoteFile, buffers: threading.Semaphore) -> None:
+    def __init__(self, f: RemoteFile, buffers: Buffers) -> None:
         self._hash = hasher_for(f)
         self._buffers = buffers
         self._lock = threading.Lock()
         self._next = 1
         self._waiting: dict[int, bytearray] = {}
-        self._held: set[int] = set()
         self.size = 0
 
-    def take(self, number: int, cancelled: threading.Event) -> None:
-        """Before part `number` is read: wait for a buffer (or a cancel)."""
-        while not self._buffers.acquire(timeout=0.5):
-            if cancelled.is_set():
-                from portal.files.errors import Cancelled
-
-                raise Cancelled("cancelled")
-        with self._lock:
-            self._held.add(number)
-
     def done(self, number: int, data: bytearray) -> None:
-        """Part `number` is uploaded: hash it and every part it was holding up."""
+        """Part `number` is uploaded: hash it and every part it was holding up; their buffers go back."""
         with self._lock:
             self._waiting[number] = data
             while self._next in self._waiting:
                 chunk = self._waiting.pop(self._next)
                 self._hash.update(chunk)
                 self.size += len(chunk)
-                self._held.discard(self._next)
-                self._buffers.release()
+                self._buffers.give(chunk)
                 self._next += 1
 
-    def drop(self, number: int) -> None:
-        """Part `number` failed: give its buffer back (the file fails; its digest is never used)."""
-        with self._lock:
-            if number in self._held:
-                self._held.discard(number)
-                self._waiting.pop(number, None)
-                self._buffers.release()
-
     def close(self) -> None:
-        """Give back every buffer still held (after a failure or a cancel)."""
+        """Give back the buffers still waiting (after a failure or a cancel: the digest is not used)."""
         with self._lock:
-            for _ in self._held:
-                self._buffers.release()
-            self._held.clear()
+            for buf in self._waiting.values():
+                self._buffers.give(buf)
             self._waiting.clear()
 
     def hexdigest(self) -> str:
