@@ -21,10 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from fleet import catalog
-from fleet.files_job import FilesJob
-from fleet.files_job import files_job as render_files_job
-from fleet.kube import validate_manifest
-from fleet.spec import SecretKey
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import AdminDep, PrincipalDep, ServicesDep, SessionDep
 from portal.errors import ERROR_RESPONSES, Conflict, Invalid, NotFound
@@ -32,18 +28,15 @@ from portal.files import records, targets
 from portal.files.errors import SourceRefused
 from portal.files.huggingface import REPOSITORY
 from portal.files.listing import check_pattern
-from portal.files.progress import Progress
 from portal.files.worker import wake
 from portal.messages import msg
 from portal.serving_models import resolve_stack
-from store.models import ModelFiles, ModelFilesLocation, PlazaModel
+from store.models import ModelFiles, PlazaModel
 from store.models.files import ACTIVE_STATES
 
 router = APIRouter(prefix="/api", tags=["model-files"], responses=ERROR_RESPONSES)
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 FOLLOW_SECONDS = 600.0
-# The ops token a copy Job reports with, in each region's namespace (docs/ops-guide.md#model-files).
-REPORT_TOKEN = SecretKey(name="modelfleet-files-report", key="token")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 Pattern = Annotated[str, Field(min_length=1, max_length=200)]
@@ -184,7 +177,7 @@ def _patterns(name: str, patterns: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(patterns))
 
 
-def _get(session: SessionDep, files_id: int) -> ModelFiles:
+def get_row(session: SessionDep, files_id: int) -> ModelFiles:
     row = session.get(ModelFiles, files_id)
     if row is None:
         raise NotFound(msg("model files {id} not found", id=files_id))
@@ -280,7 +273,7 @@ def availability(
 @router.get("/model-files/{files_id}", response_model=ModelFilesOut)
 def get_files(files_id: int, session: SessionDep, _: AdminDep) -> ModelFilesOut:
     with session.begin():
-        row = _get(session, files_id)
+        row = get_row(session, files_id)
         return _out(row, history=records.history(session, row.id))
 
 
@@ -294,7 +287,7 @@ def follow_files(
     """Server-sent events: `files` with the request's state whenever it changes, `end` once no copy is
     queued or running (or the time is up)."""
     with services.sessions() as session:
-        _get(session, files_id)
+        get_row(session, files_id)
 
     def events() -> Iterator[str]:
         yield "retry: 2000\n\n"
@@ -325,115 +318,6 @@ def _sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-class ReportIn(BaseModel):
-    """What a copy Job reports (`python -m portal.files copy --report-url`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    state: Literal["downloading", "verifying", "ready", "failed", "cancelled"]
-    bytes_done: int = Field(0, ge=0)
-    bytes_total: int = Field(0, ge=0)
-    files_done: int = Field(0, ge=0)
-    files_total: int = Field(0, ge=0)
-    rate: float = Field(0.0, ge=0)
-    eta_seconds: float | None = Field(None, ge=0)
-    reason: str | None = Field(None, max_length=4000)
-    commit: str | None = Field(None, pattern=r"^[0-9a-f]{0,64}$")
-
-
-def _location(row: ModelFiles, region: str) -> ModelFilesLocation:
-    for loc in row.locations:
-        if loc.region == region:
-            return loc
-    raise NotFound(msg("no copy into region {name!r} was requested", name=region))
-
-
-@router.post("/model-files/{files_id}/regions/{region}:report", response_model=LocationOut)
-def report_files(files_id: int, region: str, body: ReportIn, session: SessionDep, _: AdminDep) -> LocationOut:
-    """A cluster region's copy Job reports its progress; the answer says whether ops cancelled it."""
-    with session.begin():
-        row = _get(session, files_id)
-        loc = _location(row, region)
-        if loc.state in ("ready", "failed", "cancelled"):
-            raise Conflict(
-                msg(
-                    "the copy into {name!r} already ended ({state}); retry it first",
-                    name=region,
-                    state=loc.state,
-                )
-            )
-        records.report(
-            loc,
-            Progress(
-                "downloading",
-                body.bytes_done,
-                body.bytes_total,
-                body.files_done,
-                body.files_total,
-                body.rate,
-                body.eta_seconds,
-            ),
-        )
-        if body.state in ("downloading", "verifying"):
-            if loc.state == "queued":
-                loc.attempt += 1
-            records.transition(session, row, loc, body.state, None)
-        else:
-            records.finish(session, row, loc, body.state, body.reason, body.commit or None)
-        return LocationOut.model_validate(records.location_view(loc))
-
-
-@router.get("/model-files/{files_id}/regions/{region}/job")
-def files_job(
-    files_id: int, region: str, session: SessionDep, _: AdminDep, services: ServicesDep
-) -> dict[str, Any]:
-    """The Kubernetes Job that copies the files into a cluster region (schema-checked): apply it with
-    the region's other objects; it reports back here."""
-    with session.begin():
-        row = _get(session, files_id)
-        loc = _location(row, region)
-        fleet = services.repository.snapshot(row.stack).fleet
-        if region not in fleet.regions:
-            raise NotFound(
-                msg(
-                    "no region {name!r} in stack {stack!r} (have: {have})",
-                    name=region,
-                    stack=row.stack,
-                    have=", ".join(fleet.regions),
-                )
-            )
-        target = fleet.regions[region]
-        if target.runtime != "kubernetes":
-            raise Conflict(
-                msg("region {name!r} runs no Jobs: the portal copies its files itself", name=region)
-            )
-        report_url = services.settings.files_report_url
-        if report_url is None:
-            raise Conflict(
-                msg("set MODELFLEET_FILES_REPORT_URL (the portal's URL as clusters reach it) first")
-            )
-        job = FilesJob(
-            files_id=row.id,
-            attempt=loc.attempt + (1 if loc.state == "queued" else 0),
-            model_id=row.model_id,
-            source=row.source,
-            repository=row.repository,
-            revision=row.revision,
-            image=services.settings.files_job_image,
-            report_url=report_url,
-            report_token=REPORT_TOKEN,
-            include=tuple(row.include),
-            exclude=tuple(row.exclude),
-        )
-    manifest = render_files_job(job, target)
-    problems = validate_manifest(manifest, fleet.platform.kubernetes_version)
-    if problems:  # the core rendered something the API server would refuse: our bug, said plainly
-        raise Conflict(
-            msg("the rendered Job fails the Kubernetes schema: {problems}", problems="; ".join(problems))
-        )
-    return manifest
-
-
 def _known_regions(row: ModelFiles, regions: list[str]) -> list[str]:
     have = {loc.region for loc in row.locations}
     for i, name in enumerate(regions):
@@ -448,7 +332,7 @@ def retry_files(
 ) -> ModelFilesOut:
     """Queue failed or cancelled copies again (they resume: finished files and parts stay)."""
     with session.begin():
-        row = _get(session, files_id)
+        row = get_row(session, files_id)
         done = records.retry(session, row, _known_regions(row, body.regions), principal.username)
         if not done:
             raise Conflict(msg("no failed or cancelled copy to retry"))
@@ -461,7 +345,7 @@ def retry_files(
 def cancel_files(files_id: int, body: RegionsIn, session: SessionDep, principal: AdminDep) -> ModelFilesOut:
     """Cancel queued or running copies; a running one stops at its next read and reads `cancelled`."""
     with session.begin():
-        row = _get(session, files_id)
+        row = get_row(session, files_id)
         done = records.cancel(session, row, _known_regions(row, body.regions), principal.username)
         if not done:
             raise Conflict(msg("no queued or running copy to cancel"))
@@ -472,6 +356,6 @@ def cancel_files(files_id: int, body: RegionsIn, session: SessionDep, principal:
 def delete_files(files_id: int, session: SessionDep, principal: AdminDep) -> None:
     """Forget the request (running copies are cancelled); the files in the stores stay."""
     with session.begin():
-        row = _get(session, files_id)
+        row = get_row(session, files_id)
         records.cancel(session, row, [], principal.username)
         records.delete(session, row, principal.username)
