@@ -44,9 +44,10 @@ def refusal(response: httpx.Response, what: str) -> FilesError:
     message = response.headers.get("x-error-message", "")
     if not message:
         try:
+            response.read()  # a streamed answer (a ranged GET) has not read its body yet
             body = response.json()
             message = str(body.get("error") or body.get("Message") or "") if isinstance(body, dict) else ""
-        except ValueError:
+        except (ValueError, httpx.HTTPError, httpx.StreamError):  # no JSON, or the body was cut
             message = ""
     status = response.status_code
     said = f": {message}" if message else ""

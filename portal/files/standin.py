@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 PAGE = 1000
+MS_TRUNCATION = 3000  # ModelScope's `repo/files` cuts its answer here
 LFS_THRESHOLD = 10 * 1024  # larger files are "LFS": sha256 listed, content behind a CDN redirect
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
@@ -101,6 +102,7 @@ class StandInHub:
     cut_after: int | None = None  # bytes served before every later response is cut off (None: never)
     ignore_range: bool = False
     delay: float = 0.0  # seconds per 256 KiB sent: a slow hub, so a test can act mid-download
+    failures: list[int] = field(default_factory=list)  # statuses the next content requests answer (429, 503…)
     served: int = 0
     requests: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -218,19 +220,41 @@ class StandInHub:
             return JSONResponse(
                 {"Code": 10010205001, "Success": False, "Message": "model not found"}, status_code=404
             )
-        files = [
-            {
-                "Name": p.rsplit("/", 1)[-1],
-                "Path": p,
-                "Type": "blob",
-                "Size": b.size,
-                "Sha256": b.sha256,
-                "Revision": repo.sha,
-                "IsLFS": repo.lfs(p),
-            }
-            for p, b in sorted(repo.files.items())
-        ]
-        return JSONResponse({"Code": 200, "Success": True, "Message": "success", "Data": {"Files": files}})
+        root = request.query_params.get("Root", "").strip("/")
+        recursive = request.query_params.get("Recursive", "False").lower() == "true"
+        under = sorted(p for p in repo.files if not root or p.startswith(root + "/"))
+        entries: list[dict[str, object]] = []
+        folders: set[str] = set()
+        for p in under:
+            rest = p[len(root) + 1 :] if root else p
+            if not recursive and "/" in rest:  # one level: the folder, once
+                folder = (root + "/" if root else "") + rest.split("/", 1)[0]
+                if folder not in folders:
+                    folders.add(folder)
+                    entries.append(
+                        {"Name": folder.rsplit("/", 1)[-1], "Path": folder, "Type": "tree", "Size": 0}
+                    )
+                continue
+            b = repo.files[p]
+            entries.append(
+                {
+                    "Name": p.rsplit("/", 1)[-1],
+                    "Path": p,
+                    "Type": "blob",
+                    "Size": b.size,
+                    "Sha256": b.sha256,
+                    "Revision": repo.sha,
+                    "IsLFS": repo.lfs(p),
+                }
+            )
+        # As ModelScope does: cut at 3000 entries, silently (no total, no truncation flag).
+        body = {
+            "Code": 200,
+            "Success": True,
+            "Message": "success",
+            "Data": {"Files": entries[:MS_TRUNCATION]},
+        }
+        return JSONResponse(body)
 
     async def _ms_file(self, request: Request) -> Response:
         rid, repo = self._repo(request)
@@ -245,6 +269,9 @@ class StandInHub:
     def _content(self, request: Request, blob: Blob, headers: dict[str, str]) -> Response:
         with self._lock:
             self.requests.append(f"{request.method} {request.url.path}")
+            failure = self.failures.pop(0) if self.failures else None
+        if failure is not None:
+            return Response(status_code=failure, headers={"retry-after": "0"})
         start, end, status = 0, blob.size, 200
         wanted = _RANGE.match(request.headers.get("range", ""))
         if wanted and not self.ignore_range:

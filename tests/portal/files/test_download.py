@@ -7,6 +7,7 @@ import random
 import threading
 from typing import Any
 
+import httpx
 import pytest
 
 from portal.files.bucket import Bucket
@@ -16,7 +17,8 @@ from portal.files.errors import Cancelled, SourceRefused, SourceUnavailable, Ver
 from portal.files.huggingface import HuggingFace
 from portal.files.modelscope import ModelScope
 from portal.files.progress import Progress
-from portal.files.standin import Bytes, Pattern, Repo, StandInHub
+from portal.files.s3source import S3Folder
+from portal.files.standin import Blob, Bytes, Pattern, Repo, StandInHub
 from portal.files.web import WebFile
 
 MiB = 1 << 20
@@ -284,3 +286,50 @@ def test_files_already_in_the_store_are_checked_not_fetched(
     assert stored(s3, bucket, "tokenizer.json") == FILES["tokenizer.json"].read(
         0, FILES["tokenizer.json"].size
     )
+
+
+def test_a_hub_that_answers_429_and_503_is_retried_with_back_off(
+    hub: StandInHub, hub_url: str, bucket: Bucket, s3: Any
+) -> None:
+    hub.repos["acme/tiny"] = Repo(dict(FILES))
+    hub.failures = [429, 503, 502, 429]
+    tuning = Tuning(part_size=5 * MiB, parts=2, files=2, attempts=5, backoff=0.01)
+    run(Request(HuggingFace("acme/tiny", "main", hub_url), bucket), tuning=tuning)
+    assert hub.failures == []
+    blob = FILES["model.safetensors"]
+    assert stored(s3, bucket, "model.safetensors") == blob.read(0, blob.size)
+
+
+def test_a_hub_that_keeps_failing_fails_with_its_status(
+    hub: StandInHub, hub_url: str, bucket: Bucket
+) -> None:
+    hub.repos["acme/tiny"] = Repo({"config.json": FILES["config.json"]})
+    hub.failures = [503] * 3
+    with pytest.raises(SourceUnavailable, match=r"acme/tiny: config\.json: the hub answered 503"):
+        run(
+            Request(HuggingFace("acme/tiny", "main", hub_url), bucket),
+            tuning=Tuning(attempts=3, backoff=0.01),
+        )
+
+
+def test_modelscope_lists_past_its_3000_entry_cut_folder_by_folder(hub: StandInHub, hub_url: str) -> None:
+    files: dict[str, Blob] = {f"{d}/part-{i:04d}.json": Bytes(b"{}") for d in ("a", "b") for i in range(1600)}
+    files["config.json"] = Bytes(b"{}")
+    hub.repos["qwen/many"] = Repo(files)
+    with httpx.Client() as http:
+        listing = ModelScope("qwen/many", "master", hub_url).listing(http)
+    assert len(listing.files) == 3201  # one answer would have stopped at 3000
+    assert [f.path for f in listing.files] == sorted(files)
+
+
+def test_an_s3_folder_is_copied_between_buckets(bucket: Bucket, s3: Any) -> None:
+    source = Bucket(
+        bucket.endpoint, bucket.bucket, "incoming/tiny", bucket.access_key_id, bucket.secret_access_key
+    )
+    blob = Pattern(7 * MiB, seed=4)
+    s3.put_object(Bucket=bucket.bucket, Key="incoming/tiny/model.safetensors", Body=blob.read(0, blob.size))
+    s3.put_object(Bucket=bucket.bucket, Key="incoming/tiny/config.json", Body=b"{}")
+    listing = run(Request(S3Folder(source), bucket), tuning=SMALL)
+    assert [f.path for f in listing.files] == ["config.json", "model.safetensors"]
+    assert stored(s3, bucket, "model.safetensors") == blob.read(0, blob.size)
+    assert tag(s3, bucket, "model.safetensors") == f"size:{blob.size}"  # S3 publishes no digest to check
