@@ -41,7 +41,7 @@ class ReportIn(BaseModel):
     rate: float = Field(0.0, ge=0)
     eta_seconds: float | None = Field(None, ge=0)
     reason: str | None = Field(None, max_length=4000)
-    commit: str | None = Field(None, pattern=r"^[0-9a-f]{0,64}$")
+    commit: str | None = Field(None, max_length=64, description="a commit, or what the source pins by")
 
 
 def _location(row: ModelFiles, region: str) -> ModelFilesLocation:

@@ -160,7 +160,7 @@ def finish(
 ) -> None:
     """A copy ended: ready, failed (reason) or cancelled; audited as the system's doing."""
     if commit:
-        row.commit = commit
+        row.commit = commit[:64]  # a commit sha; an https file's etag could be longer
     loc.worker = None
     loc.rate, loc.eta_seconds = 0.0, (0.0 if state == "ready" else None)
     transition(session, row, loc, state, reason)
