@@ -22,6 +22,10 @@ class SourceUnavailable(FilesError):
 
     retryable = True
 
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # the hub's own `Retry-After`, in seconds
+
 
 class StoreFailed(FilesError):
     """The S3-compatible store refused or failed a request."""

@@ -21,6 +21,7 @@ from portal.files.errors import Cancelled, FilesError, SourceRefused, SourceUnav
 T = TypeVar("T")
 CHUNK = 1 << 20  # what one socket read hands over; parts are assembled from these
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 60.0  # a longer ask fails the attempt sooner; the copy resumes on retry
 
 
 class RangeIgnored(FilesError):
@@ -67,8 +68,16 @@ def refusal(response: httpx.Response, what: str) -> FilesError:
         kind = {"RevisionNotFound": "revision", "EntryNotFound": "file"}.get(code, "repository")
         return SourceRefused(f"{what}: {kind} not found (404){said}")
     if status in RETRYABLE_STATUS:
-        return SourceUnavailable(f"{what}: the hub answered {status}{said}")
+        return SourceUnavailable(f"{what}: the hub answered {status}{said}", _retry_after(response))
     return SourceRefused(f"{what}: the hub answered {status}{said}")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """`Retry-After` in seconds (a date form is ignored: back-off applies), at most MAX_RETRY_AFTER."""
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(response.headers.get("retry-after", ""))))
+    except ValueError:
+        return None
 
 
 def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
@@ -96,7 +105,10 @@ def retrying(
                 raise
             if on_retry is not None:
                 on_retry(attempt, exc)
-            if cancel.wait(backoff(attempt, base)):
+            wait = backoff(attempt, base)
+            if isinstance(exc, SourceUnavailable) and exc.retry_after is not None:
+                wait = max(wait, exc.retry_after)  # the hub said when; sooner would be refused again
+            if cancel.wait(wait):
                 raise Cancelled("cancelled") from exc
     raise AssertionError("unreachable")  # attempts >= 1
 

@@ -103,6 +103,7 @@ class StandInHub:
     ignore_range: bool = False
     delay: float = 0.0  # seconds per 256 KiB sent: a slow hub, so a test can act mid-download
     failures: list[int] = field(default_factory=list)  # statuses the next content requests answer (429, 503…)
+    retry_after: str = "0"  # the `Retry-After` those answers carry
     served: int = 0
     requests: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -271,7 +272,7 @@ class StandInHub:
             self.requests.append(f"{request.method} {request.url.path}")
             failure = self.failures.pop(0) if self.failures else None
         if failure is not None:
-            return Response(status_code=failure, headers={"retry-after": "0"})
+            return Response(status_code=failure, headers={"retry-after": self.retry_after})
         start, end, status = 0, blob.size, 200
         wanted = _RANGE.match(request.headers.get("range", ""))
         if wanted and not self.ignore_range:

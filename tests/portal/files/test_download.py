@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -333,3 +334,13 @@ def test_an_s3_folder_is_copied_between_buckets(bucket: Bucket, s3: Any) -> None
     assert [f.path for f in listing.files] == ["config.json", "model.safetensors"]
     assert stored(s3, bucket, "model.safetensors") == blob.read(0, blob.size)
     assert tag(s3, bucket, "model.safetensors") == f"size:{blob.size}"  # S3 publishes no digest to check
+
+
+def test_a_429_is_retried_no_sooner_than_its_retry_after(
+    hub: StandInHub, hub_url: str, bucket: Bucket
+) -> None:
+    hub.repos["acme/tiny"] = Repo({"config.json": FILES["config.json"]})
+    hub.failures, hub.retry_after = [429], "1"
+    start = time.monotonic()
+    run(Request(HuggingFace("acme/tiny", "main", hub_url), bucket), tuning=Tuning(attempts=3, backoff=0.01))
+    assert time.monotonic() - start >= 1.0
