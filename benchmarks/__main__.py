@@ -3,8 +3,9 @@
 The core first (the offline pipeline at 1k and 10k servings, the Pulumi-mocks path against it), then
 the portal (preflight + preview on 1,000 servings; 100 concurrent deploys; the kubernetes observer's
 CPU per 1,000 pod events), the gateway (limiter, simulator, routing, metering, added latency under
-open-loop load) and the console's page times.
-`python -m benchmarks core|portal|gateway` runs one group.
+open-loop load), the console's page times, and model files (hub → store throughput, the
+downloader's peak memory on a 2 GB file).
+`python -m benchmarks core|portal|gateway|console|files` runs one group.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def gateway() -> None:
     readiness_feed.main()
 
 
+def files() -> None:
+    from benchmarks import model_files
+
+    model_files.main()
+
+
 def console() -> None:
     from benchmarks import console_pages
 
@@ -78,6 +85,7 @@ GROUPS: dict[str, Callable[[], None]] = {
     "portal": portal,
     "gateway": gateway,
     "console": console,
+    "files": files,
 }
 
 

@@ -27,6 +27,7 @@ DTYPES: tuple[str, ...] = get_args(Dtype)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 SCOPES = ("global", "model", "workspace", "api_key", "api_key_model")
 UNITS = ("rps", "rpm", "tpm", "tpd", "concurrency")
+FILES_ACTIVE = ("queued", "downloading", "verifying")
 AUDIT_FILTERS = ("action", "actor", "workspace", "resource_type", "resource_id", "result", "since", "until")
 
 
@@ -216,6 +217,32 @@ async def regions(request: Request) -> Response:
         regions=data["items"],
         totals=totals,
         total_meter=meter(totals["allocated"], totals["capacity"]),
+    )
+
+
+@router.get("/files")
+async def files(request: Request) -> Response:
+    """Model files: request a plaza model's files into regions, follow each region's copy (the page
+    reloads itself while one is queued or running), retry, cancel, delete."""
+    ctx = await ops(request)
+    qp = request.query_params
+    data, models, regions = await all_of(
+        ctx.api.get("/api/model-files", model=qp.get("model"), page=_int(qp.get("page"), 1), page_size=50),
+        ctx.api.get("/api/plaza/models", page_size=500, sort="name"),
+        ctx.api.get("/api/regions", page_size=100),
+    )
+    for row in data["items"]:
+        for loc in row["locations"]:
+            loc["meter"] = meter(loc["bytes_done"], loc["bytes_total"]) if loc["bytes_total"] else None
+    active = any(loc["state"] in FILES_ACTIVE for row in data["items"] for loc in row["locations"])
+    return ctx.render(
+        "ops/files.html",
+        title=ctx.t("nav.ops_files"),
+        rows=data,
+        models=models["items"],
+        regions=regions["items"],
+        active=active,
+        pager_args=urlencode([("model", qp["model"])]) + "&" if qp.get("model") else "",
     )
 
 

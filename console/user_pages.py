@@ -96,7 +96,11 @@ async def plaza(request: Request) -> Response:
 @router.get("/plaza/{model_id}")
 async def model_page(request: Request, model_id: str) -> Response:
     ctx = await page(request)
-    model, served = await all_of(ctx.api.get(f"/api/plaza/models/{model_id}"), _workspace_models(ctx))
+    model, served, availability = await all_of(
+        ctx.api.get(f"/api/plaza/models/{model_id}"),
+        _workspace_models(ctx),
+        ctx.api.get("/api/model-files:availability", model=model_id),
+    )
     maas = [m for m in served if m.get("plaza_model_id") == model_id]
     examples = dict(model["examples"])
     if maas:  # call it by the name the gateway serves it under in this workspace
@@ -105,7 +109,15 @@ async def model_page(request: Request, model_id: str) -> Response:
     keys: list[dict[str, Any]] = []
     if ctx.ws:
         keys = (await ctx.api.get(f"/api/workspaces/{ctx.ws}/api-keys", page_size=100))["items"]
-    return ctx.render("model.html", title=model["name"], model=model, maas=maas, examples=examples, keys=keys)
+    return ctx.render(
+        "model.html",
+        title=model["name"],
+        model=model,
+        maas=maas,
+        examples=examples,
+        keys=keys,
+        availability=availability,  # each region's copy of the model's files
+    )
 
 
 # -- deploy --------------------------------------------------------------------------------------------

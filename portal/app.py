@@ -16,6 +16,8 @@ from portal import audit, audit_checkpoint, bootstrap, errors, placements
 from portal.api import ROUTERS
 from portal.audit_keys import load_or_create_audit_keys
 from portal.context import RequestIdMiddleware
+from portal.files.demo import files_demo_starter
+from portal.files.worker import files_worker_starter
 from portal.observe.kubernetes.starter import kubernetes_observer_starter
 from portal.observe.local.starter import local_runtime_starter
 from portal.repository import StackRepository
@@ -41,6 +43,8 @@ STARTERS: list[Starter] = [
     kubernetes_observer_starter,
     local_runtime_starter,
     audit_checkpoint.checkpoint_starter,
+    files_demo_starter,  # the demo's stand-in hub and store, before the worker that uses them
+    files_worker_starter,
 ]  # each checks its own settings
 
 

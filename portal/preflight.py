@@ -32,6 +32,7 @@ from fleet.incremental import Change, check_change
 from fleet.planner import PlacementPlan
 from fleet.spec import ModelServing
 from portal import modelstore
+from portal.files import availability
 from portal.repository import StackSnapshot
 from portal.services import Services
 from store.models import MaasModel
@@ -96,7 +97,15 @@ def run(
     if model_store and change.serving is not None and change.view is not None:
         regions = [p.region for p in change.serving.placements]
         stores = modelstore.check_model_store(services.settings, change.view, change.serving, regions)
-        checks += [Check(MODEL_STORE, f.level, f.subject, f.message) for f in modelstore.findings(stores)]
+        found_missing = [c.region for c in stores if c.status == "missing"]
+        # A catalog model's folder is where `portal.files` copies it (an explicit uri is the serving's own).
+        catalog_model = isinstance(change.serving.model, str) and change.serving.name in change.view.models
+        model_id = change.view.models[change.serving.name].id if catalog_model else None
+        downloads = _download_notes(services, session, snapshot.stack, model_id, found_missing)
+        checks += [
+            Check(MODEL_STORE, f.level, f.subject, _with_note(f.message, f.subject, downloads))
+            for f in modelstore.findings(stores)
+        ]
         facts["model_store"] = {c.region: c.fact() for c in stores}
         found = next((c for c in stores if c.files), None)
         if found is not None:
@@ -104,6 +113,25 @@ def run(
             facts["model_bytes"] = found.bytes
     checks.sort(key=lambda c: not c.blocking)  # stable: blocking first, each source's order kept
     return PreflightReport(name, snapshot.commit, checks, facts)
+
+
+def _download_notes(
+    services: Services, session: Session | None, stack: str, model_id: str | None, regions: list[str]
+) -> dict[str, str]:
+    """How far a requested copy of the model's files into each region is (`portal.files`)."""
+    if model_id is None or not regions:
+        return {}
+    with nullcontext(session) if session is not None else services.sessions() as reading:
+        began = not reading.in_transaction()
+        found = availability.notes(reading, stack, model_id, regions)
+        if began:
+            reading.commit()
+    return found
+
+
+def _with_note(message: str, subject: str, notes: dict[str, str]) -> str:
+    region = subject.removeprefix("regions[").partition("]")[0]
+    return f"{message}; {notes[region]}" if region in notes else message
 
 
 def _taken_by_another_workspace(snapshot: StackSnapshot, desired: dict[str, Any]) -> Check | None:

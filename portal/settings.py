@@ -72,6 +72,21 @@ class Settings(GatewaySettings):
     s3_credentials: dict[str, S3Credentials] = Field(default_factory=dict)
     s3_timeout_seconds: float = 5.0
 
+    # Model files (docs/ops-guide.md#model-files): hub tokens by the regions' `model_hub.token_secret`
+    # ("<secret name>/<key>"), the hubs a region without its own endpoint uses, and the worker that
+    # downloads into `local` regions' stores.
+    hub_tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    files_hf_endpoint: str = Field(default="https://huggingface.co", pattern=r"^https?://[^\s/]+")
+    files_modelscope_endpoint: str = Field(default="https://www.modelscope.cn", pattern=r"^https?://[^\s/]+")
+    files_worker_enabled: bool = True
+    files_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    files_job_image: str = Field(
+        default="ghcr.io/modelfleet/portal:latest", description="the image cluster regions' copy Jobs run"
+    )
+    files_report_url: str | None = Field(
+        default=None, description="the portal's URL as clusters reach it (copy Jobs report there)"
+    )
+
     # The kubernetes observer: read-only access to each region's cluster, by the name the region
     # gives its access (`cluster.kubeconfig_secret`, else `cluster.context`).
     kubeconfigs: dict[str, str] = Field(

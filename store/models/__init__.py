@@ -1,6 +1,7 @@
 """Every table, so `Base.metadata` is complete wherever this package is imported."""
 
 from store.models.audit import AuditEvent, AuditHead
+from store.models.files import ModelFiles, ModelFilesEvent, ModelFilesLocation
 from store.models.gateway import ApiKey, MaasModel, MaasTarget, RateLimitRule
 from store.models.identity import Membership, User, UserToken, Workspace, WorkspaceRole
 from store.models.plaza import ModelDeployTemplate, PlazaModel, Provider
@@ -19,6 +20,9 @@ __all__ = [
     "MaasTarget",
     "Membership",
     "ModelDeployTemplate",
+    "ModelFiles",
+    "ModelFilesEvent",
+    "ModelFilesLocation",
     "PlazaModel",
     "Provider",
     "RateLimitRule",

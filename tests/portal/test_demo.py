@@ -97,7 +97,8 @@ def _check_demo(demo_services: Services, stderr: str) -> None:
         me = client.get("/api/me").json()
         assert me == {"username": "demo", "is_platform_admin": False, "workspaces": {"demo": "admin"}}
         plaza = client.get("/api/plaza/models", params={"page_size": 100}).json()
-        assert plaza["total"] == len(models)  # published: the demo user sees them all
+        # Published: the demo user sees them all, and the model-files demo's stand-in (portal/files/demo.py).
+        assert plaza["total"] == len(models) + 1
         assert client.get("/api/plaza/models/qwen2.5-7b-instruct").json()["templates"]
         assert client.post("/api/plaza/models/qwen3-8b:unpublish").status_code == 403
 

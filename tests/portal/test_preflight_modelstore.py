@@ -221,3 +221,26 @@ def test_what_counts_as_a_model() -> None:
         "tokenizer.json (or tokenizer.model, vocab.json)",
         "*.safetensors (or *.bin) weights",
     ]
+
+
+def test_a_missing_model_says_how_far_its_download_is(
+    client: TestClient, services: Services, s3_stack: str
+) -> None:
+    """The store lacks files and a copy into the region runs: the finding says how far it is."""
+    from portal.files import records
+    from store.db import transaction
+
+    fleet = services.repository.snapshot(s3_stack).fleet
+    wanted = records.Wanted(s3_stack, "qwen3-8b", "hf", "Qwen/Qwen3-8B", "main", (), ())
+    with transaction(services.sessions) as session:
+        row, _ = records.request(session, wanted, [fleet.regions["west"]], "ops")
+        [loc] = row.locations
+        loc.bytes_done, loc.bytes_total, loc.files_done, loc.files_total = 4, 10, 1, 6
+        records.transition(session, row, loc, "downloading")
+    [check] = store_checks(client.post(URL, json=body("west")).json())
+    assert (
+        "the download of 'qwen3-8b' into west is downloading: 40% (4 of 10 bytes, 1 of 6 files)"
+        in (check["message"])
+    )
+    [nobucket] = store_checks(client.post(URL, json=body("nobucket")).json())
+    assert "no download of 'qwen3-8b' into nobucket was requested" in nobucket["message"]

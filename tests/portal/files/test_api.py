@@ -1,0 +1,304 @@
+"""The model-files API and the control plane's worker, end to end: a plaza model requested into the
+demo stack's `local` region (its store is moto's S3 server, its hub the stand-in) and a cluster region;
+progress and history, sharing, refusals naming the field, gated failures, retry, cancel, delete and
+their audit rows."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from portal.files.standin import Bytes, Pattern, Repo, StandInHub, serve
+from portal.files.worker import STALE_SECONDS, Worker
+from portal.services import Services
+from portal.settings import S3Credentials, Settings
+from store.db import transaction, utcnow
+from store.models import ModelFilesLocation
+from tests.portal.files.conftest import KEYS
+from tests.portal.plaza_support import audit_rows, create_model, provider
+
+MiB = 1 << 20
+FILES = {
+    "config.json": Bytes(b'{"architectures": ["Qwen3ForCausalLM"]}'),
+    "tokenizer.json": Bytes(b"{}" * 8000),
+    "model.safetensors": Pattern(11 * MiB, seed=2),
+}
+
+
+@pytest.fixture
+def standin() -> Iterator[tuple[StandInHub, str]]:
+    hub = StandInHub({"acme/tiny": Repo(dict(FILES)), "acme/gated": Repo(dict(FILES), gated=True)})
+    with serve(hub.app()) as url:
+        yield hub, url
+
+
+@pytest.fixture
+def settings(
+    demo_repo_settings: Settings, standin: tuple[StandInHub, str], moto_url: str, s3: Any
+) -> Settings:
+    """The demo stack with its `local` region's store at moto (a bucket of its own) and hub at the
+    stand-in."""
+    repo = demo_repo_settings.stacks_repo
+    assert repo is not None
+    path = Path(repo) / demo_repo_settings.stacks_subdir / "Pulumi.demo.yaml"
+    doc = yaml.safe_load(path.read_text())
+    bucket = f"local-{time.time_ns()}"
+    s3.create_bucket(Bucket=bucket)
+    for region in doc["config"]["modelfleet:regions"]:
+        if region["name"] == "local":
+            region["model_store"] = {
+                **region["model_store"],
+                "endpoint": moto_url,
+                "bucket": bucket,
+                "prefix": "models",
+            }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    subprocess.run(["git", "-C", str(repo), "commit", "-qam", "local store at moto"], check=True)
+    creds = S3Credentials(
+        access_key_id=KEYS["aws_access_key_id"], secret_access_key=KEYS["aws_secret_access_key"]
+    )  # type: ignore[arg-type]
+    return demo_repo_settings.model_copy(
+        update={
+            "files_hf_endpoint": standin[1],
+            "files_worker_enabled": False,  # the test drives the worker's passes
+            "files_report_url": "https://portal.example.com",
+            "s3_credentials": {"model-store-credentials": creds},
+        }
+    )
+
+
+def _bucket(services: Services) -> str:
+    doc = services.repository.snapshot("demo").fleet.regions["local"].model_store
+    return doc.bucket
+
+
+def _until(
+    worker: Worker, client: TestClient, files_id: int, region: str, states: set[str]
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        worker.run_once()
+        body: dict[str, Any] = client.get(f"/api/model-files/{files_id}").json()
+        loc = next(loc for loc in body["locations"] if loc["region"] == region)
+        if loc["state"] in states:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"{region} never reached {states}: {body}")
+
+
+def test_a_requested_model_is_copied_into_the_local_region_and_waits_for_a_job_on_a_cluster(
+    client: TestClient, services: Services, s3: Any
+) -> None:
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    made = client.post("/api/model-files", json={"model": "tiny", "regions": ["local", "cn-east"]})
+    assert made.status_code == 202, made.text
+    body = made.json()
+    assert {loc["region"]: loc["state"] for loc in body["locations"]} == {
+        "local": "queued",
+        "cn-east": "queued",
+    }
+    assert [loc["uri"] for loc in body["locations"] if loc["region"] == "local"] == [
+        f"s3://{_bucket(services)}/models/tiny"
+    ]
+    worker = Worker(services)
+    done = _until(worker, client, body["id"], "local", {"ready", "failed"})
+    local = next(loc for loc in done["locations"] if loc["region"] == "local")
+    assert local["state"] == "ready", local
+    total = sum(b.size for b in FILES.values())
+    assert (local["bytes_done"], local["bytes_total"], local["files_done"], local["files_total"]) == (
+        total,
+        total,
+        3,
+        3,
+    )
+    assert done["commit"] == Repo({}).sha  # `main` pinned to the commit the hub resolved it to
+    states = [e["state"] for e in reversed(done["history"]) if e["region"] == "local"]
+    assert states[0] == "queued" and states[1] == "downloading" and states[-1] == "ready"
+    cluster = next(loc for loc in done["locations"] if loc["region"] == "cn-east")
+    assert cluster["state"] == "queued"  # a cluster region is downloaded by its Job, not by the portal
+    got = s3.get_object(Bucket=_bucket(services), Key="models/tiny/model.safetensors")["Body"].read()
+    assert got == FILES["model.safetensors"].read(0, FILES["model.safetensors"].size)
+    assert [a.detail for a in audit_rows(services, "RequestModelFiles")] == ["tiny into local, cn-east"]
+    assert [a.detail for a in audit_rows(services, "ModelFilesReady")] == ["tiny in local"]
+    # Asking again for the same files joins what is there: nothing is queued twice.
+    again = client.post("/api/model-files", json={"model": "tiny", "regions": ["local"]})
+    assert again.status_code == 202 and again.json()["shared"] == ["local"]
+    seen = client.get("/api/model-files:availability", params={"model": "tiny"}).json()
+    assert {a["region"]: a["state"] for a in seen} == {"local": "ready", "cn-east": "queued"}
+
+
+def test_a_gated_model_fails_with_its_reason_and_can_be_retried_cancelled_and_deleted(
+    client: TestClient, services: Services
+) -> None:
+    provider(client)
+    create_model(client, "gated", source_uri="hf://acme/gated")
+    body = client.post("/api/model-files", json={"model": "gated", "regions": ["local"]}).json()
+    worker = Worker(services)
+    failed = _until(worker, client, body["id"], "local", {"failed", "ready"})
+    local = failed["locations"][0]
+    assert local["state"] == "failed" and "is gated (401)" in local["reason"]
+    assert local["reason"].startswith("acme/gated: ")
+    assert audit_rows(services, "ModelFilesFailed")[0].result == "failure"
+    retried = client.post(f"/api/model-files/{body['id']}:retry", json={})
+    assert retried.status_code == 200 and retried.json()["locations"][0]["state"] == "queued"
+    cancelled = client.post(f"/api/model-files/{body['id']}:cancel", json={"regions": ["local"]})
+    assert cancelled.status_code == 200 and cancelled.json()["locations"][0]["state"] == "cancelled"
+    assert client.post(f"/api/model-files/{body['id']}:cancel", json={}).status_code == 409
+    assert client.delete(f"/api/model-files/{body['id']}").status_code == 204
+    assert client.get(f"/api/model-files/{body['id']}").status_code == 404
+    actions = [
+        a.action for a in audit_rows(services, "RetryModelFiles") + audit_rows(services, "CancelModelFiles")
+    ]
+    assert actions == ["RetryModelFiles", "CancelModelFiles"]
+    assert len(audit_rows(services, "DeleteModelFiles")) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "nope", "regions": ["local"]}, "model"),
+        ({"model": "tiny", "regions": ["local", "mars"]}, "regions[1]"),
+        ({"model": "tiny", "regions": []}, "regions"),
+        ({"model": "tiny", "regions": ["local"], "include": ["../x"]}, "include[0]"),
+        ({"model": "tiny", "regions": ["local"], "source": "hf"}, "repository"),
+        ({"model": "tiny", "regions": ["local"], "source": "hf", "repository": "not a repo"}, "repository"),
+        (
+            {
+                "model": "tiny",
+                "regions": ["local"],
+                "source": "https",
+                "repository": "https://x/y.bin",
+                "revision": "v1",
+            },
+            "revision",
+        ),
+        ({"model": "tiny", "regions": ["local"], "source": "ftp", "repository": "x"}, "source"),
+        ({"model": "tiny", "regions": ["local"], "colour": "red"}, "colour"),
+    ],
+)
+def test_every_bad_input_is_a_422_naming_the_field(
+    client: TestClient, body: dict[str, Any], field: str
+) -> None:
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    r = client.post("/api/model-files", json=body)
+    assert r.status_code == 422, r.text
+    assert field in [f["field"] for f in r.json()["error"]["fields"]], r.json()
+
+
+def test_another_revision_while_a_copy_runs_is_a_conflict(client: TestClient) -> None:
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    assert client.post("/api/model-files", json={"model": "tiny", "regions": ["local"]}).status_code == 202
+    r = client.post("/api/model-files", json={"model": "tiny", "regions": ["local"], "revision": "v2"})
+    assert r.status_code == 409 and "cancel that copy" in r.json()["error"]["message"]
+
+
+def test_model_files_are_for_ops(client: TestClient, services: Services) -> None:
+    r = client.get("/api/model-files", headers={"Authorization": "Bearer mf_nobody"})
+    assert r.status_code == 401
+
+
+def test_a_cluster_region_gets_a_checked_job_whose_reports_move_its_state(
+    client: TestClient, services: Services
+) -> None:
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    files_id = client.post(
+        "/api/model-files", json={"model": "tiny", "regions": ["cn-east", "local"]}
+    ).json()["id"]
+    job = client.get(f"/api/model-files/{files_id}/regions/cn-east/job")
+    assert job.status_code == 200, job.text
+    manifest = job.json()
+    assert manifest["kind"] == "Job" and manifest["metadata"]["namespace"] == "modelfleet"
+    args = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--files-id") + 1] == str(files_id) and "--report-url" in args
+    assert (
+        client.get(f"/api/model-files/{files_id}/regions/local/job").status_code == 409
+    )  # the portal copies it
+    url = f"/api/model-files/{files_id}/regions/cn-east:report"
+    r = client.post(url, json={"state": "downloading", "bytes_done": 5, "bytes_total": 10, "files_total": 3})
+    assert r.status_code == 200 and (r.json()["state"], r.json()["attempt"], r.json()["bytes_done"]) == (
+        "downloading",
+        1,
+        5,
+    )
+    assert (
+        client.post(f"/api/model-files/{files_id}:cancel", json={"regions": ["cn-east"]}).status_code == 200
+    )
+    r = client.post(url, json={"state": "downloading", "bytes_done": 7, "bytes_total": 10})
+    assert r.json()["cancel_requested"] is True  # the Job learns of the cancel from the answer
+    r = client.post(url, json={"state": "cancelled", "reason": "cancelled by request"})
+    assert r.json()["state"] == "cancelled"
+    assert client.post(url, json={"state": "downloading"}).status_code == 409
+    assert client.post(f"/api/model-files/{files_id}:retry", json={"regions": ["cn-east"]}).status_code == 200
+    r = client.post(url, json={"state": "ready", "bytes_done": 10, "bytes_total": 10, "commit": "ab" * 20})
+    assert r.json()["state"] == "ready"
+    assert client.get(f"/api/model-files/{files_id}").json()["commit"] == "ab" * 20
+    bad = client.post(url, json={"state": "exploded"})
+    assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "state"
+    assert "tiny in cn-east" in [a.detail for a in audit_rows(services, "ModelFilesReady")]
+
+
+def test_a_copy_left_by_a_stopped_worker_resumes_and_follow_streams_it(
+    client: TestClient, services: Services, standin: tuple[StandInHub, str]
+) -> None:
+    """A worker that dies mid-copy leaves `downloading` behind; the next one takes it over (at once on
+    the embedded SQLite, after the heartbeat goes stale elsewhere) and resumes from the store."""
+    hub = standin[0]
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    files_id = client.post("/api/model-files", json={"model": "tiny", "regions": ["local"]}).json()["id"]
+    hub.delay = 0.01  # slow enough to stop it halfway
+    first = Worker(services)
+    first.run_once()
+    deadline = time.monotonic() + 30
+    while hub.served < 6 * MiB and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.stop()  # as if the process died: its download stops, its row still says downloading
+    for running in first.running.values():
+        with contextlib.suppress(Exception):
+            running.download.wait(30)
+    served = hub.served
+    hub.delay = 0
+    with transaction(services.sessions) as session:
+        for loc in session.scalars(select(ModelFilesLocation)):
+            loc.heartbeat_at = utcnow() - timedelta(seconds=STALE_SECONDS + 1)
+    second = Worker(services)
+    done = _until(second, client, files_id, "local", {"ready", "failed"})
+    assert done["locations"][0]["state"] == "ready" and done["locations"][0]["attempt"] == 2
+    assert hub.served - served < sum(b.size for b in FILES.values())  # finished parts were kept
+    reasons = [e["reason"] for e in done["history"]]
+    assert "the worker holding it stopped; resuming" in reasons
+    with client.stream("GET", f"/api/model-files/{files_id}/follow") as stream:
+        text = "".join(stream.iter_text())
+    assert "event: files" in text and '"state": "ready"' in text and "event: end" in text
+
+
+def test_other_files_for_a_model_queue_every_region_again(client: TestClient) -> None:
+    """A region never reads `ready` for files other than the request's: asking for another revision
+    (nothing running) queues the regions asked before too."""
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    files_id = client.post("/api/model-files", json={"model": "tiny", "regions": ["cn-east"]}).json()["id"]
+    url = f"/api/model-files/{files_id}/regions/cn-east:report"
+    assert client.post(url, json={"state": "ready", "bytes_done": 1, "bytes_total": 1}).status_code == 200
+    again = client.post("/api/model-files", json={"model": "tiny", "regions": ["cn-south"], "revision": "v2"})
+    assert again.status_code == 202
+    states = {loc["region"]: (loc["state"], loc["reason"]) for loc in again.json()["locations"]}
+    assert states == {
+        "cn-east": ("queued", "the requested files changed (source, revision or patterns)"),
+        "cn-south": ("queued", "requested"),
+    }
+    assert again.json()["revision"] == "v2" and again.json()["commit"] is None
