@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -204,22 +204,29 @@ class StoreFinding:
     message: str
 
 
-def findings(checks: Iterable[StoreCheck]) -> list[StoreFinding]:
-    """The checks as preflight findings: missing files block, a store not asked is advice."""
+def findings(checks: Iterable[StoreCheck], simulated: Collection[str] = ()) -> list[StoreFinding]:
+    """The checks as preflight findings: missing files block, a store not asked is advice. In the
+    `simulated` regions (a local region whose `local.engines` is `simulate`) the engine simulator runs
+    in the engine's place and reads no weights, so missing files there are advice too."""
     out: list[StoreFinding] = []
     for c in checks:
         subject = f"regions[{c.region}].model_store"
         if c.status == "missing":
             what = ", ".join(c.missing) if c.missing else c.reason
             detail = f" ({c.reason})" if c.missing and c.reason else ""
-            out.append(
-                StoreFinding(
-                    "mandatory",
-                    subject,
-                    f"region {c.region}: the model store ({c.endpoint}) lacks {what} under {c.uri}/{detail}; "
-                    "upload the model there before deploying, or the pods' model-fetch will not get it",
-                )
+            message = (
+                f"region {c.region}: the model store ({c.endpoint}) lacks {what} under {c.uri}/{detail}; "
             )
+            if c.region in simulated:
+                message += (
+                    "the engine simulator runs in this region in the engine's place (local.engines: "
+                    "simulate) and reads no weights, so this does not block here; a real engine would "
+                    "need them"
+                )
+                out.append(StoreFinding("advisory", subject, message))
+                continue
+            message += "upload the model there before deploying, or the pods' model-fetch will not get it"
+            out.append(StoreFinding("mandatory", subject, message))
         elif c.status == "unreachable":
             out.append(
                 StoreFinding(

@@ -102,9 +102,12 @@ def run(
         catalog_model = isinstance(change.serving.model, str) and change.serving.name in change.view.models
         model_id = change.view.models[change.serving.name].id if catalog_model else None
         downloads = _download_notes(services, session, snapshot.stack, model_id, found_missing)
+        simulated = {
+            r for r in regions if (local := change.view.regions[r].local) and local.engines == "simulate"
+        }
         checks += [
             Check(MODEL_STORE, f.level, f.subject, _with_note(f.message, f.subject, downloads))
-            for f in modelstore.findings(stores)
+            for f in modelstore.findings(stores, simulated)
         ]
         facts["model_store"] = {c.region: c.fact() for c in stores}
         found = next((c for c in stores if c.files), None)

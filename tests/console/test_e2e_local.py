@@ -59,7 +59,7 @@ def test_deploy_to_the_local_region_watch_it_become_ready_and_try_it(portal: Por
             try:
                 expect(result).to_have_text("passes", timeout=30_000)
             except AssertionError:
-                raise AssertionError(user.locator("#deploy-form").inner_text()) from None
+                raise AssertionError(user.locator("#preflight-panel").inner_text()) from None
             user.click("[data-deploy-submit]")
             expect(user.locator("[data-testid=open-service]")).to_be_visible(timeout=30_000)
             user.click("[data-testid=open-service]")

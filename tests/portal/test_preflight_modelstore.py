@@ -99,6 +99,10 @@ def _stack_file(moto_url: str) -> str:
         _region("west", moto_url, "west"),
         _region("nobucket", moto_url, "no-such-bucket"),
         _region("offline", f"http://127.0.0.1:{_free_port()}", "east", "models"),
+        {
+            **{k: v for k, v in _region("here", moto_url, "west").items() if k != "cluster"},
+            **{"runtime": "local", "local": {"engines": "simulate"}},
+        },
     ]
     pools = [
         {
@@ -244,3 +248,14 @@ def test_a_missing_model_says_how_far_its_download_is(
     )
     [nobucket] = store_checks(client.post(URL, json=body("nobucket")).json())
     assert "no download of 'qwen3-8b' into nobucket was requested" in nobucket["message"]
+
+
+def test_missing_files_do_not_block_where_the_engine_simulator_stands_in(
+    client: TestClient, s3_stack: str
+) -> None:
+    """A local region whose `local.engines` is `simulate` runs the simulator, which reads no weights:
+    the same missing shard that blocks in `west` is advice there, and says why."""
+    report = client.post(URL, json=body("here")).json()
+    [check] = store_checks(report)
+    assert report["ok"] is True and check["level"] == "advisory"
+    assert SHARDS[1] in check["message"] and "engine simulator" in check["message"]
