@@ -26,7 +26,7 @@ router = APIRouter(prefix=f"{PREFIX}/ops", include_in_schema=False)
 DTYPES: tuple[str, ...] = get_args(Dtype)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 SCOPES = ("global", "model", "workspace", "api_key", "api_key_model")
-UNITS = ("rps", "rpm", "tpm", "tpd", "concurrency")
+UNITS = ("rps", "rpm", "tpm", "tpd", "upm", "upd", "concurrency")
 AUDIT_FILTERS = ("action", "actor", "workspace", "resource_type", "resource_id", "result", "since", "until")
 
 

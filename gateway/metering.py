@@ -61,6 +61,10 @@ class Usage:
         """Usage from an OpenAI `usage` object (None when it is absent or not an object)."""
         if not isinstance(usage, Mapping):
             return None
+        if "prompt_tokens" not in usage and "input_tokens" in usage:
+            # The images API's (and the Responses API's) names for the same counts.
+            prompt = _count(usage.get("input_tokens"))
+            return cls(prompt_tokens=prompt, completion_tokens=_count(usage.get("output_tokens")))
         prompt_details = usage.get("prompt_tokens_details")
         completion_details = usage.get("completion_tokens_details")
         prompt = _count(usage.get("prompt_tokens"))
@@ -89,6 +93,7 @@ class Metered:
     ttft_seconds: float | None = None  # from the request's start to the first generated token
     finish_reason: str | None = None
     error: str | None = None  # the upstream's error message, when it sent one
+    units: int = 0  # images, seconds, characters or documents (gateway/units.py)
 
     @property
     def estimated(self) -> bool:
@@ -440,10 +445,15 @@ class Prices:
     input_per_million: Decimal
     output_per_million: Decimal
     cached_input_per_million: Decimal | None = None
+    per_unit: Decimal = Decimal(0)  # an image, a second of audio, … (gateway/units.py)
 
     @classmethod
     def of(
-        cls, input_per_million: Any, output_per_million: Any, cached_input_per_million: Any = None
+        cls,
+        input_per_million: Any,
+        output_per_million: Any,
+        cached_input_per_million: Any = None,
+        per_unit: Any = 0,
     ) -> Prices:
         """From strings, ints, Decimals or floats (a float goes through its shortest repr, so the
         0.15 a database column returns becomes Decimal('0.15'), not 0.1499999...)."""
@@ -451,10 +461,16 @@ class Prices:
             _decimal(input_per_million),
             _decimal(output_per_million),
             None if cached_input_per_million is None else _decimal(cached_input_per_million),
+            _decimal(per_unit),
         )
 
     def __post_init__(self) -> None:
-        prices = (self.input_per_million, self.output_per_million, self.cached_input_per_million)
+        prices = (
+            self.input_per_million,
+            self.output_per_million,
+            self.cached_input_per_million,
+            self.per_unit,
+        )
         if any(p is not None and (not p.is_finite() or p < 0) for p in prices):
             raise ValueError("prices must be finite and >= 0")
 
@@ -467,8 +483,9 @@ def _decimal(value: Any) -> Decimal:
     return Decimal(value)
 
 
-def cost(usage: Usage, prices: Prices) -> Decimal:
-    """`((prompt − cached) × p_in + cached × p_cached + completion × p_out) / 10^6`, in Decimal.
+def cost(usage: Usage, prices: Prices, units: int = 0) -> Decimal:
+    """`((prompt − cached) × p_in + cached × p_cached + completion × p_out) / 10^6 + units × p_unit`,
+    in Decimal (units: images, seconds, characters or documents, gateway/units.py).
 
     Computed exactly (enough precision for any token count and price), then rounded ONCE per record
     to `COST_QUANTUM` (1e-9) with banker's rounding (ROUND_HALF_EVEN: unbiased over many records).
@@ -487,5 +504,5 @@ def cost(usage: Usage, prices: Prices) -> Decimal:
             (usage.prompt_tokens - cached) * prices.input_per_million
             + cached * cached_price
             + usage.completion_tokens * prices.output_per_million
-        ) / TOKENS_PER_PRICE_UNIT
+        ) / TOKENS_PER_PRICE_UNIT + units * prices.per_unit
         return raw.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN)

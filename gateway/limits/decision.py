@@ -83,6 +83,8 @@ class Refusal:
             Unit.RPM: "requests per min (RPM)",
             Unit.TPM: "tokens per min (TPM)",
             Unit.TPD: "tokens per day (TPD)",
+            Unit.UPM: "units per min (UPM: images, audio seconds, characters or documents)",
+            Unit.UPD: "units per day (UPD: images, audio seconds, characters or documents)",
             Unit.CONCURRENCY: "concurrent requests",
         }[self.unit]
         head = f"for {model} on {self.scope.value} {what}: Limit {self.limit}"
@@ -105,6 +107,7 @@ class Reservation:
     plan: Plan
     tokens: int
     backend: Backend
+    units: int = 0
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -157,6 +160,7 @@ def conclude(
     admitted: bool,
     reservation: Reservation | None,
     concurrency_retry_us: int,
+    units: int = 0,
 ) -> Decision:
     """The decision from the state each bucket had before this request (debts in ticks, leases held).
 
@@ -166,14 +170,17 @@ def conclude(
     binding: list[tuple[int, int, Bucket] | None] = [None, None]  # requests, tokens
     refusal: tuple[bool, int, Bucket, int, int] | None = None  # never?, retry µs, bucket, used, requested
     for bucket, debt in zip(plan.rates, debts, strict=True):
-        cost = tokens if bucket.is_tokens else 1
+        cost = bucket.cost(tokens, units)
         after = debt + cost * bucket.p if admitted else debt
         remaining = bucket.burst + (after // -bucket.p)  # burst - ceil(after / p)
         if remaining < 0:
             remaining = 0
         reset_us = -(after // -bucket.d)
         best = binding[bucket.is_tokens]
-        if best is None or remaining < best[0] or (remaining == best[0] and reset_us > best[1]):
+        # Units buckets (upm/upd) have no OpenAI header: they only speak when they refuse.
+        if not bucket.is_units and (
+            best is None or remaining < best[0] or (remaining == best[0] and reset_us > best[1])
+        ):
             binding[bucket.is_tokens] = (remaining, reset_us, bucket)
         if admitted:
             continue

@@ -26,7 +26,7 @@ from portal.errors import Conflict, Invalid, NotFound
 from portal.services import Services
 from store.models import MaasModel, MaasTarget, PlazaModel, RateLimitRule, Workspace
 from store.periods import aware
-from store.vocabulary import Strategy
+from store.vocabulary import Capability, Strategy
 
 router = APIRouter(prefix="/api", tags=["maas"])
 
@@ -90,6 +90,9 @@ def _check_target(i: int, t: TargetIn, services: Services) -> None:
         addresses.check_host(f"{at}.base_url", t.base_url.host, port, allow, unresolved_ok=True)
 
 
+IMAGE_SIZE = r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$"
+
+
 class MaasModelUpdate(BaseModel):
     plaza_model_id: str | None = Field(None, max_length=128, description="the plaza model this serves")
     targets: list[TargetIn] = Field(default_factory=list, max_length=64)
@@ -97,6 +100,15 @@ class MaasModelUpdate(BaseModel):
     price_input_per_m: float = Field(0, ge=0, le=1_000_000, description="price per million input tokens")
     price_output_per_m: float = Field(0, ge=0, le=1_000_000)
     price_cached_per_m: float = Field(0, ge=0, le=1_000_000)
+    price_per_unit: float = Field(
+        0, ge=0, le=1_000_000, description="per image, audio second, character spoken or document reranked"
+    )
+    capabilities: list[Capability] | None = Field(
+        None, max_length=20, description="what the model serves; None: its plaza model's"
+    )
+    image_sizes: list[Annotated[str, Field(pattern=IMAGE_SIZE)]] | None = Field(
+        None, max_length=20, description="sizes offered to /v1/images/generations; None: any"
+    )
     enabled: bool = False
     # Offerings are visible to no workspace until ops choose ("all", or "specified" workspaces).
     visibility: Literal["none", "all", "specified"] = "none"
@@ -130,6 +142,9 @@ class MaasModelOut(BaseModel):
     price_input_per_m: float
     price_output_per_m: float
     price_cached_per_m: float
+    price_per_unit: float
+    capabilities: list[str] | None
+    image_sizes: list[str] | None
     enabled: bool
     visibility: str
     workspaces: list[str]
@@ -180,6 +195,9 @@ def _out(m: MaasModel) -> MaasModelOut:
         price_input_per_m=m.price_input_per_m,
         price_output_per_m=m.price_output_per_m,
         price_cached_per_m=m.price_cached_per_m,
+        price_per_unit=m.price_per_unit,
+        capabilities=m.capabilities,
+        image_sizes=m.image_sizes,
         enabled=m.enabled,
         visibility=m.visibility,
         workspaces=list(m.visible_workspaces or []),
@@ -251,6 +269,9 @@ def _apply(model: MaasModel, body: MaasModelUpdate) -> None:
     model.price_input_per_m = body.price_input_per_m
     model.price_output_per_m = body.price_output_per_m
     model.price_cached_per_m = body.price_cached_per_m
+    model.price_per_unit = body.price_per_unit
+    model.capabilities = None if body.capabilities is None else list(dict.fromkeys(body.capabilities))
+    model.image_sizes = None if body.image_sizes is None else list(dict.fromkeys(body.image_sizes))
     model.enabled = body.enabled
     model.visibility = body.visibility
     model.visible_workspaces = list(dict.fromkeys(body.workspaces))
