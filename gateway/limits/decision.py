@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.limits.rules import MAX_TOKENS, TOKEN_UNITS, Bucket, Plan, Scope, Unit
+from gateway.limits.rules import MAX_TOKENS, TOKEN_UNITS, UNIT_UNITS, Bucket, Plan, Scope, Unit
 
 Backend = Literal["redis", "local", "none"]
 
@@ -71,9 +71,11 @@ class Refusal:
 
     @property
     def error_type(self) -> str:
-        """OpenAI's `error.type` for a 429: requests, tokens or concurrency."""
+        """OpenAI's `error.type` for a 429: requests, tokens or concurrency (and units, ours)."""
         if self.unit in TOKEN_UNITS:
             return "tokens"
+        if self.unit in UNIT_UNITS:
+            return "units"  # images, audio seconds, characters or documents (gateway/units.py)
         return "concurrency" if self.unit is Unit.CONCURRENCY else "requests"
 
     def message(self, model: str) -> str:
