@@ -268,3 +268,50 @@ def test_anthropic_errors_have_anthropics_shape(gw: Harness) -> None:
     assert [(r.endpoint, r.status, r.error_type) for r in gw.records(1)] == [
         ("messages", 400, "invalid_request_error")
     ]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/images/generations", {"model": "img", "prompt": ""}, "prompt"),
+        ("/images/generations", {"model": "img", "prompt": "x", "n": "2"}, "n"),
+        ("/images/generations", {"model": "img", "prompt": "x", "size": 64}, "size"),
+        ("/images/generations", {"model": "img", "prompt": "x", "stream": True}, "stream"),
+        ("/audio/speech", {"model": "tts", "input": "hi"}, "voice"),
+        ("/audio/speech", {"model": "tts", "input": "x" * 5000, "voice": "a"}, "input"),
+        ("/rerank", {"model": "rr", "query": "q", "documents": []}, "documents"),
+        ("/rerank", {"model": "rr", "query": "q", "documents": ["a", 3]}, "documents[1]"),
+        ("/rerank", {"model": "rr", "query": "q", "documents": ["a"], "top_n": -1}, "top_n"),
+        ("/embeddings", {"model": "emb", "input": [[1], "a"]}, "input"),
+        ("/responses", {"model": "chat", "input": 3}, "input"),
+        (
+            "/responses",
+            {"model": "chat", "input": [{"role": "user", "content": [{"type": "x"}]}]},
+            "input[0].content[0].type",
+        ),
+        ("/responses", {"model": "chat", "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
+        ("/responses", {"model": "chat", "input": "x", "tools": [{"type": "web_search"}]}, "tools[0]"),
+        ("/audio/transcriptions", {"model": "asr"}, "file"),  # JSON where a form is expected
+    ],
+)
+def test_bad_inputs_are_400s_naming_the_field(
+    gw: Harness, path: str, body: dict[str, object], param: str
+) -> None:
+    r = gw.post(path, body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+def test_a_form_without_its_file_or_with_an_unexpected_one_is_a_400(gw: Harness) -> None:
+    headers = {"authorization": f"Bearer {gw.keys['main']}"}
+    url = f"{gw.url}/v1/audio/transcriptions"
+    missing = httpx.post(url, data={"model": "asr"}, files={"other": ("x", b"y")}, headers=headers)
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "other"
+    empty = httpx.post(url, data={"model": "asr"}, files={"file": ("a.wav", b"")}, headers=headers)
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "file"
+    broken = httpx.post(
+        url,
+        content=b"--x\r\nnot a form",
+        headers={**headers, "content-type": "multipart/form-data; boundary=x"},
+    )
+    assert broken.status_code == 400
