@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -14,6 +15,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from portal.plaza.examples import AUDIO_FILE, KEY_ENV, api_examples
 from portal.services import Services
 from simulator import media
 from simulator.app import ModelProfile, Simulator, serve_in_thread
@@ -315,3 +317,34 @@ def test_a_form_without_its_file_or_with_an_unexpected_one_is_a_400(gw: Harness)
         headers={**headers, "content-type": "multipart/form-data; boundary=x"},
     )
     assert broken.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("model", "capabilities", "endpoint"),
+    [
+        ("chat", ["text-generation"], "chat.completions"),
+        ("vl", ["text-generation", "vision"], "chat.completions"),
+        ("emb", ["embedding"], "embeddings"),
+        ("rr", ["rerank"], "rerank"),
+        ("img", ["image-generation"], "images.generations"),
+        ("tts", ["text-to-speech"], "audio.speech"),
+        ("asr", ["speech-to-text"], "audio.transcriptions"),
+    ],
+)
+def test_every_plaza_example_runs_against_the_gateway(
+    gw: Harness,
+    model: str,
+    capabilities: list[str],
+    endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    examples = api_examples(gw.url, model, capabilities)
+    monkeypatch.setenv(KEY_ENV, gw.keys["main"])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / AUDIO_FILE).write_bytes(media.wav(2.0, 7))  # what the transcription example reads
+    exec(compile(examples.python, "example.py", "exec"), {})  # the snippet exactly as the plaza shows it
+    (row,) = gw.records(1)
+    assert (row.endpoint, row.status) == (endpoint, 200)
+    if model == "tts":
+        assert media.wav_seconds((tmp_path / AUDIO_FILE).read_bytes()) is not None
