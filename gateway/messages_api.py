@@ -45,6 +45,29 @@ ERROR_TYPES = {
 }
 
 
+# Anthropic's own fields, translated or dropped; any other field (an engine's extras) passes through.
+OWN = frozenset(
+    {
+        "model",
+        "max_tokens",
+        "system",
+        "messages",
+        "stop_sequences",
+        "stream",
+        "metadata",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "service_tier",
+        "output_config",
+        "cache_control",
+        "container",
+        "mcp_servers",
+        "context_management",
+    }
+)
+
+
 def _bad(field: str, reason: str) -> Refusal:
     return Refusal(Why.INVALID_REQUEST, f"{field}: {reason}", field)
 
@@ -70,10 +93,8 @@ class MessagesTranslation:
             if isinstance(converted, Refusal):
                 return converted
             messages.extend(converted)
-        chat: dict[str, Any] = {"model": body.get("model"), "messages": messages, "max_tokens": limit}
-        for field in ("temperature", "top_p", "top_k"):
-            if field in body:
-                chat[field] = body[field]
+        chat: dict[str, Any] = {k: v for k, v in body.items() if k not in OWN}  # temperature, top_p, top_k, …
+        chat.update(model=body.get("model"), messages=messages, max_tokens=limit)
         stops = body.get("stop_sequences")
         if stops:
             chat["stop"] = stops

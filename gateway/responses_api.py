@@ -25,7 +25,33 @@ from gateway.refusal import Refusal, Why
 from gateway.translation import chat_chunks, sse
 from gateway.translation import obj as _obj
 
-PASSED = ("temperature", "top_p", "user", "parallel_tool_calls", "top_logprobs", "metadata", "service_tier")
+# The Responses API's own fields, translated or dropped; any other field (chat's own, an engine's
+# extras such as vLLM's `top_k`) passes through to the chat request as sent.
+OWN = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "max_output_tokens",
+        "text",
+        "reasoning",
+        "tools",
+        "tool_choice",
+        "stream",
+        "stream_options",
+        "previous_response_id",
+        "conversation",
+        "background",
+        "store",
+        "include",
+        "truncation",
+        "prompt",
+        "prompt_cache_key",
+        "safety_identifier",
+        "max_tool_calls",
+        "metadata",
+    }
+)
 STATEFUL = ("previous_response_id", "conversation", "background")
 PART_TYPES = {"input_text", "output_text", "input_image", "input_audio", "input_file", "refusal"}
 
@@ -56,10 +82,8 @@ class ResponsesTranslation:
                 messages.append(converted)
         else:
             return _bad("input", "expected a string or a non-empty array of input items.")
-        chat: dict[str, Any] = {"model": body.get("model"), "messages": messages}
-        for field in PASSED:
-            if field in body:
-                chat[field] = body[field]
+        chat: dict[str, Any] = {k: v for k, v in body.items() if k not in OWN}
+        chat["model"], chat["messages"] = body.get("model"), messages
         limit = body.get("max_output_tokens")
         if limit is not None:
             if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:

@@ -348,3 +348,26 @@ def test_every_plaza_example_runs_against_the_gateway(
     assert (row.endpoint, row.status) == (endpoint, 200)
     if model == "tts":
         assert media.wav_seconds((tmp_path / AUDIO_FILE).read_bytes()) is not None
+
+
+def test_a_stream_that_breaks_ends_in_each_apis_failure_event_and_is_billed_what_was_sent(
+    gw: Harness,
+) -> None:
+    broken = {"simulator": {"fail_after_chunks": 3}}
+    events = list(gw.sdk().responses.create(model="chat", input="Tell me", stream=True, extra_body=broken))
+    assert events[-1].type == "response.failed"
+    with anthropic.Anthropic(base_url=gw.url, api_key=gw.keys["main"], max_retries=0) as client:
+        raw = client.messages.create(
+            model="chat",
+            max_tokens=50,
+            messages=[{"role": "user", "content": "Tell me"}],
+            stream=True,
+            extra_body=broken,
+        )
+        with pytest.raises(anthropic.APIStatusError):
+            list(raw)  # the SDK raises on Anthropic's `error` event
+    rows = gw.records(2)
+    assert [(r.endpoint, r.error_type, r.completion_tokens, r.estimated) for r in rows] == [
+        ("responses", "upstream_error", 3, True),
+        ("messages", "upstream_error", 3, True),
+    ]
