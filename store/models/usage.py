@@ -76,6 +76,7 @@ class UsageRollup(Base):
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    units: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # modality units
     estimated_requests: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)  # exact: cost × 10^9
     latency_ms_sum: Mapped[float] = mapped_column(default=0.0)

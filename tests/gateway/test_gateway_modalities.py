@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -83,6 +84,9 @@ def test_images_are_served_counted_and_priced_per_image(gw: Harness) -> None:
         "cost": Decimal("0.080003000"),  # 2 × 0.04 + 3 tokens × 1 per million
         "stream": False,
     }
+    since = (gw.records(1)[0].at - timedelta(hours=1)).strftime("%Y-%m-%dT%H:00Z")  # statistics per model
+    report = gw.client.get("/api/usage", params={"group_by": "model", "since": since}).json()
+    assert [(i["model"], i["units"], i["cost"]) for i in report["items"]] == [("img", 2, "0.080003000")]
 
 
 def test_speech_and_transcription_are_metered_in_characters_and_seconds(gw: Harness) -> None:

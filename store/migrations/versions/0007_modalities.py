@@ -1,5 +1,5 @@
 """modalities: what a MaaS model serves (capabilities, image sizes), its price per unit where tokens
-are not the unit, and the modality and units of every usage row
+are not the unit, and the modality and units of every usage row (and their sums in the rollups)
 
 Revision ID: 0007
 Revises: 0005 (another branch adds 0006; the merge re-chains this one onto it)
@@ -36,8 +36,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("units", sa.BigInteger(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("price_per_unit", COST, nullable=False, server_default="0"))
 
+    with op.batch_alter_table("usage_rollups", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("units", sa.BigInteger(), nullable=False, server_default="0"))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("usage_rollups", schema=None) as batch_op:
+        batch_op.drop_column("units")
     with op.batch_alter_table("usage_records", schema=None) as batch_op:
         batch_op.drop_column("price_per_unit")
         batch_op.drop_column("units")
