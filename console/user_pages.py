@@ -242,6 +242,37 @@ async def chat(request: Request) -> Response:
     )
 
 
+# The playground's tabs: what each tries, and the capability a model needs to be offered there.
+TRY_TABS = {
+    "images": "image-generation",
+    "transcription": "speech-to-text",
+    "speech": "text-to-speech",
+    "rerank": "rerank",
+    "embeddings": "embedding",
+}
+
+
+@router.get("/try")
+async def playground(request: Request) -> Response:
+    """Every modality but chat: images, speech to text, text to speech, rerank and embeddings."""
+    ctx = await page(request)
+    tab = request.query_params.get("tab", "images")
+    if tab not in TRY_TABS:
+        tab = "images"
+    models = await _workspace_models(ctx)
+    # Models that say they serve the tab's capability; those that do not describe themselves too.
+    offered = [m for m in models if m.get("capabilities") is None or TRY_TABS[tab] in m["capabilities"]]
+    return ctx.render(
+        "try.html",
+        title=ctx.t("nav.try"),
+        tab=tab,
+        tabs=list(TRY_TABS),
+        models=offered,
+        any_models=bool(models),
+        selected=request.query_params.get("model", ""),
+    )
+
+
 @router.get("/compare")
 async def compare(request: Request) -> Response:
     ctx = await page(request)

@@ -164,6 +164,12 @@ class WorkspaceModelOut(BaseModel):
     price_input_per_m: float
     price_output_per_m: float
     price_cached_per_m: float
+    price_per_unit: float = Field(
+        0, description="per image, audio second, character spoken or document reranked"
+    )
+    capabilities: list[str] | None = Field(
+        None, description="what it serves (its own list, else its plaza model's); None: not described"
+    )
     base_url: str = Field(description="the gateway's OpenAI-compatible base URL")
 
 
@@ -420,13 +426,19 @@ def delete_maas_model(model_id: int, session: SessionDep, principal: AdminDep) -
     return Response(status_code=204)
 
 
-def _workspace_model_out(m: MaasModel, services: Services) -> WorkspaceModelOut:
+def _workspace_model_out(m: MaasModel, services: Services, session: Session) -> WorkspaceModelOut:
+    capabilities = m.capabilities
+    if capabilities is None and m.plaza_model_id is not None:  # what the gateway checks, too
+        plaza = session.get(PlazaModel, m.plaza_model_id)
+        capabilities = list(plaza.capabilities) if plaza is not None and plaza.capabilities else None
     return WorkspaceModelOut(
         model=m.public_id,
         plaza_model_id=m.plaza_model_id,
         price_input_per_m=m.price_input_per_m,
         price_output_per_m=m.price_output_per_m,
         price_cached_per_m=m.price_cached_per_m,
+        price_per_unit=m.price_per_unit or 0,
+        capabilities=capabilities,
         base_url=f"{services.settings.gateway_base_url.rstrip('/')}/v1",
     )
 
@@ -448,7 +460,7 @@ def list_workspace_models(
     ]
     page = models[paging.offset : paging.offset + paging.page_size]
     return Page(
-        items=[_workspace_model_out(m, services) for m in page],
+        items=[_workspace_model_out(m, services, session) for m in page],
         total=len(models),
         page=paging.page,
         page_size=paging.page_size,
@@ -463,4 +475,4 @@ def get_workspace_model(
     found = session.scalar(select(MaasModel).where(MaasModel.public_id == model, MaasModel.enabled))
     if found is None or not visible_to(found, ws):
         raise NotFound(f"model {model!r} not found")
-    return _workspace_model_out(found, services)
+    return _workspace_model_out(found, services, session)
