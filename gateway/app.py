@@ -43,6 +43,7 @@ from gateway.resources import Backing
 from gateway.responses_api import ResponsesTranslation
 from gateway.snapshot import KeyEntry, Snapshot
 from gateway.streaming import RelayResponse, SettledAfter
+from gateway.tokens import estimate_prompt_tokens
 from gateway.translation import Translation
 from gateway.upstream import UpstreamError
 from gateway.validation import invalid
@@ -135,6 +136,9 @@ class GatewayApp:
     async def transcriptions(self, request: Request) -> Response:
         return await self.proxy(request, endpoint.TRANSCRIPTIONS)
 
+    async def translations(self, request: Request) -> Response:
+        return await self.proxy(request, endpoint.TRANSLATIONS)
+
     async def speech(self, request: Request) -> Response:
         return await self.proxy(request, endpoint.SPEECH)
 
@@ -146,6 +150,25 @@ class GatewayApp:
 
     async def messages(self, request: Request) -> Response:
         return await self.proxy(request, endpoint.MESSAGES)
+
+    async def count_tokens(self, request: Request) -> Response:
+        """Anthropic's `/v1/messages/count_tokens`: the gateway's own estimate of the prompt (the
+        one admission reserves), for a model the key may call; not metered, no limit charged."""
+        translation = TRANSLATIONS["messages"]
+        caller = await self.caller(request, translation)
+        if isinstance(caller, Response):
+            return caller
+        snapshot, key = caller
+        body = await parse_json(request)
+        if isinstance(body, Refusal):
+            return answer(body, None, translation)
+        model = resolve_model(snapshot, key, body.get("model"))
+        if isinstance(model, Refusal):
+            return answer(model, None, translation)
+        chat = translation.request({"max_tokens": 1, **body})
+        if isinstance(chat, Refusal):
+            return answer(chat, None, translation)
+        return JSONResponse({"input_tokens": estimate_prompt_tokens(chat)})
 
     async def proxy(self, request: Request, ep: Endpoint) -> Response:
         started = time.perf_counter()
@@ -380,10 +403,12 @@ def create_gateway(
         Route(f"{prefix}/embeddings", http.embeddings, methods=["POST"]),
         Route(f"{prefix}/images/generations", http.images, methods=["POST"]),
         Route(f"{prefix}/audio/transcriptions", http.transcriptions, methods=["POST"]),
+        Route(f"{prefix}/audio/translations", http.translations, methods=["POST"]),
         Route(f"{prefix}/audio/speech", http.speech, methods=["POST"]),
         Route(f"{prefix}/rerank", http.rerank, methods=["POST"]),
         Route(f"{prefix}/responses", http.responses, methods=["POST"]),
         Route(f"{prefix}/messages", http.messages, methods=["POST"]),
+        Route(f"{prefix}/messages/count_tokens", http.count_tokens, methods=["POST"]),
         Route(f"{prefix}/compare", compare.handle, methods=["POST"]),
     ]
     if prefix:  # stand-alone: probes and scrapes (inside the portal, the portal serves both)

@@ -37,7 +37,6 @@ class Endpoint:
     streams: bool = False  # `stream: true` is relayed as server-sent events
     form: bool = False  # a multipart/form-data body (an upload)
     binary: bool = False  # the answer is bytes (audio), relayed as they are
-    prompt_field: str | None = None  # the field that holds the prompt (gateway/validation.py)
 
 
 CHAT = Endpoint("chat.completions", "/chat/completions", Modality.TEXT, GENERATIVE, streams=True)
@@ -53,6 +52,13 @@ TRANSCRIPTIONS = Endpoint(
     frozenset({"speech-to-text"}),
     form=True,
 )
+TRANSLATIONS = Endpoint(
+    "audio.translations",
+    "/audio/translations",
+    Modality.TRANSCRIPTION,
+    frozenset({"speech-to-text"}),
+    form=True,
+)
 SPEECH = Endpoint(
     "audio.speech", "/audio/speech", Modality.SPEECH, frozenset({"text-to-speech"}), binary=True
 )
@@ -64,5 +70,16 @@ MESSAGES = Endpoint("messages", "/chat/completions", Modality.TEXT, GENERATIVE, 
 
 ENDPOINTS = {
     e.name: e
-    for e in (CHAT, COMPLETIONS, EMBEDDINGS, IMAGES, TRANSCRIPTIONS, SPEECH, RERANK, RESPONSES, MESSAGES)
+    for e in (
+        CHAT,
+        COMPLETIONS,
+        EMBEDDINGS,
+        IMAGES,
+        TRANSCRIPTIONS,
+        TRANSLATIONS,
+        SPEECH,
+        RERANK,
+        RESPONSES,
+        MESSAGES,
+    )
 }

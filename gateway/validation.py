@@ -111,6 +111,7 @@ _OTHER_CHECKS = {
     "audio.speech": _speech_problem,
     "rerank": _rerank_problem,
     "audio.transcriptions": _transcription_problem,
+    "audio.translations": _transcription_problem,
 }
 
 

@@ -159,6 +159,7 @@ class Simulator:
                 Route("/v1/images/generations", self.images, methods=["POST"]),
                 Route("/v1/audio/speech", self.speech, methods=["POST"]),
                 Route("/v1/audio/transcriptions", self.transcriptions, methods=["POST"]),
+                Route("/v1/audio/translations", self.transcriptions, methods=["POST"]),  # "into English"
                 # vLLM serves rerank under all three paths (Jina and Cohere clients use the bare ones).
                 Route("/v1/rerank", self.rerank, methods=["POST"]),
                 Route("/v2/rerank", self.rerank, methods=["POST"]),

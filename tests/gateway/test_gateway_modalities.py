@@ -375,3 +375,17 @@ def test_a_stream_that_breaks_ends_in_each_apis_failure_event_and_is_billed_what
         ("responses", "upstream_error", 3, True),
         ("messages", "upstream_error", 3, True),
     ]
+
+
+def test_translations_and_anthropics_token_count(gw: Harness) -> None:
+    audio = media.wav(2.0, 9)
+    english = gw.sdk().audio.translations.create(model="asr", file=("speech.wav", audio, "audio/wav"))
+    assert english.text
+    (row,) = gw.records(1)
+    assert (row.endpoint, row.modality, row.units) == ("audio.translations", "transcription", 2)
+    with anthropic.Anthropic(base_url=gw.url, api_key=gw.keys["main"], max_retries=0) as client:
+        counted = client.messages.count_tokens(
+            model="chat", system="Be brief.", messages=[{"role": "user", "content": "Tell me about gateways"}]
+        )
+    assert counted.input_tokens == 3 + (4 + 3) + (4 + 5)  # the gateway's estimate, as admission reserves
+    assert len(gw.records(1)) == 1  # counting is not a metered request
