@@ -159,6 +159,7 @@ async def _maas_form(ctx: Ctx, request: Request, model: dict[str, Any] | None) -
         all_workspaces=workspaces["items"],
         stacks=stack_suggestions(request),
         strategies=STRATEGIES,
+        capabilities=CAPABILITIES,
         rules=rules,
         scopes=SCOPES,
         units=UNITS,
