@@ -88,3 +88,13 @@ def test_an_unreachable_target_fails_over_for_images_too(gw: Harness, engine: st
     assert len(answer.data or []) == 1
     (row,) = gw.records(1)
     assert row.status == 200 and row.target is not None and engine in row.target
+
+
+def test_units_come_back_when_a_quota_refuses_what_the_limits_admitted(gw: Harness) -> None:
+    gw.rule(scope="model", model="img", unit="upm", limit=2)
+    gw.key("tiny", "team-a", token_quota=1)  # "a fox" is 2 tokens: the quota refuses after the limits
+    with pytest.raises(openai.RateLimitError) as refused:
+        gw.sdk("tiny").images.generate(model="img", prompt="a fox", size="32x32", n=2)
+    assert refused.value.code == "insufficient_quota"
+    # The two images the limits had taken came back: another key gets both at once.
+    assert len(gw.sdk().images.generate(model="img", prompt="a fox", size="32x32", n=2).data or []) == 2
