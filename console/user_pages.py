@@ -45,6 +45,17 @@ async def _workspace_models(ctx: Ctx) -> list[dict[str, Any]]:
     return list(data["items"])
 
 
+# Capabilities of a model that answers a chat (the gateway's own list: gateway/endpoint.py GENERATIVE).
+CHATS = frozenset(
+    {"text-generation", "reasoning", "tools", "vision", "audio-to-audio", "video-understanding"}
+)
+
+
+def _chat_models(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The models the chat and compare pages offer: those that chat, and those that do not say."""
+    return [m for m in models if m.get("capabilities") is None or CHATS & set(m["capabilities"])]
+
+
 @router.get("/")
 async def home() -> Response:
     return RedirectResponse(f"{PREFIX}/plaza", status_code=307)
@@ -228,7 +239,7 @@ async def job(request: Request, job_id: int) -> Response:
 @router.get("/chat")
 async def chat(request: Request) -> Response:
     ctx = await page(request)
-    models = await _workspace_models(ctx)
+    models = _chat_models(await _workspace_models(ctx))
     selected = request.query_params.get("model", "")
     if selected and all(m["model"] != selected for m in models):
         # "Try it" on a service of the workspace: its served name (the gateway decides access).
@@ -276,7 +287,7 @@ async def playground(request: Request) -> Response:
 @router.get("/compare")
 async def compare(request: Request) -> Response:
     ctx = await page(request)
-    models = await _workspace_models(ctx)
+    models = _chat_models(await _workspace_models(ctx))
     wanted = [m for m in request.query_params.getlist("model") if m][:3]
     defaults = wanted + [m["model"] for m in models if m["model"] not in wanted]
     return ctx.render("compare.html", title=ctx.t("nav.compare"), models=models, defaults=defaults[:3])

@@ -344,6 +344,12 @@ class Loader:
                 kind="external",
             )
             return
+        if t.kind == "simulator":  # the demo's media models: answered by the simulator when one runs
+            if self.simulator_url:
+                url = f"{self.simulator_url.rstrip('/')}/v1"
+                name = f"sim:{m.public_id}"
+                yield TargetSpec(name, url, t.upstream_model, t.weight, t.priority, None, kind="simulated")
+            return
         assert t.stack is not None and t.serving is not None
         placements = self.placements.get((t.stack, t.serving), ())
         if not placements:

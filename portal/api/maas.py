@@ -38,9 +38,11 @@ _RAW_KEY = re.compile(r"^(sk-|sk_|pk-|rk-|AKIA|ghp_|gho_|xox[abp]-|AIza|Bearer\s
 
 
 class TargetIn(BaseModel):
-    """`serving`: stack + serving (+ region); `external`: base_url + upstream_model (+ secret_ref)."""
+    """`serving`: stack + serving (+ region); `external`: base_url + upstream_model (+ secret_ref);
+    `simulator`: the engine simulator the gateway runs in the demo (`gateway_simulate_servings`), which
+    speaks every modality (+ upstream_model); nothing answers it elsewhere."""
 
-    kind: Literal["serving", "external"]
+    kind: Literal["serving", "external", "simulator"]
     stack: str | None = Field(None, max_length=63)
     serving: str | None = Field(None, max_length=63)
     region: str | None = Field(None, max_length=63, description="one of the serving's regions; null: all")
@@ -60,12 +62,14 @@ class TargetIn(BaseModel):
 def _check_target(i: int, t: TargetIn, services: Services) -> None:
     """Each kind's required fields, and nothing of the other kind's, so a mixed target is refused."""
     at = f"targets[{i}]"
-    own = {"serving": ("stack", "serving"), "external": ("base_url", "upstream_model")}[t.kind]
-    other = (
-        ("base_url", "upstream_model", "secret_ref")
-        if t.kind == "serving"
-        else ("stack", "serving", "region")
-    )
+    own = {"serving": ("stack", "serving"), "external": ("base_url", "upstream_model"), "simulator": ()}[
+        t.kind
+    ]
+    other = {
+        "serving": ("base_url", "upstream_model", "secret_ref"),
+        "external": ("stack", "serving", "region"),
+        "simulator": ("stack", "serving", "region", "base_url", "secret_ref"),
+    }[t.kind]
     for name in own:
         if not getattr(t, name):
             raise Invalid.field(f"{at}.{name}", f"required for {t.kind} targets")
