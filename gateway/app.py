@@ -133,6 +133,9 @@ class GatewayApp:
     async def images(self, request: Request) -> Response:
         return await self.proxy(request, endpoint.IMAGES)
 
+    async def edits(self, request: Request) -> Response:
+        return await self.proxy(request, endpoint.EDITS)
+
     async def transcriptions(self, request: Request) -> Response:
         return await self.proxy(request, endpoint.TRANSCRIPTIONS)
 
@@ -184,7 +187,7 @@ class GatewayApp:
         upload: Upload | None = None
         body: dict[str, Any]
         if ep.form:
-            read = await read_upload(request)
+            read = await read_upload(request, frozenset(ep.files), ep.files[0])
             if isinstance(read, Refusal):
                 return answer(read, ids, translation)
             upload, body = read, dict(read.fields)
@@ -402,6 +405,7 @@ def create_gateway(
         Route(f"{prefix}/completions", http.completions, methods=["POST"]),
         Route(f"{prefix}/embeddings", http.embeddings, methods=["POST"]),
         Route(f"{prefix}/images/generations", http.images, methods=["POST"]),
+        Route(f"{prefix}/images/edits", http.edits, methods=["POST"]),
         Route(f"{prefix}/audio/transcriptions", http.transcriptions, methods=["POST"]),
         Route(f"{prefix}/audio/translations", http.translations, methods=["POST"]),
         Route(f"{prefix}/audio/speech", http.speech, methods=["POST"]),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from gateway.endpoint import IMAGES, Endpoint, Modality
+from gateway.endpoint import EDITS, IMAGES, Endpoint, Modality
 from gateway.refusal import Refusal, Why
 from gateway.snapshot import ModelEntry
 
@@ -55,7 +55,7 @@ def check(model: ModelEntry, endpoint: Endpoint, body: Mapping[str, Any]) -> Ref
                     return _refuse(
                         f"The model `{model.public_id}` does not accept {what} ({kind} parts).", param
                     )
-    if endpoint is IMAGES and model.image_sizes is not None:
+    if endpoint in (IMAGES, EDITS) and model.image_sizes is not None:
         size = body.get("size")
         if size is not None and size not in model.image_sizes:
             offered = ", ".join(sorted(model.image_sizes))

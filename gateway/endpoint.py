@@ -36,6 +36,7 @@ class Endpoint:
     needs: frozenset[str]  # a model serves it with any one of these capabilities
     streams: bool = False  # `stream: true` is relayed as server-sent events
     form: bool = False  # a multipart/form-data body (an upload)
+    files: tuple[str, ...] = ()  # an upload's file fields; the first is required
     binary: bool = False  # the answer is bytes (audio), relayed as they are
 
 
@@ -45,12 +46,14 @@ EMBEDDINGS = Endpoint("embeddings", "/embeddings", Modality.EMBEDDING, frozenset
 IMAGES = Endpoint(
     "images.generations", "/images/generations", Modality.IMAGE, frozenset({"image-generation"})
 )
+AUDIO_FILE = ("file",)
 TRANSCRIPTIONS = Endpoint(
     "audio.transcriptions",
     "/audio/transcriptions",
     Modality.TRANSCRIPTION,
     frozenset({"speech-to-text"}),
     form=True,
+    files=AUDIO_FILE,
 )
 TRANSLATIONS = Endpoint(
     "audio.translations",
@@ -58,6 +61,16 @@ TRANSLATIONS = Endpoint(
     Modality.TRANSCRIPTION,
     frozenset({"speech-to-text"}),
     form=True,
+    files=AUDIO_FILE,
+)
+# Images to edit: one `image`, or several as `image[]` (the OpenAI SDK's array format), a `mask`.
+EDITS = Endpoint(
+    "images.edits",
+    "/images/edits",
+    Modality.IMAGE,
+    frozenset({"image-editing"}),
+    form=True,
+    files=("image", "image[]", "mask", "markup"),
 )
 SPEECH = Endpoint(
     "audio.speech", "/audio/speech", Modality.SPEECH, frozenset({"text-to-speech"}), binary=True
@@ -75,6 +88,7 @@ ENDPOINTS = {
         COMPLETIONS,
         EMBEDDINGS,
         IMAGES,
+        EDITS,
         TRANSCRIPTIONS,
         TRANSLATIONS,
         SPEECH,

@@ -27,6 +27,8 @@ def asked(endpoint: Endpoint, body: Mapping[str, Any], upload: bytes | None = No
     modality = endpoint.modality
     if modality is Modality.IMAGE:
         n = body.get("n", 1)
+        if isinstance(n, str) and n.isdigit():  # a form's field (image edits)
+            n = int(n)
         return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
     if modality is Modality.RERANK:
         documents = body.get("documents")

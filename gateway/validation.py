@@ -69,6 +69,19 @@ def _images_problem(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _edits_problem(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """An image edit's form fields (strings, as a form sends them)."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return "prompt", "expected a non-empty string."
+    n = body.get("n")
+    if n is not None and not (isinstance(n, str) and n.isdigit() and 1 <= int(n) <= MAX_IMAGES):
+        return "n", f"expected an integer from 1 to {MAX_IMAGES}, got {_shown(n)}."
+    if body.get("stream") not in (None, "false", "False"):
+        return "stream", "image streams are not served by this gateway; ask without `stream`."
+    return None
+
+
 def _speech_problem(body: Mapping[str, Any]) -> tuple[str, str] | None:
     text = body.get("input")
     if not isinstance(text, str) or not text.strip():
@@ -108,6 +121,7 @@ def _transcription_problem(body: Mapping[str, Any]) -> tuple[str, str] | None:
 
 _OTHER_CHECKS = {
     "images.generations": _images_problem,
+    "images.edits": _edits_problem,
     "audio.speech": _speech_problem,
     "rerank": _rerank_problem,
     "audio.transcriptions": _transcription_problem,

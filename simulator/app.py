@@ -157,6 +157,7 @@ class Simulator:
                 Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/embeddings", self.embeddings, methods=["POST"]),
                 Route("/v1/images/generations", self.images, methods=["POST"]),
+                Route("/v1/images/edits", self.edits, methods=["POST"]),
                 Route("/v1/audio/speech", self.speech, methods=["POST"]),
                 Route("/v1/audio/transcriptions", self.transcriptions, methods=["POST"]),
                 Route("/v1/audio/translations", self.transcriptions, methods=["POST"]),  # "into English"
@@ -270,6 +271,51 @@ class Simulator:
                 "total_tokens": words,
             }
         return JSONResponse(payload)
+
+    async def edits(self, request: Request) -> Response:
+        """`/v1/images/edits` (multipart: `image` or `image[]`, optional `mask`): `n` PNGs the size of
+        the first image (or `size`), the same for the same images and prompt."""
+        self.stats.requests["edits"] = self.stats.requests.get("edits", 0) + 1
+        try:
+            async with request.form(max_files=16, max_fields=32) as form:
+                fields = {k: v for k, v in form.items() if isinstance(v, str)}
+                images = [
+                    await v.read()
+                    for k, v in form.multi_items()
+                    if k in ("image", "image[]") and not isinstance(v, str)
+                ]
+        except Exception as exc:
+            return _BadRequest(f"the body is not a valid multipart form ({exc})", None).response()
+        try:
+            if not images or not all(images):
+                raise _BadRequest("image is required (one or more image files)", "image")
+            model = fields.get("model")
+            if not model:
+                raise _BadRequest("you must provide a model parameter", "model")
+            profile = self._profile(model)
+            prompt = fields.get("prompt", "")
+            if not prompt.strip():
+                raise _BadRequest("prompt must be a non-empty string", "prompt")
+            n = int(fields["n"]) if fields.get("n", "").isdigit() else 1
+            if not 1 <= n <= 10:
+                raise _BadRequest("n must be an integer from 1 to 10", "n")
+            size = media.png_size(images[0]) or _image_size(fields.get("size") or "auto")
+            if fields.get("size"):
+                size = _image_size(fields["size"])
+        except _HTTPError as err:
+            return err.response()
+        if profile.ttft_ms:
+            await asyncio.sleep(profile.ttft_ms / 1000)
+        source = hashlib.blake2b(b"".join(images), digest_size=8).hexdigest()
+        data = [
+            {"b64_json": base64.b64encode(media.png(*size, _seed(model, [prompt, source, i]))).decode()}
+            for i in range(n)
+        ]
+        words = _words(prompt)
+        usage = {"input_tokens": words, "output_tokens": 0, "total_tokens": words}
+        return JSONResponse(
+            {"created": int(time.time()), "data": data, "size": f"{size[0]}x{size[1]}", "usage": usage}
+        )
 
     async def speech(self, request: Request) -> Response:
         """`/v1/audio/speech`: a WAV (or raw PCM) of tones, 0.3 s per word of the input at speed 1."""

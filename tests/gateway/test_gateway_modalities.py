@@ -49,6 +49,7 @@ def gw(client: TestClient, services: Services, engine: str) -> Iterator[Harness]
             image_sizes=["64x64", "32x16"],
             price_per_unit=0.04,
         )
+        h.model("edit", target("x"), capabilities=["image-editing"], price_per_unit=0.04)
         h.model("tts", target("t"), capabilities=["text-to-speech"], price_per_unit=0.000015)
         h.model("asr", target("a"), capabilities=["speech-to-text"], price_per_unit=0.0001)
         h.model("rr", target("r"), capabilities=["rerank"], price_per_unit=0.002)
@@ -389,3 +390,34 @@ def test_translations_and_anthropics_token_count(gw: Harness) -> None:
         )
     assert counted.input_tokens == 3 + (4 + 3) + (4 + 5)  # the gateway's estimate, as admission reserves
     assert len(gw.records(1)) == 1  # counting is not a metered request
+
+
+def test_image_edits_take_one_image_or_several_and_are_priced_per_image(gw: Harness) -> None:
+    fox = media.png(16, 8, 1)
+    sdk = gw.sdk()
+    one = sdk.images.edit(model="edit", image=("fox.png", fox, "image/png"), prompt="add a hat", n=2)
+    assert one.data is not None and len(one.data) == 2
+    assert media.png_size(base64.b64decode(one.data[0].b64_json or "")) == (16, 8)  # the source's size
+    several = sdk.images.edit(
+        model="edit",
+        image=[("a.png", fox, "image/png"), ("b.png", media.png(8, 8, 2), "image/png")],
+        prompt="merge",
+    )
+    assert several.data is not None and len(several.data) == 1
+    rows = gw.records(2)
+    assert [(r.endpoint, r.modality, r.units, r.status) for r in rows] == [
+        ("images.edits", "image", 2, 200),
+        ("images.edits", "image", 1, 200),
+    ]
+    assert rows[0].cost == Decimal("0.080003000")  # 2 × 0.04 + "add a hat" (3 tokens) × 1 per million
+    headers = {"authorization": f"Bearer {gw.keys['main']}"}
+    missing = httpx.post(
+        f"{gw.url}/v1/images/edits",
+        data={"model": "edit", "prompt": "x"},
+        files={"mask": ("m.png", fox)},
+        headers=headers,
+    )
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "image"
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.images.edit(model="img", image=("fox.png", fox, "image/png"), prompt="add a hat")
+    assert refused.value.param == "model"  # an image generator that does not edit
