@@ -53,8 +53,15 @@ PIXEL = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGOIqp0DAAKoAXRcvbGTAAAAAElFTkSuQmCC"
 )
 AUDIO_FILE = "speech.wav"  # what the speech example writes and the transcription example reads
+IMAGE_FILE = "input.png"  # what the image-editing example edits
 
 _PYTHON_CALL = {
+    "edit": Template(
+        """with open($image, "rb") as image:
+    response = client.images.edit(model=$model, image=image, prompt=$edit)
+print(response.data[0].b64_json is not None)
+"""
+    ),
     "vision": Template(
         """response = client.chat.completions.create(
     model=$model,
@@ -115,6 +122,17 @@ print(response)
 }
 
 _NODE_CALL = {
+    "edit": Template(
+        """import fs from "node:fs";
+
+const response = await client.images.edit({
+  model: $model,
+  image: fs.createReadStream($image),
+  prompt: $edit,
+});
+console.log(response.data[0].b64_json !== undefined);
+"""
+    ),
     "vision": Template(
         """const response = await client.chat.completions.create({
   model: $model,
@@ -183,6 +201,7 @@ console.log(response);
 PROMPT = "Hello! What can you do?"
 TEXT = "Modelfleet serves large models on your own GPUs."
 OTHER = "The weather is nice today."
+EDIT = "Add a red scarf."
 
 
 def kind_of(capabilities: Sequence[str]) -> str:
@@ -197,6 +216,7 @@ def kind_of(capabilities: Sequence[str]) -> str:
         ("embedding", "embedding"),
         ("rerank", "rerank"),
         ("image-generation", "image"),
+        ("image-editing", "edit"),
         ("speech-to-text", "transcription"),
         ("text-to-speech", "speech"),
     ):
@@ -237,8 +257,17 @@ def api_examples(gateway_base_url: str, model: str, capabilities: Sequence[str])
         "other": json.dumps(OTHER),
         "pixel": json.dumps(PIXEL),
         "audio": json.dumps(AUDIO_FILE),
+        "image": json.dumps(IMAGE_FILE),
+        "edit": json.dumps(EDIT),
     }
-    if kind == "transcription":  # an upload: multipart, not JSON
+    if kind == "edit":  # an upload: multipart, not JSON
+        fields = {"model": model, "prompt": EDIT}
+        said = " \\\n".join(f"  -F {shlex.quote(f'{k}={v}')}" for k, v in fields.items())
+        curl = (
+            f'curl {base_url}/images/edits \\\n  -H "Authorization: Bearer ${KEY_ENV}" \\\n'
+            f"{said} \\\n  -F image=@{IMAGE_FILE}"
+        )
+    elif kind == "transcription":  # an upload: multipart, not JSON
         quoted = shlex.quote(model)
         curl = _CURL_FORM.substitute(
             url=f"{base_url}/audio/transcriptions", key_env=KEY_ENV, model=quoted, audio=AUDIO_FILE

@@ -16,7 +16,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from portal.plaza.examples import AUDIO_FILE, KEY_ENV, api_examples
+from portal.plaza.examples import AUDIO_FILE, IMAGE_FILE, KEY_ENV, api_examples
 from portal.services import Services
 from simulator import media
 from simulator.app import ModelProfile, Simulator, serve_in_thread
@@ -332,6 +332,7 @@ def test_a_form_without_its_file_or_with_an_unexpected_one_is_a_400(gw: Harness)
         ("emb", ["embedding"], "embeddings"),
         ("rr", ["rerank"], "rerank"),
         ("img", ["image-generation"], "images.generations"),
+        ("edit", ["image-editing"], "images.edits"),
         ("tts", ["text-to-speech"], "audio.speech"),
         ("asr", ["speech-to-text"], "audio.transcriptions"),
     ],
@@ -348,6 +349,7 @@ def test_every_plaza_example_runs_against_the_gateway(
     monkeypatch.setenv(KEY_ENV, gw.keys["main"])
     monkeypatch.chdir(tmp_path)
     (tmp_path / AUDIO_FILE).write_bytes(media.wav(2.0, 7))  # what the transcription example reads
+    (tmp_path / IMAGE_FILE).write_bytes(media.png(16, 16, 7))  # what the image-editing example edits
     exec(compile(examples.python, "example.py", "exec"), {})  # the snippet exactly as the plaza shows it
     (row,) = gw.records(1)
     assert (row.endpoint, row.status) == (endpoint, 200)
