@@ -30,7 +30,7 @@ from gateway.access import lookup, resolve_model, usable_models
 from gateway.bodies import id_headers, model_object, parse_json, upstream_body
 from gateway.compare import CompareEndpoint
 from gateway.core import Gateway, new_request_id
-from gateway.endpoint import Endpoint
+from gateway.endpoint import Endpoint, Modality
 from gateway.errors import answer, openai_error
 from gateway.messages_api import MessagesTranslation
 from gateway.metering import Metered, Outcome, PreparedRequest, Usage, meter_response, prepare_upstream_body
@@ -197,7 +197,7 @@ class GatewayApp:
                 return answer(parsed, ids, translation)
             body = parsed
         model = resolve_model(snapshot, key, body.get("model"))
-        stream = ep.streams and body.get("stream") is True
+        stream = ep.streams and body.get("stream") in (True, "true")  # a form says "true"
         if isinstance(model, Refusal):
             forbidden = model.why is Why.MODEL_FORBIDDEN
             known = lookup(snapshot, key.workspace, body["model"]) if forbidden else None
@@ -224,10 +224,12 @@ class GatewayApp:
         admission = await gateway.admitter.admit(snapshot, key, model, tokens, at, asked)
         if isinstance(admission, Refusal):
             return self.refuse(admission, sample, ids, translation)
-        sample.charges = admission.charges
+        sample.charges, sample.units_asked = admission.charges, asked
         headers = {**admission.headers, **ids}
         if not stream:
             prepared = PreparedRequest(sent, False, True)
+        elif ep.modality is not Modality.TEXT:  # image and transcript streams end with their usage
+            prepared = PreparedRequest(sent, True, True)
         else:
             prepared = prepare_upstream_body(sent)
             if translation is not None:  # the translator reads the usage chunk: always forward it

@@ -44,7 +44,7 @@ CHAT = Endpoint("chat.completions", "/chat/completions", Modality.TEXT, GENERATI
 COMPLETIONS = Endpoint("completions", "/completions", Modality.TEXT, GENERATIVE, streams=True)
 EMBEDDINGS = Endpoint("embeddings", "/embeddings", Modality.EMBEDDING, frozenset({"embedding"}))
 IMAGES = Endpoint(
-    "images.generations", "/images/generations", Modality.IMAGE, frozenset({"image-generation"})
+    "images.generations", "/images/generations", Modality.IMAGE, frozenset({"image-generation"}), streams=True
 )
 AUDIO_FILE = ("file",)
 TRANSCRIPTIONS = Endpoint(
@@ -52,6 +52,7 @@ TRANSCRIPTIONS = Endpoint(
     "/audio/transcriptions",
     Modality.TRANSCRIPTION,
     frozenset({"speech-to-text"}),
+    streams=True,
     form=True,
     files=AUDIO_FILE,
 )
@@ -60,6 +61,7 @@ TRANSLATIONS = Endpoint(
     "/audio/translations",
     Modality.TRANSCRIPTION,
     frozenset({"speech-to-text"}),
+    streams=True,
     form=True,
     files=AUDIO_FILE,
 )

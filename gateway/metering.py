@@ -152,6 +152,7 @@ class StreamMeter:
         self.finish_reason: str | None = None
         self.error: str | None = None
         self.events = 0
+        self.items = 0  # images completed, or transcripts done (media streams)
         self._buffer = bytearray()
         self._line_mode = False  # False: LF-only stream, split at blank lines; True: line by line
         self._line = 0  # line mode: where the current line starts in the buffer
@@ -274,6 +275,9 @@ class StreamMeter:
         usage = chunk.get("usage")
         if usage is not None:
             self._usage = usage
+        kind = chunk.get("type")
+        if isinstance(kind, str) and kind in MEDIA_EVENTS:  # an image or transcription stream
+            self._media(kind, chunk)
         choices = chunk.get("choices")
         if isinstance(choices, list):
             if not choices and usage is not None and self.hide_usage_chunk:
@@ -282,6 +286,22 @@ class StreamMeter:
                 if isinstance(choice, Mapping):
                     self._collect(choice)
         out += without_null_usage(raw) if self.hide_usage_chunk and usage is None else raw
+
+    def _media(self, kind: str, chunk: Mapping[str, Any]) -> None:
+        """Image and transcript events: the first one is the first "token"; a completed image (or the
+        transcript's end) counts, and ends the stream as `[DONE]` ends a chat's."""
+        if self.first_token_at is None:
+            self.first_token_at = self.clock()
+        if kind in MEDIA_DONE:
+            self.done = True
+            self.items += 1
+        elif isinstance(chunk.get("delta"), str):
+            self._text.append(chunk["delta"])
+
+    @property
+    def usage_seen(self) -> Any:
+        """The last `usage` object the stream carried (None: none)."""
+        return self._usage
 
     def _collect(self, choice: Mapping[str, Any]) -> None:
         produced = False
@@ -344,6 +364,15 @@ class StreamMeter:
             prompt = 0
         return Usage(prompt, completion, 0, reasoning, estimated=True)
 
+
+# Events of the images API's and the transcription API's streams (OpenAI's `type`s); the `…completed`
+# and `…done` ones end an image or the transcript.
+MEDIA_DONE = frozenset({"image_generation.completed", "image_edit.completed", "transcript.text.done"})
+MEDIA_EVENTS = MEDIA_DONE | {
+    "image_generation.partial_image",
+    "image_edit.partial_image",
+    "transcript.text.delta",
+}
 
 # A JSON string value of a generated-text field; JSON escapes every quote inside a string, so
 # `"content":"` can only start such a value (logprobs' "content" is an array, not matched).

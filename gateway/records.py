@@ -34,6 +34,7 @@ class Sample:
     charges: tuple[Counter, ...] = ()
     inflight: bool = False  # an in-flight marker was written for it (gateway/inflight.py)
     modality: str = "text"  # gateway/endpoint.py's Modality
+    units_asked: int = 0  # what admission charged (gateway/units.py)
 
 
 class Recorder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import anyio
 from starlette.responses import Response
@@ -18,6 +19,7 @@ from gateway.metering import Outcome, PreparedRequest, StreamMeter
 from gateway.records import Sample
 from gateway.relay import Connected
 from gateway.translation import StreamTranslator
+from gateway.units import streamed
 
 
 class SettledAfter(Response):
@@ -134,6 +136,9 @@ class RelayResponse(Response):
                 outcome, bill_prompt_without_output=gateway.settings.gateway_bill_prompt_without_output
             )
             sample = self.sample
+            if sample.modality != "text":  # images completed, seconds transcribed
+                units = streamed(sample.modality, meter.items, meter.usage_seen, sample.units_asked)
+                metered = replace(metered, units=units)
             sample.metered = metered
             if metered.outcome is not Outcome.COMPLETED:
                 sample.error_type = metered.outcome.value

@@ -42,6 +42,19 @@ def asked(endpoint: Endpoint, body: Mapping[str, Any], upload: bytes | None = No
     return 0
 
 
+def streamed(modality: str, items: int, usage: Any, asked_units: int) -> int:
+    """The units of a streamed answer: the images completed (a stream cut short bills what came), the
+    transcript's seconds from its last event's usage."""
+    if modality == Modality.IMAGE:
+        return items
+    if modality == Modality.TRANSCRIPTION:
+        seconds = usage.get("seconds") if isinstance(usage, Mapping) else None
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
+            return math.ceil(seconds)
+        return asked_units if items else 0
+    return 0
+
+
 def served(endpoint: Endpoint, answer: Any, asked_units: int) -> int:
     """The units of a 200 answer (parsed JSON, or None for bytes)."""
     modality = endpoint.modality

@@ -64,8 +64,12 @@ def _images_problem(body: Mapping[str, Any]) -> tuple[str, str] | None:
     size = body.get("size")
     if size is not None and not isinstance(size, str):
         return "size", "expected a string such as '1024x1024' or 'auto'."
-    if body.get("stream") not in (None, False):
-        return "stream", "image streams are not served by this gateway; ask without `stream`."
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        return "stream", "expected a boolean."
+    partials = body.get("partial_images")
+    if partials is not None and (not _is_int(partials) or not 0 <= partials <= 3):
+        return "partial_images", f"expected an integer from 0 to 3, got {_shown(partials)}."
     return None
 
 
@@ -114,8 +118,8 @@ def _rerank_problem(body: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 def _transcription_problem(body: Mapping[str, Any]) -> tuple[str, str] | None:
-    if body.get("stream") not in (None, "false", "False"):
-        return "stream", "transcription streams are not served by this gateway; ask without `stream`."
+    if body.get("stream") not in (None, "true", "false"):
+        return "stream", "expected true or false."
     return None
 
 

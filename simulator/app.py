@@ -245,10 +245,15 @@ class Simulator:
             fmt = body.get("response_format") or "b64_json"
             if fmt not in ("b64_json", "url"):
                 raise _BadRequest("response_format must be 'url' or 'b64_json'", "response_format")
-            if body.get("stream"):
-                raise _BadRequest("the simulator does not stream images", "stream")
+            partials = body.get("partial_images", 0)
+            if not isinstance(partials, int) or isinstance(partials, bool) or not 0 <= partials <= 3:
+                raise _BadRequest("partial_images must be an integer from 0 to 3", "partial_images")
         except _HTTPError as err:
             return err.response()
+        if body.get("stream") is True:
+            return _EventStream(
+                self._image_events(model, prompt, n, (width, height), partials, profile, faults), self
+            )
         if profile.ttft_ms:
             await asyncio.sleep(profile.ttft_ms / 1000)
         data = []
@@ -271,6 +276,53 @@ class Simulator:
                 "total_tokens": words,
             }
         return JSONResponse(payload)
+
+    async def _image_events(
+        self,
+        model: str,
+        prompt: str,
+        n: int,
+        size: tuple[int, int],
+        partials: int,
+        profile: ModelProfile,
+        faults: Faults,
+    ) -> AsyncGenerator[bytes, None]:
+        """OpenAI's image stream: `partial_images` previews (a smaller PNG each), then one
+        `image_generation.completed` per image, the last with the usage."""
+        words = _words(prompt)
+        shape = {
+            "size": f"{size[0]}x{size[1]}",
+            "quality": "auto",
+            "background": "opaque",
+            "output_format": "png",
+        }
+        for i in range(n):
+            if profile.ttft_ms:
+                await asyncio.sleep(profile.ttft_ms / 1000)
+            for index in range(partials):
+                if faults.fail_after_chunks is not None and index >= faults.fail_after_chunks:
+                    raise _Abort
+                preview = media.png(
+                    max(1, size[0] // 4), max(1, size[1] // 4), _seed(model, [prompt, i, index])
+                )
+                event = {
+                    "type": "image_generation.partial_image",
+                    "b64_json": base64.b64encode(preview).decode(),
+                }
+                yield _named_sse(
+                    {**event, **shape, "partial_image_index": index, "created_at": int(time.time())}
+                )
+            final = base64.b64encode(media.png(*size, _seed(model, [prompt, i]))).decode()
+            completed: dict[str, Any] = {"type": "image_generation.completed", "b64_json": final, **shape}
+            completed["created_at"] = int(time.time())
+            if i == n - 1 and faults.usage != "none":
+                completed["usage"] = {
+                    "input_tokens": words,
+                    "input_tokens_details": {"text_tokens": words, "image_tokens": 0},
+                    "output_tokens": 0,
+                    "total_tokens": words,
+                }
+            yield _named_sse(completed)
 
     async def edits(self, request: Request) -> Response:
         """`/v1/images/edits` (multipart: `image` or `image[]`, optional `mask`): `n` PNGs the size of
@@ -385,6 +437,8 @@ class Simulator:
         text = " ".join(rng.choices(VOCABULARY, k=max(1, round(seconds * 2.5)))).capitalize() + "."
         usage = {"type": "duration", "seconds": max(1, math.ceil(seconds))}
         language = fields.get("language") or "english"
+        if fields.get("stream") == "true":  # OpenAI's transcript events, a word per delta
+            return _EventStream(_transcript_events(text, usage), self)
         if fmt == "text":
             return PlainTextResponse(text)
         if fmt in ("srt", "vtt"):
@@ -825,6 +879,17 @@ def _embedding(model: str, item: Any, dims: int) -> list[float]:
     vector = [rng.uniform(-1.0, 1.0) for _ in range(dims)]
     norm = math.sqrt(sum(v * v for v in vector)) or 1.0
     return [v / norm for v in vector]
+
+
+async def _transcript_events(text: str, usage: Mapping[str, Any]) -> AsyncGenerator[bytes, None]:
+    for i, word in enumerate(text.split(" ")):
+        yield _named_sse({"type": "transcript.text.delta", "delta": word if i == 0 else " " + word})
+    yield _named_sse({"type": "transcript.text.done", "text": text, "usage": dict(usage)})
+
+
+def _named_sse(payload: Mapping[str, Any]) -> bytes:
+    """An event whose `event:` line is its type, as OpenAI's image and transcription streams send them."""
+    return f"event: {payload['type']}\n".encode() + _sse(payload)
 
 
 def _sse(payload: Mapping[str, Any]) -> bytes:

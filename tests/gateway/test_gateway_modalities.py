@@ -283,7 +283,8 @@ def test_anthropic_errors_have_anthropics_shape(gw: Harness) -> None:
         ("/images/generations", {"model": "img", "prompt": ""}, "prompt"),
         ("/images/generations", {"model": "img", "prompt": "x", "n": "2"}, "n"),
         ("/images/generations", {"model": "img", "prompt": "x", "size": 64}, "size"),
-        ("/images/generations", {"model": "img", "prompt": "x", "stream": True}, "stream"),
+        ("/images/generations", {"model": "img", "prompt": "x", "stream": "yes"}, "stream"),
+        ("/images/generations", {"model": "img", "prompt": "x", "partial_images": 5}, "partial_images"),
         ("/audio/speech", {"model": "tts", "input": "hi"}, "voice"),
         ("/audio/speech", {"model": "tts", "input": "x" * 5000, "voice": "a"}, "input"),
         ("/rerank", {"model": "rr", "query": "q", "documents": []}, "documents"),
@@ -423,3 +424,33 @@ def test_image_edits_take_one_image_or_several_and_are_priced_per_image(gw: Harn
     with pytest.raises(openai.BadRequestError) as refused:
         sdk.images.edit(model="img", image=("fox.png", fox, "image/png"), prompt="add a hat")
     assert refused.value.param == "model"  # an image generator that does not edit
+
+
+def test_image_and_transcript_streams_are_relayed_and_billed_by_what_came(gw: Harness) -> None:
+    sdk = gw.sdk()
+    events = list(
+        sdk.images.generate(model="img", prompt="a red fox", size="64x64", stream=True, partial_images=2)
+    )
+    assert [e.type for e in events] == [
+        "image_generation.partial_image",
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    assert media.png_size(base64.b64decode(events[-1].b64_json)) == (64, 64)
+    assert events[-1].usage is not None and events[-1].usage.input_tokens == 3  # type: ignore[union-attr]
+    audio = media.wav(2.0, 4)
+    transcript = list(sdk.audio.transcriptions.create(model="asr", file=("a.wav", audio), stream=True))
+    assert transcript[-1].type == "transcript.text.done"
+    assert "".join(e.delta for e in transcript[:-1]) == transcript[-1].text  # type: ignore[union-attr]
+    cut = {"simulator": {"fail_after_chunks": 1}}
+    broken = sdk.images.generate(
+        model="img", prompt="a red fox", size="64x64", stream=True, partial_images=2, extra_body=cut
+    )
+    assert [e.type for e in broken] == ["image_generation.partial_image"]  # the engine died after it
+    rows = gw.records(3)
+    assert [(r.endpoint, r.stream, r.units, r.status, r.error_type) for r in rows] == [
+        ("images.generations", True, 1, 200, None),
+        ("audio.transcriptions", True, 2, 200, None),
+        ("images.generations", True, 0, 200, "upstream_error"),  # no image came: none billed
+    ]
+    assert rows[0].cost == Decimal("0.040003000") and rows[0].ttft_ms is not None
