@@ -91,6 +91,8 @@ class Recorder:
         metrics.observe_request(model, sample.endpoint, sample.status, latency)
         if ttft is not None:
             metrics.TTFT.labels(model=model).observe(ttft)
+        if units:
+            metrics.UNITS.labels(model=model, modality=sample.modality).inc(units)
         if tokens:
             metrics.observe_tokens(
                 model,

@@ -85,6 +85,8 @@ def test_images_are_served_counted_and_priced_per_image(gw: Harness) -> None:
         "cost": Decimal("0.080003000"),  # 2 × 0.04 + 3 tokens × 1 per million
         "stream": False,
     }
+    scraped = httpx.get(f"{gw.url}/metrics").text  # and the Prometheus figures
+    assert 'modelfleet_gateway_units_total{modality="image",model="img"}' in scraped
     since = (gw.records(1)[0].at - timedelta(hours=1)).strftime("%Y-%m-%dT%H:00Z")  # statistics per model
     report = gw.client.get("/api/usage", params={"group_by": "model", "since": since}).json()
     assert [(i["model"], i["units"], i["cost"]) for i in report["items"]] == [("img", 2, "0.080003000")]
