@@ -3,8 +3,8 @@
 The core first (the offline pipeline at 1k and 10k servings, the Pulumi-mocks path against it), then
 the portal (preflight + preview on 1,000 servings; 100 concurrent deploys; the kubernetes observer's
 CPU per 1,000 pod events), the gateway (limiter, simulator, routing, metering, added latency under
-open-loop load), the console's page times, and model files (hub → store throughput, the
-downloader's peak memory on a 2 GB file).
+open-loop load, for chat and for embeddings, rerank and images), the console's page times, and model
+files (hub → store throughput, the downloader's peak memory on a 2 GB file).
 `python -m benchmarks core|portal|gateway|console|files` runs one group.
 """
 
@@ -60,11 +60,18 @@ def portal() -> None:
 
 
 def gateway() -> None:
-    from benchmarks import gateway_latency, gateway_limits, gateway_simulator, readiness_feed
+    from benchmarks import (
+        gateway_latency,
+        gateway_limits,
+        gateway_modalities,
+        gateway_simulator,
+        readiness_feed,
+    )
 
     gateway_limits.main()
     gateway_simulator.main()
     gateway_latency.main()
+    gateway_modalities.main()  # embeddings, rerank and images beside chat, each with its direct baseline
     readiness_feed.main()
 
 

@@ -26,7 +26,7 @@ router = APIRouter(prefix=f"{PREFIX}/ops", include_in_schema=False)
 DTYPES: tuple[str, ...] = get_args(Dtype)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 SCOPES = ("global", "model", "workspace", "api_key", "api_key_model")
-UNITS = ("rps", "rpm", "tpm", "tpd", "concurrency")
+UNITS = ("rps", "rpm", "tpm", "tpd", "upm", "upd", "concurrency")
 FILES_ACTIVE = ("queued", "downloading", "verifying")
 AUDIT_FILTERS = ("action", "actor", "workspace", "resource_type", "resource_id", "result", "since", "until")
 
@@ -160,6 +160,7 @@ async def _maas_form(ctx: Ctx, request: Request, model: dict[str, Any] | None) -
         all_workspaces=workspaces["items"],
         stacks=stack_suggestions(request),
         strategies=STRATEGIES,
+        capabilities=CAPABILITIES,
         rules=rules,
         scopes=SCOPES,
         units=UNITS,

@@ -45,6 +45,17 @@ async def _workspace_models(ctx: Ctx) -> list[dict[str, Any]]:
     return list(data["items"])
 
 
+# Capabilities of a model that answers a chat (the gateway's own list: gateway/endpoint.py GENERATIVE).
+CHATS = frozenset(
+    {"text-generation", "reasoning", "tools", "vision", "audio-to-audio", "video-understanding"}
+)
+
+
+def _chat_models(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The models the chat and compare pages offer: those that chat, and those that do not say."""
+    return [m for m in models if m.get("capabilities") is None or CHATS & set(m["capabilities"])]
+
+
 @router.get("/")
 async def home() -> Response:
     return RedirectResponse(f"{PREFIX}/plaza", status_code=307)
@@ -240,7 +251,7 @@ async def job(request: Request, job_id: int) -> Response:
 @router.get("/chat")
 async def chat(request: Request) -> Response:
     ctx = await page(request)
-    models = await _workspace_models(ctx)
+    models = _chat_models(await _workspace_models(ctx))
     selected = request.query_params.get("model", "")
     if selected and all(m["model"] != selected for m in models):
         # "Try it" on a service of the workspace: its served name (the gateway decides access).
@@ -254,10 +265,41 @@ async def chat(request: Request) -> Response:
     )
 
 
+# The playground's tabs: what each tries, and the capability a model needs to be offered there.
+TRY_TABS = {
+    "images": "image-generation",
+    "transcription": "speech-to-text",
+    "speech": "text-to-speech",
+    "rerank": "rerank",
+    "embeddings": "embedding",
+}
+
+
+@router.get("/try")
+async def playground(request: Request) -> Response:
+    """Every modality but chat: images, speech to text, text to speech, rerank and embeddings."""
+    ctx = await page(request)
+    tab = request.query_params.get("tab", "images")
+    if tab not in TRY_TABS:
+        tab = "images"
+    models = await _workspace_models(ctx)
+    # Models that say they serve the tab's capability; those that do not describe themselves too.
+    offered = [m for m in models if m.get("capabilities") is None or TRY_TABS[tab] in m["capabilities"]]
+    return ctx.render(
+        "try.html",
+        title=ctx.t("nav.try"),
+        tab=tab,
+        tabs=list(TRY_TABS),
+        models=offered,
+        any_models=bool(models),
+        selected=request.query_params.get("model", ""),
+    )
+
+
 @router.get("/compare")
 async def compare(request: Request) -> Response:
     ctx = await page(request)
-    models = await _workspace_models(ctx)
+    models = _chat_models(await _workspace_models(ctx))
     wanted = [m for m in request.query_params.getlist("model") if m][:3]
     defaults = wanted + [m["model"] for m in models if m["model"] not in wanted]
     return ctx.render("compare.html", title=ctx.t("nav.compare"), models=models, defaults=defaults[:3])

@@ -30,10 +30,11 @@ from store.vocabulary import badge
 HERE = Path(__file__).resolve().parent
 PREFIX = "/console"
 YEAR = 365 * 24 * 3600
-# Scripts only from our own files (no inline script, no CDN); inline style attributes are used by charts.
+# Scripts only from our own files (no inline script, no CDN); inline style attributes are used by charts;
+# media from blobs the page made itself (the playground plays the speech it received).
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    "media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 
 

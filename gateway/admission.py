@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway import metrics
-from gateway.limits import Decision, Demand, Limiter, LimiterUnavailable, build_limiter
+from gateway.limits import MAX_TOKENS, Decision, Demand, Limiter, LimiterUnavailable, build_limiter
 from gateway.limits.rules import TOKEN_UNITS, Rule
 from gateway.quotas import NO_HOLD, Counter, LocalQuotas, QuotaHold, QuotaRefusal, Quotas, QuotaSubject
 from gateway.refusal import Refusal, Why
@@ -25,6 +25,9 @@ from gateway.shared_admission import SharedAdmission
 from gateway.snapshot import KeyEntry, ModelEntry, Snapshot
 from gateway.tokens import estimate_prompt_tokens
 from store.periods import period_bounds
+
+# Endpoints whose answer is generated tokens: their reservation adds the output cap.
+GENERATING = frozenset({"chat.completions", "completions", "responses", "messages"})
 
 
 @dataclass(slots=True, eq=False)
@@ -108,7 +111,7 @@ class Admitter:
         ):
             return 0
         prompt = estimate_prompt_tokens(body)
-        if endpoint == "embeddings":
+        if endpoint not in GENERATING:  # embeddings, images, rerank, speech, transcriptions: no output tokens
             return prompt
         output = body.get("max_completion_tokens") or body.get("max_tokens")
         if not isinstance(output, int) or isinstance(output, bool) or output <= 0:
@@ -140,11 +143,17 @@ class Admitter:
         return subjects
 
     async def admit(
-        self, snapshot: Snapshot, key: KeyEntry, model: ModelEntry, tokens: int, now: datetime
+        self,
+        snapshot: Snapshot,
+        key: KeyEntry,
+        model: ModelEntry,
+        tokens: int,
+        now: datetime,
+        units: int = 0,
     ) -> Admission | Refusal:
         """Every applicable rate limit and both quotas, all or nothing (a limit refusal is reported
-        first)."""
-        demand = Demand(model.public_id, key.workspace, key.public_id, tokens)
+        first). `units`: the request's modality units (gateway/units.py), charged by upm/upd rules."""
+        demand = Demand(model.public_id, key.workspace, key.public_id, tokens, min(units, MAX_TOKENS))
         subjects = self.quota_subjects(snapshot, key, now)
         hold: QuotaHold | QuotaRefusal | None = None
         try:

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import invalid_request
+from gateway.refusal import Refusal, Why
 from gateway.snapshot import ModelEntry, TargetSpec
 
 
@@ -39,13 +40,20 @@ def upstream_body(body: Mapping[str, Any], model: ModelEntry) -> Any:
 
 
 async def read_json(request: Request) -> dict[str, Any] | Response:
+    body = await parse_json(request)
+    if isinstance(body, Refusal):
+        return invalid_request(body.message)
+    return body
+
+
+async def parse_json(request: Request) -> dict[str, Any] | Refusal:
     raw = await request.body()
     try:
         body = json.loads(raw)
     except ValueError:
-        return invalid_request("We could not parse the JSON body of your request.")
+        return Refusal(Why.INVALID_REQUEST, "We could not parse the JSON body of your request.")
     if not isinstance(body, dict):
-        return invalid_request("The request body must be a JSON object.")
+        return Refusal(Why.INVALID_REQUEST, "The request body must be a JSON object.")
     return body
 
 

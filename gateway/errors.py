@@ -18,18 +18,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Protocol
 
 from starlette.responses import Response
 
 from gateway.refusal import ANSWERS, Refusal, Why
 
 
-def answer(refusal: Refusal, headers: Mapping[str, str] | None = None) -> Response:
+class Shape(Protocol):
+    """An API's own error shape (Anthropic's, gateway/messages_api.py); OpenAI's is the default."""
+
+    def error(
+        self, status: int, message: str, type_: str, param: str | None, headers: Mapping[str, str]
+    ) -> Response: ...
+
+
+def answer(
+    refusal: Refusal, headers: Mapping[str, str] | None = None, shape: Shape | None = None
+) -> Response:
     """The HTTP answer to a refusal, with the request's own headers (ids, rate limits) merged in."""
     status, type_, code = ANSWERS[refusal.why]
     merged = {**refusal.headers, **(headers or {})}
     if refusal.retry_after is not None:
         merged["retry-after"] = str(max(1, int(refusal.retry_after + 0.999)))
+    if shape is not None:
+        return shape.error(status, refusal.message, refusal.error_type or type_, refusal.param, merged)
     return openai_error(status, refusal.message, refusal.error_type or type_, code, refusal.param, merged)
 
 

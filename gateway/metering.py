@@ -61,6 +61,10 @@ class Usage:
         """Usage from an OpenAI `usage` object (None when it is absent or not an object)."""
         if not isinstance(usage, Mapping):
             return None
+        if "prompt_tokens" not in usage and "input_tokens" in usage:
+            # The images API's (and the Responses API's) names for the same counts.
+            prompt = _count(usage.get("input_tokens"))
+            return cls(prompt_tokens=prompt, completion_tokens=_count(usage.get("output_tokens")))
         prompt_details = usage.get("prompt_tokens_details")
         completion_details = usage.get("completion_tokens_details")
         prompt = _count(usage.get("prompt_tokens"))
@@ -89,6 +93,7 @@ class Metered:
     ttft_seconds: float | None = None  # from the request's start to the first generated token
     finish_reason: str | None = None
     error: str | None = None  # the upstream's error message, when it sent one
+    units: int = 0  # images, seconds, characters or documents (gateway/units.py)
 
     @property
     def estimated(self) -> bool:
@@ -147,6 +152,7 @@ class StreamMeter:
         self.finish_reason: str | None = None
         self.error: str | None = None
         self.events = 0
+        self.items = 0  # images completed, or transcripts done (media streams)
         self._buffer = bytearray()
         self._line_mode = False  # False: LF-only stream, split at blank lines; True: line by line
         self._line = 0  # line mode: where the current line starts in the buffer
@@ -269,6 +275,9 @@ class StreamMeter:
         usage = chunk.get("usage")
         if usage is not None:
             self._usage = usage
+        kind = chunk.get("type")
+        if isinstance(kind, str) and kind in MEDIA_EVENTS:  # an image or transcription stream
+            self._media(kind, chunk)
         choices = chunk.get("choices")
         if isinstance(choices, list):
             if not choices and usage is not None and self.hide_usage_chunk:
@@ -277,6 +286,22 @@ class StreamMeter:
                 if isinstance(choice, Mapping):
                     self._collect(choice)
         out += without_null_usage(raw) if self.hide_usage_chunk and usage is None else raw
+
+    def _media(self, kind: str, chunk: Mapping[str, Any]) -> None:
+        """Image and transcript events: the first one is the first "token"; a completed image (or the
+        transcript's end) counts, and ends the stream as `[DONE]` ends a chat's."""
+        if self.first_token_at is None:
+            self.first_token_at = self.clock()
+        if kind in MEDIA_DONE:
+            self.done = True
+            self.items += 1
+        elif isinstance(chunk.get("delta"), str):
+            self._text.append(chunk["delta"])
+
+    @property
+    def usage_seen(self) -> Any:
+        """The last `usage` object the stream carried (None: none)."""
+        return self._usage
 
     def _collect(self, choice: Mapping[str, Any]) -> None:
         produced = False
@@ -339,6 +364,15 @@ class StreamMeter:
             prompt = 0
         return Usage(prompt, completion, 0, reasoning, estimated=True)
 
+
+# Events of the images API's and the transcription API's streams (OpenAI's `type`s); the `…completed`
+# and `…done` ones end an image or the transcript.
+MEDIA_DONE = frozenset({"image_generation.completed", "image_edit.completed", "transcript.text.done"})
+MEDIA_EVENTS = MEDIA_DONE | {
+    "image_generation.partial_image",
+    "image_edit.partial_image",
+    "transcript.text.delta",
+}
 
 # A JSON string value of a generated-text field; JSON escapes every quote inside a string, so
 # `"content":"` can only start such a value (logprobs' "content" is an array, not matched).
@@ -440,10 +474,15 @@ class Prices:
     input_per_million: Decimal
     output_per_million: Decimal
     cached_input_per_million: Decimal | None = None
+    per_unit: Decimal = Decimal(0)  # an image, a second of audio, … (gateway/units.py)
 
     @classmethod
     def of(
-        cls, input_per_million: Any, output_per_million: Any, cached_input_per_million: Any = None
+        cls,
+        input_per_million: Any,
+        output_per_million: Any,
+        cached_input_per_million: Any = None,
+        per_unit: Any = 0,
     ) -> Prices:
         """From strings, ints, Decimals or floats (a float goes through its shortest repr, so the
         0.15 a database column returns becomes Decimal('0.15'), not 0.1499999...)."""
@@ -451,10 +490,16 @@ class Prices:
             _decimal(input_per_million),
             _decimal(output_per_million),
             None if cached_input_per_million is None else _decimal(cached_input_per_million),
+            _decimal(per_unit),
         )
 
     def __post_init__(self) -> None:
-        prices = (self.input_per_million, self.output_per_million, self.cached_input_per_million)
+        prices = (
+            self.input_per_million,
+            self.output_per_million,
+            self.cached_input_per_million,
+            self.per_unit,
+        )
         if any(p is not None and (not p.is_finite() or p < 0) for p in prices):
             raise ValueError("prices must be finite and >= 0")
 
@@ -467,8 +512,9 @@ def _decimal(value: Any) -> Decimal:
     return Decimal(value)
 
 
-def cost(usage: Usage, prices: Prices) -> Decimal:
-    """`((prompt − cached) × p_in + cached × p_cached + completion × p_out) / 10^6`, in Decimal.
+def cost(usage: Usage, prices: Prices, units: int = 0) -> Decimal:
+    """`((prompt − cached) × p_in + cached × p_cached + completion × p_out) / 10^6 + units × p_unit`,
+    in Decimal (units: images, seconds, characters or documents, gateway/units.py).
 
     Computed exactly (enough precision for any token count and price), then rounded ONCE per record
     to `COST_QUANTUM` (1e-9) with banker's rounding (ROUND_HALF_EVEN: unbiased over many records).
@@ -487,5 +533,5 @@ def cost(usage: Usage, prices: Prices) -> Decimal:
             (usage.prompt_tokens - cached) * prices.input_per_million
             + cached * cached_price
             + usage.completion_tokens * prices.output_per_million
-        ) / TOKENS_PER_PRICE_UNIT
+        ) / TOKENS_PER_PRICE_UNIT + units * prices.per_unit
         return raw.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN)

@@ -42,6 +42,12 @@ TOKENS = Counter(
     "Tokens billed, by public model and kind (prompt, completion, cached, reasoning).",
     ["model", "kind"],
 )
+UNITS = Counter(
+    "modelfleet_gateway_units_total",
+    "Units billed where tokens are not the unit, by public model and modality (image: images, "
+    "transcription: seconds, speech: characters, rerank: documents).",
+    ["model", "modality"],
+)
 LIMIT_REFUSALS = Counter(
     "modelfleet_gateway_limit_refusals_total",
     "Requests refused by a rate limit or quota, by scope and unit of the binding rule.",

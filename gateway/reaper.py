@@ -102,12 +102,15 @@ def _interrupted(marker: Any, last_seen: datetime, bill_prompt_without_output: b
         "completion_tokens": usage.completion_tokens,
         "cached_tokens": 0,
         "reasoning_tokens": 0,
+        "modality": "text",  # the marker keeps tokens only: a reaped request is billed by its tokens
+        "units": 0,
         "estimated": True,
         "ttft_ms": None,
         "latency_ms": max(0.0, round((seen - _utc(at)).total_seconds() * 1000, 3)),
         "price_input_per_m": prices.input_per_million,
         "price_output_per_m": prices.output_per_million,
         "price_cached_per_m": marker["price_cached_per_m"],
+        "price_per_unit": 0,
         "cost": cost(usage, prices),
         CHARGES: (("api_key", marker["api_key"], None), ("workspace", marker["workspace"], None)),
     }

@@ -33,6 +33,8 @@ class Sample:
     metered: Metered | None = None
     charges: tuple[Counter, ...] = ()
     inflight: bool = False  # an in-flight marker was written for it (gateway/inflight.py)
+    modality: str = "text"  # gateway/endpoint.py's Modality
+    units_asked: int = 0  # what admission charged (gateway/units.py)
 
 
 class Recorder:
@@ -47,7 +49,8 @@ class Recorder:
         usage = metered.usage if metered is not None else Usage()
         prices = sample.model.prices
         cached_price = prices.cached_input_per_million
-        amount = cost(usage, prices) if metered is not None else Decimal(0)
+        units = metered.units if metered is not None else 0
+        amount = cost(usage, prices, units) if metered is not None else Decimal(0)
         latency = time.perf_counter() - sample.started
         ttft = metered.ttft_seconds if metered is not None else None
         row: dict[str, Any] = {
@@ -66,12 +69,15 @@ class Recorder:
             "completion_tokens": usage.completion_tokens,
             "cached_tokens": usage.cached_tokens,
             "reasoning_tokens": usage.reasoning_tokens,
+            "modality": sample.modality,
+            "units": units,
             "estimated": usage.estimated,
             "ttft_ms": None if ttft is None else round(ttft * 1000, 3),
             "latency_ms": round(latency * 1000, 3),
             "price_input_per_m": prices.input_per_million,
             "price_output_per_m": prices.output_per_million,
             "price_cached_per_m": prices.input_per_million if cached_price is None else cached_price,
+            "price_per_unit": prices.per_unit,
             "cost": amount,
             CHARGES: sample.charges,
             INFLIGHT: sample.inflight,
@@ -85,6 +91,8 @@ class Recorder:
         metrics.observe_request(model, sample.endpoint, sample.status, latency)
         if ttft is not None:
             metrics.TTFT.labels(model=model).observe(ttft)
+        if units:
+            metrics.UNITS.labels(model=model, modality=sample.modality).inc(units)
         if tokens:
             metrics.observe_tokens(
                 model,

@@ -15,6 +15,7 @@ from gateway.snapshot import TargetSpec
 
 class Why(StrEnum):
     INVALID_REQUEST = "invalid_request"
+    UNSUPPORTED = "unsupported"  # the model cannot serve this (gateway/capabilities.py)
     MODEL_MISSING = "model_missing"
     INVALID_API_KEY = "invalid_api_key"
     MODEL_NOT_FOUND = "model_not_found"
@@ -53,6 +54,7 @@ class Refusal:
 ANSWERS: dict[Why, tuple[int, str, str | None]] = {
     Why.INVALID_REQUEST: (400, "invalid_request_error", "invalid_request_error"),
     Why.MODEL_MISSING: (400, "invalid_request_error", None),
+    Why.UNSUPPORTED: (400, "invalid_request_error", "unsupported_capability"),
     Why.INVALID_API_KEY: (401, "invalid_request_error", "invalid_api_key"),
     Why.MODEL_FORBIDDEN: (403, "invalid_request_error", "model_not_found"),
     Why.MODEL_NOT_FOUND: (404, "invalid_request_error", "model_not_found"),

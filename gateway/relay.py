@@ -79,6 +79,7 @@ class Relay:
         body_for: Callable[[TargetSpec], bytes],
         request_id: str,
         started: float,
+        content_type: str = "application/json",
     ) -> Connected | Refusal:
         """Try the router's candidates in order until one answers with a non-failure status."""
         upstream = self.upstream
@@ -91,7 +92,7 @@ class Relay:
         failure: Refusal | None = None
         for tries, attempt in enumerate(router.attempts(self.region), start=1):
             spec = self.specs[attempt.target.name]
-            headers = [("content-type", "application/json"), ("x-request-id", request_id), *spec.headers]
+            headers = [("content-type", content_type), ("x-request-id", request_id), *spec.headers]
             try:
                 response = await upstream.post(spec.url + path, body_for(spec), headers)
             except UpstreamTimeout:

@@ -37,6 +37,7 @@ from store.models import (
     ApiKey,
     MaasModel,
     MaasTarget,
+    PlazaModel,
     RateLimitRule,
     ServingPlacement,
     ServingReplica,
@@ -213,6 +214,8 @@ class ModelEntry:
     created: int = 0  # Unix time, for /v1/models
     key: str = ""  # the router's key: the public id, or `<workspace>/<public id>` for own servings
     waiting: tuple[Waiting, ...] = ()
+    capabilities: frozenset[str] | None = None  # what it serves (gateway/capabilities.py); None: unchecked
+    image_sizes: frozenset[str] | None = None  # sizes /v1/images/generations offers; None: any
 
     def visible_to(self, workspace: str) -> bool:
         return self.visibility == "all" or workspace in self.workspaces
@@ -282,12 +285,16 @@ class Loader:
                     quota_period_start=aware(key.quota_period_start) if key.quota_period_start else None,
                 )
             self.placements = _placements_by_serving(session)
-            models = {m.public_id: self._model(m) for m in session.scalars(select(MaasModel))}
+            plaza: dict[str, list[str]] = {
+                pid: list(caps or ())
+                for pid, caps in session.execute(select(PlazaModel.id, PlazaModel.capabilities))
+            }
+            models = {m.public_id: self._model(m, plaza) for m in session.scalars(select(MaasModel))}
             rules = tuple(rules_from_rows(session.scalars(select(RateLimitRule)).all()))
             own = self._own_servings()
         return Snapshot(keys, workspaces, models, own, rules, marker, version)
 
-    def _model(self, m: MaasModel) -> ModelEntry:
+    def _model(self, m: MaasModel, plaza: dict[str, list[str]]) -> ModelEntry:
         targets: list[TargetSpec] = []
         waiting: list[Waiting] = []
         for t in m.targets:
@@ -304,10 +311,14 @@ class Loader:
             visibility=m.visibility,
             workspaces=frozenset(m.visible_workspaces or ()),
             strategy=STRATEGIES.get(m.strategy, Strategy.ROUND_ROBIN),
-            prices=Prices.of(m.price_input_per_m, m.price_output_per_m, m.price_cached_per_m),
+            prices=Prices.of(
+                m.price_input_per_m, m.price_output_per_m, m.price_cached_per_m, m.price_per_unit or 0
+            ),
             targets=tuple(unique),
             created=int(aware(m.created_at).timestamp()),
             waiting=tuple(waiting),
+            capabilities=_capabilities(m, plaza),
+            image_sizes=None if m.image_sizes is None else frozenset(m.image_sizes),
         )
 
     def _targets(self, m: MaasModel, t: MaasTarget, waiting: list[Waiting]) -> Iterable[TargetSpec]:
@@ -332,6 +343,12 @@ class Loader:
                 healthy=healthy,
                 kind="external",
             )
+            return
+        if t.kind == "simulator":  # the demo's media models: answered by the simulator when one runs
+            if self.simulator_url:
+                url = f"{self.simulator_url.rstrip('/')}/v1"
+                name = f"sim:{m.public_id}"
+                yield TargetSpec(name, url, t.upstream_model, t.weight, t.priority, None, kind="simulated")
             return
         assert t.stack is not None and t.serving is not None
         placements = self.placements.get((t.stack, t.serving), ())
@@ -395,6 +412,14 @@ class Loader:
                 waiting=tuple(waiting),
             )
         return own
+
+
+def _capabilities(m: MaasModel, plaza: dict[str, list[str]]) -> frozenset[str] | None:
+    """The MaaS model's own list, else its plaza model's; None (unchecked) when neither says."""
+    if m.capabilities is not None:
+        return frozenset(m.capabilities)
+    listed = plaza.get(m.plaza_model_id) if m.plaza_model_id else None
+    return frozenset(listed) if listed else None
 
 
 def _placements_by_serving(session: Session) -> dict[tuple[str, str], list[ServingPlacement]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import anyio
 from starlette.responses import Response
@@ -17,6 +18,8 @@ from gateway.errors import SSE_HEADERS
 from gateway.metering import Outcome, PreparedRequest, StreamMeter
 from gateway.records import Sample
 from gateway.relay import Connected
+from gateway.translation import StreamTranslator
+from gateway.units import streamed
 
 
 class SettledAfter(Response):
@@ -56,7 +59,9 @@ class RelayResponse(Response):
         sample: Sample,
         prepared: PreparedRequest,
         headers: Mapping[str, str],
+        translator: StreamTranslator | None = None,
     ) -> None:
+        self.translator = translator  # the chat events become another API's (gateway/translation.py)
         self.gateway = gateway
         self.connected = connected
         self.admission = admission
@@ -70,11 +75,18 @@ class RelayResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway, connected = self.gateway, self.connected
         meter = StreamMeter.for_request(self.prepared, started_at=connected.started, clock=time.perf_counter)
+        bill = gateway.settings.gateway_bill_prompt_without_output
         outcome: Outcome | None = None
         disconnected = False
         finished = False  # the last byte is out: a disconnect from now on is the normal end
 
+        translator = self.translator
+
         async def emit(data: bytes) -> None:
+            if translator is not None:
+                data = translator.feed(data)
+                if not data:
+                    return
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
         if gateway.inflight is not None:
@@ -95,6 +107,18 @@ class RelayResponse(Response):
 
                 group.start_soon(watch)
                 outcome = await gateway.relay.pump(connected, meter, emit)
+                if translator is not None:  # its closing events carry the usage
+                    so_far = meter.finish(outcome, bill_prompt_without_output=bill)
+                    failed = (
+                        None if so_far.outcome is Outcome.COMPLETED else meter.error or so_far.outcome.value
+                    )
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": translator.close(so_far.usage, failed),
+                            "more_body": True,
+                        }
+                    )
                 finished = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 group.cancel_scope.cancel()
@@ -112,6 +136,9 @@ class RelayResponse(Response):
                 outcome, bill_prompt_without_output=gateway.settings.gateway_bill_prompt_without_output
             )
             sample = self.sample
+            if sample.modality != "text":  # images completed, seconds transcribed
+                units = streamed(sample.modality, meter.items, meter.usage_seen, sample.units_asked)
+                metered = replace(metered, units=units)
             sample.metered = metered
             if metered.outcome is not Outcome.COMPLETED:
                 sample.error_type = metered.outcome.value

@@ -85,6 +85,10 @@ def estimate_prompt_tokens(body: Mapping[str, Any], count: TokenCounter = estima
     """
     if "messages" in body:
         return _chat_prompt_tokens(body, count)
+    if "documents" in body:  # rerank: the engine reads the query with each document
+        query = count(body["query"]) if isinstance(body.get("query"), str) else 0
+        documents = body["documents"] if isinstance(body["documents"], list) else []
+        return sum(query + count(_document_text(d)) for d in documents)
     if "prompt" in body:
         return _text_or_ids_tokens(body["prompt"], count)
     if "input" in body:
@@ -123,6 +127,14 @@ def _message_texts(message: Mapping[str, Any]) -> Iterable[str]:
             function = call["function"]
             yield str(function.get("name", ""))
             yield str(function.get("arguments", ""))
+
+
+def _document_text(document: Any) -> str:
+    if isinstance(document, str):
+        return document
+    if isinstance(document, Mapping) and isinstance(document.get("text"), str):
+        return str(document["text"])
+    return ""
 
 
 def _text_or_ids_tokens(value: Any, count: TokenCounter) -> int:

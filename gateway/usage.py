@@ -203,8 +203,16 @@ _POSTGRESQL_INSERT = "INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays
 )
 
 
+# Columns a row may leave out (rows built before modalities existed: tests, the reaper's old markers).
+_DEFAULTS: dict[str, Any] = {"modality": "text", "units": 0, "price_per_unit": 0}
+
+
 def _insert(conn: Connection, rows: Sequence[dict[str, Any]]) -> Sequence[str]:
     """Insert the rows not already there; the request ids really inserted."""
+    for row in rows:
+        for name, default in _DEFAULTS.items():
+            if row.get(name) is None:
+                row[name] = default
     if conn.dialect.name == "postgresql":
         arrays = {c.name: [row[c.name] for row in rows] for c in _COLUMNS}
         return [r[0] for r in conn.exec_driver_sql(_POSTGRESQL_INSERT, arrays)]

@@ -22,6 +22,17 @@ DEMO_PRICES = {
     "qwen2.5-7b-instruct": (0.5, 1.0, 0.1),
 }
 DEMO_KEY_NAME = "demo"
+# The demo's models of the other modalities, answered by the engine simulator (no engine of the demo
+# stack serves them): public id -> capabilities, its plaza model, price per unit (per image, second,
+# character or document; docs/gateway/modalities.md), so every plaza example and the console's
+# playground work offline.
+DEMO_MEDIA: dict[str, tuple[list[str], str | None, float]] = {
+    "bge-m3": (["embedding"], "bge-m3", 0.0),
+    "bge-reranker-v2-m3": (["rerank"], "bge-reranker-v2-m3", 0.0001),
+    "sim-image": (["image-generation"], None, 0.02),
+    "sim-speech": (["text-to-speech"], None, 0.000015),
+    "sim-whisper": (["speech-to-text"], None, 0.0001),
+}
 
 
 def seed_demo_gateway(
@@ -70,6 +81,35 @@ def seed_demo_gateway(
                     "strategy": "weighted",
                     "enabled": True,
                     "prices": [price_in, price_out, price_cached],
+                },
+            )
+        for public_id, (capabilities, plaza_id, per_unit) in DEMO_MEDIA.items():
+            if session.scalar(select(MaasModel.id).where(MaasModel.public_id == public_id)) is not None:
+                continue
+            plaza = session.get(PlazaModel, plaza_id) if plaza_id else None
+            session.add(
+                MaasModel(
+                    public_id=public_id,
+                    plaza_model_id=plaza.id if plaza is not None and plaza.published else None,
+                    enabled=True,
+                    visibility="all",
+                    visible_workspaces=[],
+                    price_input_per_m=0.1,
+                    price_per_unit=per_unit,
+                    capabilities=capabilities,
+                    targets=[MaasTarget(kind="simulator", upstream_model=public_id)],
+                )
+            )
+            audit.record(
+                session,
+                actor=actor,
+                action="CreateMAASModel",
+                resource_type="MAASModel",
+                resource_id=public_id,
+                after={
+                    "public_id": public_id,
+                    "targets": [{"kind": "simulator"}],
+                    "capabilities": capabilities,
                 },
             )
         ws = session.scalar(select(Workspace).where(Workspace.slug == workspace))

@@ -96,6 +96,10 @@ PATTERNS: dict[str, tuple[str, str]] = {
         "use up to 200 letters, digits and . _ @ -, starting with a letter or digit",
         "请使用不超过 200 个字母、数字及 . _ @ -，并以字母或数字开头",
     ),
+    r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$": (
+        "give a size as WIDTHxHEIGHT (e.g. 1024x1024) or auto",
+        "请填写 宽x高 形式的尺寸（如 1024x1024）或 auto",
+    ),
     r"^(s3|hf|pvc)://\S+$": (
         "give an address starting with s3://, hf:// or pvc://, without spaces",
         "请填写以 s3://、hf:// 或 pvc:// 开头且不含空格的地址",

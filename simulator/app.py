@@ -1,7 +1,11 @@
 """A SIMULATED OpenAI-compatible inference engine, for tests and benchmarks of the gateway. Not a model.
 
 It answers `/v1/models`, `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/health` and
-`/metrics` the way vLLM and OpenAI do, with made-up text:
+`/metrics` the way vLLM and OpenAI do, with made-up text, and the other modalities with made-up media
+(simulator/media.py): `/v1/images/generations` (real PNGs), `/v1/audio/speech` (a real WAV),
+`/v1/audio/transcriptions` (multipart in, words out, usage in seconds) and `/v1/rerank` (also `/rerank`,
+`/v2/rerank`; vLLM's shape). Chat accepts `image_url` and `input_audio` parts (85 prompt tokens per
+image, 10 per second of audio):
 
 - timing per model: time to first token (`ttft_ms`) and a decode rate (`tokens_per_second`, 0 = no
   delay), paced by asyncio sleeps against a schedule (no drift, never blocks the loop);
@@ -58,6 +62,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from simulator import media
 from simulator.profiles import ModelProfile, profile_for
 
 OWNER = "modelfleet-simulator"
@@ -151,6 +156,15 @@ class Simulator:
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+                Route("/v1/images/generations", self.images, methods=["POST"]),
+                Route("/v1/images/edits", self.edits, methods=["POST"]),
+                Route("/v1/audio/speech", self.speech, methods=["POST"]),
+                Route("/v1/audio/transcriptions", self.transcriptions, methods=["POST"]),
+                Route("/v1/audio/translations", self.transcriptions, methods=["POST"]),  # "into English"
+                # vLLM serves rerank under all three paths (Jina and Cohere clients use the bare ones).
+                Route("/v1/rerank", self.rerank, methods=["POST"]),
+                Route("/v2/rerank", self.rerank, methods=["POST"]),
+                Route("/rerank", self.rerank, methods=["POST"]),
                 Route("/health", self.health, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
             ]
@@ -216,6 +230,283 @@ class Simulator:
             payload["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
         return JSONResponse(payload)
 
+    async def images(self, request: Request) -> Response:
+        """`/v1/images/generations`: `n` real PNGs of the asked size, the same for the same prompt."""
+        try:
+            body, model, profile, faults = await self._admit(request, "images")
+            prompt = body.get("prompt")
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise _BadRequest("prompt must be a non-empty string", "prompt")
+            n = body.get("n", 1)
+            if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
+                raise _BadRequest("n must be an integer from 1 to 10", "n")
+            size = body.get("size") or "auto"
+            width, height = _image_size(size)
+            fmt = body.get("response_format") or "b64_json"
+            if fmt not in ("b64_json", "url"):
+                raise _BadRequest("response_format must be 'url' or 'b64_json'", "response_format")
+            partials = body.get("partial_images", 0)
+            if not isinstance(partials, int) or isinstance(partials, bool) or not 0 <= partials <= 3:
+                raise _BadRequest("partial_images must be an integer from 0 to 3", "partial_images")
+        except _HTTPError as err:
+            return err.response()
+        if body.get("stream") is True:
+            return _EventStream(
+                self._image_events(model, prompt, n, (width, height), partials, profile, faults), self
+            )
+        if profile.ttft_ms:
+            await asyncio.sleep(profile.ttft_ms / 1000)
+        data = []
+        for i in range(n):
+            encoded = base64.b64encode(media.png(width, height, _seed(model, [prompt, i]))).decode()
+            item = {"b64_json": encoded} if fmt == "b64_json" else {"url": f"data:image/png;base64,{encoded}"}
+            data.append({**item, "revised_prompt": None})
+        words = _words(prompt)
+        payload: dict[str, Any] = {
+            "created": int(time.time()),
+            "data": data,
+            "size": f"{width}x{height}",
+            "output_format": "png",
+        }
+        if faults.usage != "none":
+            payload["usage"] = {
+                "input_tokens": words,
+                "input_tokens_details": {"text_tokens": words, "image_tokens": 0},
+                "output_tokens": 0,
+                "total_tokens": words,
+            }
+        return JSONResponse(payload)
+
+    async def _image_events(
+        self,
+        model: str,
+        prompt: str,
+        n: int,
+        size: tuple[int, int],
+        partials: int,
+        profile: ModelProfile,
+        faults: Faults,
+    ) -> AsyncGenerator[bytes, None]:
+        """OpenAI's image stream: `partial_images` previews (a smaller PNG each), then one
+        `image_generation.completed` per image, the last with the usage."""
+        words = _words(prompt)
+        shape = {
+            "size": f"{size[0]}x{size[1]}",
+            "quality": "auto",
+            "background": "opaque",
+            "output_format": "png",
+        }
+        for i in range(n):
+            if profile.ttft_ms:
+                await asyncio.sleep(profile.ttft_ms / 1000)
+            for index in range(partials):
+                if faults.fail_after_chunks is not None and index >= faults.fail_after_chunks:
+                    raise _Abort
+                preview = media.png(
+                    max(1, size[0] // 4), max(1, size[1] // 4), _seed(model, [prompt, i, index])
+                )
+                event = {
+                    "type": "image_generation.partial_image",
+                    "b64_json": base64.b64encode(preview).decode(),
+                }
+                yield _named_sse(
+                    {**event, **shape, "partial_image_index": index, "created_at": int(time.time())}
+                )
+            final = base64.b64encode(media.png(*size, _seed(model, [prompt, i]))).decode()
+            completed: dict[str, Any] = {"type": "image_generation.completed", "b64_json": final, **shape}
+            completed["created_at"] = int(time.time())
+            if i == n - 1 and faults.usage != "none":
+                completed["usage"] = {
+                    "input_tokens": words,
+                    "input_tokens_details": {"text_tokens": words, "image_tokens": 0},
+                    "output_tokens": 0,
+                    "total_tokens": words,
+                }
+            yield _named_sse(completed)
+
+    async def edits(self, request: Request) -> Response:
+        """`/v1/images/edits` (multipart: `image` or `image[]`, optional `mask`): `n` PNGs the size of
+        the first image (or `size`), the same for the same images and prompt."""
+        self.stats.requests["edits"] = self.stats.requests.get("edits", 0) + 1
+        try:
+            async with request.form(max_files=16, max_fields=32) as form:
+                fields = {k: v for k, v in form.items() if isinstance(v, str)}
+                images = [
+                    await v.read()
+                    for k, v in form.multi_items()
+                    if k in ("image", "image[]") and not isinstance(v, str)
+                ]
+        except Exception as exc:
+            return _BadRequest(f"the body is not a valid multipart form ({exc})", None).response()
+        try:
+            if not images or not all(images):
+                raise _BadRequest("image is required (one or more image files)", "image")
+            model = fields.get("model")
+            if not model:
+                raise _BadRequest("you must provide a model parameter", "model")
+            profile = self._profile(model)
+            prompt = fields.get("prompt", "")
+            if not prompt.strip():
+                raise _BadRequest("prompt must be a non-empty string", "prompt")
+            n = int(fields["n"]) if fields.get("n", "").isdigit() else 1
+            if not 1 <= n <= 10:
+                raise _BadRequest("n must be an integer from 1 to 10", "n")
+            size = media.png_size(images[0]) or _image_size(fields.get("size") or "auto")
+            if fields.get("size"):
+                size = _image_size(fields["size"])
+        except _HTTPError as err:
+            return err.response()
+        if profile.ttft_ms:
+            await asyncio.sleep(profile.ttft_ms / 1000)
+        source = hashlib.blake2b(b"".join(images), digest_size=8).hexdigest()
+        data = [
+            {"b64_json": base64.b64encode(media.png(*size, _seed(model, [prompt, source, i]))).decode()}
+            for i in range(n)
+        ]
+        words = _words(prompt)
+        usage = {"input_tokens": words, "output_tokens": 0, "total_tokens": words}
+        return JSONResponse(
+            {"created": int(time.time()), "data": data, "size": f"{size[0]}x{size[1]}", "usage": usage}
+        )
+
+    async def speech(self, request: Request) -> Response:
+        """`/v1/audio/speech`: a WAV (or raw PCM) of tones, 0.3 s per word of the input at speed 1."""
+        try:
+            body, model, profile, _ = await self._admit(request, "speech")
+            text = body.get("input")
+            if not isinstance(text, str) or not text.strip():
+                raise _BadRequest("input must be a non-empty string", "input")
+            if len(text) > 4096:
+                raise _BadRequest("input must be at most 4096 characters", "input")
+            voice = body.get("voice")
+            if not (isinstance(voice, str) and voice) and not (isinstance(voice, dict) and voice.get("id")):
+                raise _BadRequest("voice must be a voice name or {'id': ...}", "voice")
+            fmt = body.get("response_format") or "wav"
+            if fmt not in ("wav", "pcm"):
+                raise _BadRequest(f"the simulator speaks wav or pcm, not {fmt!r}", "response_format")
+            speed = body.get("speed", 1.0)
+            if not isinstance(speed, int | float) or isinstance(speed, bool) or not 0.25 <= speed <= 4:
+                raise _BadRequest("speed must be a number from 0.25 to 4", "speed")
+        except _HTTPError as err:
+            return err.response()
+        if profile.ttft_ms:
+            await asyncio.sleep(profile.ttft_ms / 1000)
+        seconds = 0.3 * len(text.split()) / speed
+        seed = _seed(model, [text, voice])
+        if fmt == "pcm":
+            return Response(media.pcm(seconds, seed), media_type="audio/pcm")
+        return Response(media.wav(seconds, seed), media_type="audio/wav")
+
+    async def transcriptions(self, request: Request) -> Response:
+        """`/v1/audio/transcriptions` (multipart): made-up words, 2.5 per second of the audio heard;
+        usage in whole seconds, as vLLM reports it."""
+        self.stats.requests["transcriptions"] = self.stats.requests.get("transcriptions", 0) + 1
+        try:
+            async with request.form(max_files=1, max_fields=32) as form:
+                fields = {k: v for k, v in form.items() if isinstance(v, str)}
+                upload = form.get("file")
+                audio = b"" if upload is None or isinstance(upload, str) else await upload.read()
+        except Exception as exc:  # python-multipart's and Starlette's parse errors
+            return _BadRequest(f"the body is not a valid multipart form ({exc})", None).response()
+        try:
+            if not audio:
+                raise _BadRequest("file is required (a non-empty audio file)", "file")
+            model = fields.get("model")
+            if not model:
+                raise _BadRequest("you must provide a model parameter", "model")
+            profile = self._profile(model)
+            try:
+                overrides = json.loads(fields.get("simulator") or "{}")
+            except ValueError:
+                raise _BadRequest("simulator must be a JSON object", "simulator") from None
+            faults = self.faults.merged(overrides if isinstance(overrides, dict) else {})
+            if faults.status is not None:
+                self.stats.injected_errors += 1
+                raise _injected(faults)
+            fmt = fields.get("response_format") or "json"
+            if fmt not in ("json", "text", "verbose_json", "srt", "vtt"):
+                raise _BadRequest(
+                    "response_format must be json, text, verbose_json, srt or vtt", "response_format"
+                )
+        except _HTTPError as err:
+            return err.response()
+        if profile.ttft_ms:
+            await asyncio.sleep(profile.ttft_ms / 1000)
+        seconds = media.audio_seconds(audio)
+        rng = random.Random(int.from_bytes(hashlib.blake2b(audio, digest_size=8).digest(), "big"))
+        text = " ".join(rng.choices(VOCABULARY, k=max(1, round(seconds * 2.5)))).capitalize() + "."
+        usage = {"type": "duration", "seconds": max(1, math.ceil(seconds))}
+        language = fields.get("language") or "english"
+        if fields.get("stream") == "true":  # OpenAI's transcript events, a word per delta
+            return _EventStream(_transcript_events(text, usage), self)
+        if fmt == "text":
+            return PlainTextResponse(text)
+        if fmt in ("srt", "vtt"):
+            end = _timestamp(seconds, "," if fmt == "srt" else ".")
+            start = "00:00:00,000" if fmt == "srt" else "00:00:00.000"
+            cue = f"{start} --> {end}\n{text}\n"
+            return PlainTextResponse(f"1\n{cue}" if fmt == "srt" else f"WEBVTT\n\n{cue}")
+        if fmt == "verbose_json":
+            segment = {
+                "id": 0,
+                "seek": 0,
+                "start": 0.0,
+                "end": round(seconds, 3),
+                "text": text,
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": 0.0,
+                "compression_ratio": 1.0,
+                "no_speech_prob": 0.0,
+            }
+            return JSONResponse(
+                {
+                    "task": "transcribe",
+                    "language": language,
+                    "duration": round(seconds, 3),
+                    "text": text,
+                    "segments": [segment],
+                    "usage": usage,
+                }
+            )
+        return JSONResponse({"text": text, "usage": usage})
+
+    async def rerank(self, request: Request) -> Response:
+        """`/v1/rerank` (vLLM's shape): every document scored against the query, best first."""
+        try:
+            body, model, profile, faults = await self._admit(request, "rerank")
+            query = body.get("query")
+            if not isinstance(query, str) or not query:
+                raise _BadRequest("query must be a non-empty string", "query")
+            documents = body.get("documents")
+            if not isinstance(documents, list) or not documents:
+                raise _BadRequest("documents must be a non-empty array", "documents")
+            texts = [_document_text(d, i) for i, d in enumerate(documents)]
+            top_n = body.get("top_n", 0)
+            if not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 0:
+                raise _BadRequest("top_n must be an integer >= 0 (0: all)", "top_n")
+        except _HTTPError as err:
+            return err.response()
+        if profile.ttft_ms:
+            await asyncio.sleep(profile.ttft_ms / 1000)
+        scored = sorted(
+            ((media.relevance(query, text), i) for i, text in enumerate(texts)), key=lambda s: (-s[0], s[1])
+        )
+        if top_n:
+            scored = scored[:top_n]
+        results = [
+            {"index": i, "document": {"text": texts[i]}, "relevance_score": score} for score, i in scored
+        ]
+        tokens = sum(_words(query) + _words(text) for text in texts)
+        payload: dict[str, Any] = {
+            "id": f"rerank-sim{secrets.token_hex(10)}",
+            "model": model,
+            "results": results,
+        }
+        if faults.usage != "none":
+            payload["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return JSONResponse(payload)
+
     # -- generation ------------------------------------------------------------------------------
     async def _generate(self, request: Request, kind: Literal["chat", "text"]) -> Response:
         try:
@@ -242,6 +533,17 @@ class Simulator:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise _BadRequest("you must provide a model parameter", "model")
+        profile = self._profile(model)
+        overrides = body.get("simulator")
+        if overrides is not None and not isinstance(overrides, dict):
+            raise _BadRequest("simulator must be an object", "simulator")
+        faults = self.faults.merged(overrides or {})
+        if faults.status is not None:
+            self.stats.injected_errors += 1
+            raise _injected(faults)
+        return body, model, profile, faults
+
+    def _profile(self, model: str) -> ModelProfile:
         profile = self.models.get(model)
         if profile is None:
             if not self.accept_any_model:
@@ -254,14 +556,7 @@ class Simulator:
                 )
             profile = self.default_profile
         self.stats.by_model[model] = self.stats.by_model.get(model, 0) + 1
-        overrides = body.get("simulator")
-        if overrides is not None and not isinstance(overrides, dict):
-            raise _BadRequest("simulator must be an object", "simulator")
-        faults = self.faults.merged(overrides or {})
-        if faults.status is not None:
-            self.stats.injected_errors += 1
-            raise _injected(faults)
-        return body, model, profile, faults
+        return profile
 
     async def _complete(self, plan: _Plan, profile: ModelProfile) -> Response:
         delay = profile.ttft_ms / 1000
@@ -442,7 +737,8 @@ def _plan(body: dict[str, Any], model: str, profile: ModelProfile, faults: Fault
         if not isinstance(messages, list) or not messages:
             raise _BadRequest("messages must be a non-empty array", "messages")
         prompt_tokens = 3 + sum(
-            4 + _words(m.get("content") if isinstance(m, dict) else None) for m in messages
+            4 + _content_tokens(m.get("content") if isinstance(m, dict) else None, f"messages[{i}].content")
+            for i, m in enumerate(messages)
         )
         seed_source: Any = messages
     else:
@@ -492,6 +788,71 @@ def _words(content: Any) -> int:
     return 0
 
 
+IMAGE_TOKENS = 85  # what one image part costs the prompt (OpenAI's low-detail price, any size here)
+AUDIO_TOKENS_PER_SECOND = 10
+
+
+def _content_tokens(content: Any, where: str) -> int:
+    """A message's prompt tokens: its words, a fixed price per image and 10 per second of audio.
+    Malformed image and audio parts are refused, naming the part, as vLLM does."""
+    if not isinstance(content, list):
+        return _words(content)
+    tokens = 0
+    for j, part in enumerate(content):
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text" and isinstance(part.get("text"), str):
+            tokens += len(part["text"].split())
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str) or not url.startswith(("data:image/", "http://", "https://")):
+                raise _BadRequest(
+                    "an image_url part needs a data:image/... or http(s) URL", f"{where}[{j}].image_url"
+                )
+            tokens += IMAGE_TOKENS
+        elif kind == "input_audio":
+            audio = part.get("input_audio")
+            data = audio.get("data") if isinstance(audio, dict) else None
+            try:
+                raw = base64.b64decode(data, validate=True) if isinstance(data, str) else b""
+            except ValueError:
+                raw = b""
+            if not raw:
+                raise _BadRequest("an input_audio part needs base64 data", f"{where}[{j}].input_audio.data")
+            tokens += max(1, math.ceil(media.audio_seconds(raw) * AUDIO_TOKENS_PER_SECOND))
+    return tokens
+
+
+def _image_size(size: Any) -> tuple[int, int]:
+    """`WxH` (each 16..2048) or `auto` (1024x1024)."""
+    if size == "auto":
+        return 1024, 1024
+    if isinstance(size, str):
+        width, _, height = size.partition("x")
+        if width.isdigit() and height.isdigit() and 16 <= int(width) <= 2048 and 16 <= int(height) <= 2048:
+            return int(width), int(height)
+    raise _BadRequest("size must be 'auto' or WIDTHxHEIGHT (16 to 2048 each)", "size")
+
+
+def _document_text(document: Any, index: int) -> str:
+    """A rerank document: a string, or `{"text": ...}` (vLLM also takes content parts)."""
+    if isinstance(document, str):
+        return document
+    if isinstance(document, dict) and isinstance(document.get("text"), str):
+        return str(document["text"])
+    raise _BadRequest("a document is a string or {'text': string}", f"documents[{index}]")
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
 def _inputs(value: Any) -> list[Any]:
     """A prompt or embedding input as a list of items (strings or token-id lists)."""
     if isinstance(value, str):
@@ -518,6 +879,17 @@ def _embedding(model: str, item: Any, dims: int) -> list[float]:
     vector = [rng.uniform(-1.0, 1.0) for _ in range(dims)]
     norm = math.sqrt(sum(v * v for v in vector)) or 1.0
     return [v / norm for v in vector]
+
+
+async def _transcript_events(text: str, usage: Mapping[str, Any]) -> AsyncGenerator[bytes, None]:
+    for i, word in enumerate(text.split(" ")):
+        yield _named_sse({"type": "transcript.text.delta", "delta": word if i == 0 else " " + word})
+    yield _named_sse({"type": "transcript.text.done", "text": text, "usage": dict(usage)})
+
+
+def _named_sse(payload: Mapping[str, Any]) -> bytes:
+    """An event whose `event:` line is its type, as OpenAI's image and transcription streams send them."""
+    return f"event: {payload['type']}\n".encode() + _sse(payload)
 
 
 def _sse(payload: Mapping[str, Any]) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-REVISION = "0006"
+REVISION = "0007"
 
 
 class SchemaMismatch(RuntimeError):

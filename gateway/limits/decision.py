@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.limits.rules import MAX_TOKENS, TOKEN_UNITS, Bucket, Plan, Scope, Unit
+from gateway.limits.rules import MAX_TOKENS, TOKEN_UNITS, UNIT_UNITS, Bucket, Plan, Scope, Unit
 
 Backend = Literal["redis", "local", "none"]
 
@@ -71,9 +71,11 @@ class Refusal:
 
     @property
     def error_type(self) -> str:
-        """OpenAI's `error.type` for a 429: requests, tokens or concurrency."""
+        """OpenAI's `error.type` for a 429: requests, tokens or concurrency (and units, ours)."""
         if self.unit in TOKEN_UNITS:
             return "tokens"
+        if self.unit in UNIT_UNITS:
+            return "units"  # images, audio seconds, characters or documents (gateway/units.py)
         return "concurrency" if self.unit is Unit.CONCURRENCY else "requests"
 
     def message(self, model: str) -> str:
@@ -83,6 +85,8 @@ class Refusal:
             Unit.RPM: "requests per min (RPM)",
             Unit.TPM: "tokens per min (TPM)",
             Unit.TPD: "tokens per day (TPD)",
+            Unit.UPM: "units per min (UPM: images, audio seconds, characters or documents)",
+            Unit.UPD: "units per day (UPD: images, audio seconds, characters or documents)",
             Unit.CONCURRENCY: "concurrent requests",
         }[self.unit]
         head = f"for {model} on {self.scope.value} {what}: Limit {self.limit}"
@@ -105,6 +109,7 @@ class Reservation:
     plan: Plan
     tokens: int
     backend: Backend
+    units: int = 0
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -157,6 +162,7 @@ def conclude(
     admitted: bool,
     reservation: Reservation | None,
     concurrency_retry_us: int,
+    units: int = 0,
 ) -> Decision:
     """The decision from the state each bucket had before this request (debts in ticks, leases held).
 
@@ -166,14 +172,17 @@ def conclude(
     binding: list[tuple[int, int, Bucket] | None] = [None, None]  # requests, tokens
     refusal: tuple[bool, int, Bucket, int, int] | None = None  # never?, retry µs, bucket, used, requested
     for bucket, debt in zip(plan.rates, debts, strict=True):
-        cost = tokens if bucket.is_tokens else 1
+        cost = bucket.cost(tokens, units)
         after = debt + cost * bucket.p if admitted else debt
         remaining = bucket.burst + (after // -bucket.p)  # burst - ceil(after / p)
         if remaining < 0:
             remaining = 0
         reset_us = -(after // -bucket.d)
         best = binding[bucket.is_tokens]
-        if best is None or remaining < best[0] or (remaining == best[0] and reset_us > best[1]):
+        # Units buckets (upm/upd) have no OpenAI header: they only speak when they refuse.
+        if not bucket.is_units and (
+            best is None or remaining < best[0] or (remaining == best[0] and reset_us > best[1])
+        ):
             binding[bucket.is_tokens] = (remaining, reset_us, bucket)
         if admitted:
             continue

@@ -95,8 +95,10 @@ class LocalLimiter:
         """Admit `demand` in every bucket or in none (thread-safe, never blocks beyond the lock)."""
         plan = self._book.plan(demand)
         if plan.empty:
-            return Decision(True, Reservation("", plan, demand.tokens, "local"), None, None, None)
-        tokens = demand.tokens
+            return Decision(
+                True, Reservation("", plan, demand.tokens, "local", demand.units), None, None, None
+            )
+        tokens, units = demand.tokens, demand.units
         rid = self._new_id() if plan.needs_id else ""
         debts: list[int] = []
         leases: list[LeaseState] = []
@@ -119,7 +121,7 @@ class LocalLimiter:
                     if debt < 0:
                         debt = 0
                 debts.append(debt)
-                if debt + (tokens if bucket.is_tokens else 1) * bucket.p > bucket.tol_ticks:
+                if debt + bucket.cost(tokens, units) * bucket.p > bucket.tol_ticks:
                     ok = False
             for bucket in plan.leases:
                 held = self._live_leases(bucket, now)
@@ -135,7 +137,7 @@ class LocalLimiter:
                     leases.append((count, 0))
             if ok:
                 for bucket, debt in zip(plan.rates, debts, strict=True):
-                    cost = tokens if bucket.is_tokens else 1
+                    cost = bucket.cost(tokens, units)
                     if debt or cost:
                         tat[bucket.id] = (now * bucket.d + debt + cost * bucket.p, bucket.d)
                 for bucket in plan.leases:
@@ -144,8 +146,8 @@ class LocalLimiter:
                     self._pending[rid] = now + self._pending_us
                 if len(tat) + len(self._pending) >= self._sweep_at:
                     self._sweep(now)
-        reservation = Reservation(rid, plan, tokens, "local") if ok else None
-        return conclude(plan, tokens, debts, leases, ok, reservation, self._concurrency_retry_us)
+        reservation = Reservation(rid, plan, tokens, "local", units) if ok else None
+        return conclude(plan, tokens, debts, leases, ok, reservation, self._concurrency_retry_us, units)
 
     def settle(self, reservation: Reservation, actual_tokens: int) -> bool:
         """Charge the real usage instead of the estimate and free the leases; only the first call counts."""
@@ -184,7 +186,7 @@ class LocalLimiter:
             now = self._clock()
             for bucket in reservation.plan.rates:
                 if not bucket.is_tokens:
-                    self._charge(bucket, -1, now)
+                    self._charge(bucket, -bucket.cost(0, reservation.units), now)
 
     def try_renew(self, reservation: Reservation) -> bool:
         """Extend the leases (and the token reservation) of a long request; False if any had expired."""

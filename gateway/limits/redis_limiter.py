@@ -108,9 +108,12 @@ def _keys(prefix: str, plan: Plan) -> _Keys:
         lease_args=tuple(_b(b.limit) for b in plan.leases),
         token_keys=tuple(_b(f"{prefix}:{b.id}") for b in plan.rates if b.is_tokens),
         settle_args=tuple(settle),
-        request_keys=tuple(_b(f"{prefix}:{b.id}") for b in plan.rates if not b.is_tokens),
+        request_keys=tuple(_b(f"{prefix}:{b.id}") for b in plan.rates if not b.is_tokens and not b.is_units),
         refund_args=tuple(
-            arg for b in plan.rates if not b.is_tokens for arg in map(_b, (b.p // b.d, b.p % b.d, b.d))
+            arg
+            for b in plan.rates
+            if not b.is_tokens and not b.is_units
+            for arg in map(_b, (b.p // b.d, b.p % b.d, b.d))
         ),
     )
 
@@ -294,7 +297,9 @@ class RedisLimiter:
         """The script's keys and arguments, or the decision when Redis need not (or cannot) be asked."""
         plan = self._book.plan(demand)
         if plan.empty:
-            return Decision(True, Reservation("", plan, demand.tokens, "none"), None, None, None)
+            return Decision(
+                True, Reservation("", plan, demand.tokens, "none", demand.units), None, None, None
+            )
         if not self.link.up:
             return self._degraded(demand, plan, "Redis is down")
         keys = self._keys_for(plan)
@@ -310,7 +315,7 @@ class RedisLimiter:
             1 if too_large else 0,
         ]
         for bucket, static in zip(plan.rates, keys.rate_args, strict=True):
-            args.append(tokens if bucket.is_tokens else 1)
+            args.append(bucket.cost(tokens, demand.units))
             args.extend(static)
         args.extend(keys.lease_args)
         args += (self._epoch, self._grace_us)
@@ -361,7 +366,10 @@ class RedisLimiter:
             epoch = reply[base + 2 * len(call.lua_keys.leases)]
             self._epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
         admitted = reply[0] in (1, 2)
-        reservation = Reservation(call.rid, plan, call.demand.tokens, "redis") if reply[0] == 1 else None
+        demand = call.demand
+        reservation = (
+            Reservation(call.rid, plan, demand.tokens, "redis", demand.units) if reply[0] == 1 else None
+        )
         if reply[0] == 1 and plan.rates:
             self._remember(call, debts)
         if reply[0] == 1 and plan.leases:
@@ -369,7 +377,14 @@ class RedisLimiter:
             for bucket in plan.leases:
                 self._leases_in_redis[bucket.id] = self._leases_in_redis.get(bucket.id, 0) + 1
         return conclude(
-            plan, call.demand.tokens, debts, leases, admitted, reservation, self._concurrency_retry_us
+            plan,
+            demand.tokens,
+            debts,
+            leases,
+            admitted,
+            reservation,
+            self._concurrency_retry_us,
+            demand.units,
         )
 
     def _remember(self, call: AcquireCall, debts: list[int]) -> None:
@@ -378,7 +393,7 @@ class RedisLimiter:
         tokens = min(call.demand.tokens, MAX_TOKENS)
         mirror = self._mirror
         for key, bucket, debt in zip(call.lua_keys.rates, call.plan.rates, debts, strict=True):
-            ticks = debt + (tokens if bucket.is_tokens else 1) * bucket.p
+            ticks = debt + bucket.cost(tokens, call.demand.units) * bucket.p
             mirror[key] = (now - (-ticks // bucket.d), bucket.d)
         if len(mirror) >= self._mirror_sweep_at:
             self._mirror = {k: v for k, v in mirror.items() if v[0] > now}
@@ -395,9 +410,10 @@ class RedisLimiter:
             if decision.admitted:
                 tokens = min(demand.tokens, MAX_TOKENS)
                 for bucket in plan.rates:
-                    self._owe(bucket, tokens if bucket.is_tokens else 1)
+                    self._owe(bucket, bucket.cost(tokens, demand.units))
             return replace(decision, degraded=True)
-        return Decision(True, Reservation("", plan, demand.tokens, "none"), None, None, None, degraded=True)
+        reservation = Reservation("", plan, demand.tokens, "none", demand.units)
+        return Decision(True, reservation, None, None, None, degraded=True)
 
     def _owe(self, bucket: Bucket, cells: int) -> None:
         """Note cells the fallback took (negative: gave back) for `_pay_back`."""
@@ -488,18 +504,25 @@ class RedisLimiter:
             self._fallback.try_cancel(reservation)
             tokens = min(reservation.tokens, MAX_TOKENS)
             for bucket in reservation.plan.rates:
-                self._owe(bucket, -(tokens if bucket.is_tokens else 1))
+                self._owe(bucket, -bucket.cost(tokens, reservation.units))
             return
         if reservation.backend != "redis":
             return
         if reservation.id:
             await self.reconcile(reservation, 0)
         keys = self._keys_for(reservation.plan)
-        if not keys.request_keys:
+        refund_keys, refund_args = list(keys.request_keys), list(keys.refund_args)
+        if reservation.units:  # units buckets give back the request's units: T × units each
+            for key, bucket in zip(keys.rates, reservation.plan.rates, strict=True):
+                if bucket.is_units:
+                    a, b = divmod(bucket.p * reservation.units, bucket.d)
+                    refund_keys.append(key)
+                    refund_args += (_b(a), _b(b), _b(bucket.d))
+        if not refund_keys:
             return
-        args: list[int | str | bytes] = [*keys.refund_args, *self._clock_args()]
+        args: list[int | str | bytes] = [*refund_args, *self._clock_args()]
         try:
-            await self.link.call(self._refund, list(keys.request_keys), args)
+            await self.link.call(self._refund, refund_keys, args)
         except (RedisError, OSError) as err:
             log.warning("rate limiter: Redis refund failed: %s", err)
 

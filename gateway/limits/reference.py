@@ -21,7 +21,7 @@ from fractions import Fraction
 from gateway.limits.rules import MAX_DEBT_PERIODS, MAX_TOKENS, PERIOD_US, Demand, Rule, Scope, Unit
 
 _SPECIFIC_FIRST = [Scope.API_KEY, Scope.WORKSPACE, Scope.MODEL, Scope.GLOBAL]
-_UNITS = [Unit.RPS, Unit.RPM, Unit.TPM, Unit.TPD, Unit.CONCURRENCY]
+_UNITS = [Unit.RPS, Unit.RPM, Unit.TPM, Unit.TPD, Unit.UPM, Unit.UPD, Unit.CONCURRENCY]
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,8 @@ class ReferenceLimiter:
                 continue
             t = self.interval(rule)
             cost = demand.tokens if rule.unit in (Unit.TPM, Unit.TPD) else 1
+            if rule.unit in (Unit.UPM, Unit.UPD):
+                cost = demand.units
             start = max(self.tat.get(bucket.id, Fraction(0)), Fraction(now))
             new_tat[bucket.id] = start + cost * t
             if cost > rule.effective_burst or cost > MAX_TOKENS:
@@ -136,7 +138,7 @@ class ReferenceLimiter:
             if token_buckets:
                 self.pending[rid] = (now + self.pending_ttl_us, demand.tokens, token_buckets)
         for bucket in buckets:
-            if bucket.rule.unit is Unit.CONCURRENCY:
+            if bucket.rule.unit in (Unit.CONCURRENCY, Unit.UPM, Unit.UPD):
                 continue
             rule = bucket.rule
             debt = max(self.tat.get(bucket.id, Fraction(0)) - now, Fraction(0))

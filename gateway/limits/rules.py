@@ -39,6 +39,8 @@ class Unit(StrEnum):
     RPM = "rpm"
     TPM = "tpm"
     TPD = "tpd"
+    UPM = "upm"  # units per minute where tokens are not the unit: images, audio seconds, … (gateway/units.py)
+    UPD = "upd"
     CONCURRENCY = "concurrency"
 
 
@@ -47,9 +49,14 @@ PERIOD_US: dict[Unit, int] = {
     Unit.RPM: 60_000_000,
     Unit.TPM: 60_000_000,
     Unit.TPD: 86_400_000_000,
+    Unit.UPM: 60_000_000,
+    Unit.UPD: 86_400_000_000,
 }
 REQUEST_UNITS = frozenset({Unit.RPS, Unit.RPM})
 TOKEN_UNITS = frozenset({Unit.TPM, Unit.TPD})
+# Charged the request's modality units, exactly, at admission (never reconciled: the gateway counts
+# them from the request — images asked, documents sent, characters to speak, seconds of audio heard).
+UNIT_UNITS = frozenset({Unit.UPM, Unit.UPD})
 
 # Bounds that keep the Redis script's integer arithmetic exact in Lua's doubles (2**53): a charge of
 # c cells adds c*b to a remainder below the limit, so c * limit must stay under 2**53.
@@ -60,7 +67,15 @@ MAX_DEBT_PERIODS = 10  # usage beyond the reservation can push a bucket at most 
 
 # Order in which buckets are listed, and in which equal refusals are attributed: specific first.
 _FAMILY_RANK = {Scope.API_KEY: 0, Scope.WORKSPACE: 1, Scope.MODEL: 2, Scope.GLOBAL: 3}
-_UNIT_RANK = {Unit.RPS: 0, Unit.RPM: 1, Unit.TPM: 2, Unit.TPD: 3, Unit.CONCURRENCY: 4}
+_UNIT_RANK = {
+    Unit.RPS: 0,
+    Unit.RPM: 1,
+    Unit.TPM: 2,
+    Unit.TPD: 3,
+    Unit.UPM: 4,
+    Unit.UPD: 5,
+    Unit.CONCURRENCY: 6,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,16 +140,18 @@ def rules_from_rows(rows: Iterable[RuleRow]) -> list[Rule]:
 
 @dataclass(frozen=True, slots=True)
 class Demand:
-    """One request: who asks for which model, and the tokens to reserve (prompt estimate + max output)."""
+    """One request: who asks for which model, the tokens to reserve (prompt estimate + max output) and
+    its modality units (images, seconds, …; 0 for token-priced requests)."""
 
     model: str
     workspace: str | None = None
     api_key: str | None = None
     tokens: int = 0
+    units: int = 0
 
     def __post_init__(self) -> None:
-        if self.tokens < 0:
-            raise ValueError("a token estimate cannot be negative")
+        if self.tokens < 0 or self.units < 0:
+            raise ValueError("a token estimate or a unit count cannot be negative")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -161,10 +178,16 @@ class Bucket:
     cap_us: int = 0  # the furthest a settlement may push TAT ahead of now
     is_rate: bool = field(init=False)
     is_tokens: bool = field(init=False)  # charged the token estimate, not one request
+    is_units: bool = field(init=False)  # charged the request's modality units
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_rate", self.unit is not Unit.CONCURRENCY)
         object.__setattr__(self, "is_tokens", self.unit in TOKEN_UNITS)
+        object.__setattr__(self, "is_units", self.unit in UNIT_UNITS)
+
+    def cost(self, tokens: int, units: int) -> int:
+        """The cells one request takes from this bucket."""
+        return tokens if self.is_tokens else units if self.is_units else 1
 
 
 def make_bucket(rule: Rule, subject: str | None, model: str | None, order: int) -> Bucket:

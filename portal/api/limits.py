@@ -2,7 +2,7 @@
 
 A rule names a scope (global, model, workspace, api_key, or api_key_model: a key's limit for each
 model separately), optionally a MaaS model, the subject the scope needs (a workspace slug or an API
-key's public id), a unit (rps, rpm, tpm, tpd, concurrency) and a limit.
+key's public id), a unit (rps, rpm, tpm, tpd, upm, upd, concurrency) and a limit.
 `store.models.gateway.applicable` is the selection the gateway applies; the table in
 `RateLimitRule`'s docstring says which traffic each combination counts.
 """
@@ -30,7 +30,7 @@ router = APIRouter(prefix="/api/rate-limits", tags=["rate-limits"])
 
 Scope = Literal["global", "model", "workspace", "api_key", "api_key_model"]
 KEY_SCOPES = ("api_key", "api_key_model")  # the scopes whose subject is an API key's public id
-Unit = Literal["rps", "rpm", "tpm", "tpd", "concurrency"]
+Unit = Literal["rps", "rpm", "tpm", "tpd", "upm", "upd", "concurrency"]
 # The gateway keeps exact integer arithmetic inside Redis' Lua doubles: limits fit in 31 bits, and a
 # burst may not take more than 30 days to refill.
 MAX_LIMIT = 2**31 - 1
@@ -138,7 +138,7 @@ def _validate(session: Session, body: RuleIn) -> None:
     ):
         raise Invalid.field("model", f"no MaaS model {body.model!r}")
     if body.unit == "concurrency" and body.burst is not None:
-        raise Invalid.field("burst", "only for rates (rps, rpm, tpm, tpd), not concurrency")
+        raise Invalid.field("burst", "only for rates (rps, rpm, tpm, tpd, upm, upd), not concurrency")
     period = PERIOD_SECONDS.get(body.unit)
     if (
         body.burst is not None

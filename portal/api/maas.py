@@ -26,7 +26,7 @@ from portal.errors import Conflict, Invalid, NotFound
 from portal.services import Services
 from store.models import MaasModel, MaasTarget, PlazaModel, RateLimitRule, Workspace
 from store.periods import aware
-from store.vocabulary import Strategy
+from store.vocabulary import Capability, Strategy
 
 router = APIRouter(prefix="/api", tags=["maas"])
 
@@ -38,9 +38,11 @@ _RAW_KEY = re.compile(r"^(sk-|sk_|pk-|rk-|AKIA|ghp_|gho_|xox[abp]-|AIza|Bearer\s
 
 
 class TargetIn(BaseModel):
-    """`serving`: stack + serving (+ region); `external`: base_url + upstream_model (+ secret_ref)."""
+    """`serving`: stack + serving (+ region); `external`: base_url + upstream_model (+ secret_ref);
+    `simulator`: the engine simulator the gateway runs in the demo (`gateway_simulate_servings`), which
+    speaks every modality (+ upstream_model); nothing answers it elsewhere."""
 
-    kind: Literal["serving", "external"]
+    kind: Literal["serving", "external", "simulator"]
     stack: str | None = Field(None, max_length=63)
     serving: str | None = Field(None, max_length=63)
     region: str | None = Field(None, max_length=63, description="one of the serving's regions; null: all")
@@ -60,12 +62,14 @@ class TargetIn(BaseModel):
 def _check_target(i: int, t: TargetIn, services: Services) -> None:
     """Each kind's required fields, and nothing of the other kind's, so a mixed target is refused."""
     at = f"targets[{i}]"
-    own = {"serving": ("stack", "serving"), "external": ("base_url", "upstream_model")}[t.kind]
-    other = (
-        ("base_url", "upstream_model", "secret_ref")
-        if t.kind == "serving"
-        else ("stack", "serving", "region")
-    )
+    own = {"serving": ("stack", "serving"), "external": ("base_url", "upstream_model"), "simulator": ()}[
+        t.kind
+    ]
+    other = {
+        "serving": ("base_url", "upstream_model", "secret_ref"),
+        "external": ("stack", "serving", "region"),
+        "simulator": ("stack", "serving", "region", "base_url", "secret_ref"),
+    }[t.kind]
     for name in own:
         if not getattr(t, name):
             raise Invalid.field(f"{at}.{name}", f"required for {t.kind} targets")
@@ -90,6 +94,9 @@ def _check_target(i: int, t: TargetIn, services: Services) -> None:
         addresses.check_host(f"{at}.base_url", t.base_url.host, port, allow, unresolved_ok=True)
 
 
+IMAGE_SIZE = r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$"
+
+
 class MaasModelUpdate(BaseModel):
     plaza_model_id: str | None = Field(None, max_length=128, description="the plaza model this serves")
     targets: list[TargetIn] = Field(default_factory=list, max_length=64)
@@ -97,6 +104,15 @@ class MaasModelUpdate(BaseModel):
     price_input_per_m: float = Field(0, ge=0, le=1_000_000, description="price per million input tokens")
     price_output_per_m: float = Field(0, ge=0, le=1_000_000)
     price_cached_per_m: float = Field(0, ge=0, le=1_000_000)
+    price_per_unit: float = Field(
+        0, ge=0, le=1_000_000, description="per image, audio second, character spoken or document reranked"
+    )
+    capabilities: list[Capability] | None = Field(
+        None, max_length=20, description="what the model serves; None: its plaza model's"
+    )
+    image_sizes: list[Annotated[str, Field(pattern=IMAGE_SIZE)]] | None = Field(
+        None, max_length=20, description="sizes offered to /v1/images/generations; None: any"
+    )
     enabled: bool = False
     # Offerings are visible to no workspace until ops choose ("all", or "specified" workspaces).
     visibility: Literal["none", "all", "specified"] = "none"
@@ -130,6 +146,9 @@ class MaasModelOut(BaseModel):
     price_input_per_m: float
     price_output_per_m: float
     price_cached_per_m: float
+    price_per_unit: float
+    capabilities: list[str] | None
+    image_sizes: list[str] | None
     enabled: bool
     visibility: str
     workspaces: list[str]
@@ -149,6 +168,12 @@ class WorkspaceModelOut(BaseModel):
     price_input_per_m: float
     price_output_per_m: float
     price_cached_per_m: float
+    price_per_unit: float = Field(
+        0, description="per image, audio second, character spoken or document reranked"
+    )
+    capabilities: list[str] | None = Field(
+        None, description="what it serves (its own list, else its plaza model's); None: not described"
+    )
     base_url: str = Field(description="the gateway's OpenAI-compatible base URL")
 
 
@@ -180,6 +205,9 @@ def _out(m: MaasModel) -> MaasModelOut:
         price_input_per_m=m.price_input_per_m,
         price_output_per_m=m.price_output_per_m,
         price_cached_per_m=m.price_cached_per_m,
+        price_per_unit=m.price_per_unit,
+        capabilities=m.capabilities,
+        image_sizes=m.image_sizes,
         enabled=m.enabled,
         visibility=m.visibility,
         workspaces=list(m.visible_workspaces or []),
@@ -251,6 +279,9 @@ def _apply(model: MaasModel, body: MaasModelUpdate) -> None:
     model.price_input_per_m = body.price_input_per_m
     model.price_output_per_m = body.price_output_per_m
     model.price_cached_per_m = body.price_cached_per_m
+    model.price_per_unit = body.price_per_unit
+    model.capabilities = None if body.capabilities is None else list(dict.fromkeys(body.capabilities))
+    model.image_sizes = None if body.image_sizes is None else list(dict.fromkeys(body.image_sizes))
     model.enabled = body.enabled
     model.visibility = body.visibility
     model.visible_workspaces = list(dict.fromkeys(body.workspaces))
@@ -399,13 +430,19 @@ def delete_maas_model(model_id: int, session: SessionDep, principal: AdminDep) -
     return Response(status_code=204)
 
 
-def _workspace_model_out(m: MaasModel, services: Services) -> WorkspaceModelOut:
+def _workspace_model_out(m: MaasModel, services: Services, session: Session) -> WorkspaceModelOut:
+    capabilities = m.capabilities
+    if capabilities is None and m.plaza_model_id is not None:  # what the gateway checks, too
+        plaza = session.get(PlazaModel, m.plaza_model_id)
+        capabilities = list(plaza.capabilities) if plaza is not None and plaza.capabilities else None
     return WorkspaceModelOut(
         model=m.public_id,
         plaza_model_id=m.plaza_model_id,
         price_input_per_m=m.price_input_per_m,
         price_output_per_m=m.price_output_per_m,
         price_cached_per_m=m.price_cached_per_m,
+        price_per_unit=m.price_per_unit or 0,
+        capabilities=capabilities,
         base_url=f"{services.settings.gateway_base_url.rstrip('/')}/v1",
     )
 
@@ -427,7 +464,7 @@ def list_workspace_models(
     ]
     page = models[paging.offset : paging.offset + paging.page_size]
     return Page(
-        items=[_workspace_model_out(m, services) for m in page],
+        items=[_workspace_model_out(m, services, session) for m in page],
         total=len(models),
         page=paging.page,
         page_size=paging.page_size,
@@ -442,4 +479,4 @@ def get_workspace_model(
     found = session.scalar(select(MaasModel).where(MaasModel.public_id == model, MaasModel.enabled))
     if found is None or not visible_to(found, ws):
         raise NotFound(f"model {model!r} not found")
-    return _workspace_model_out(found, services)
+    return _workspace_model_out(found, services, session)

@@ -57,6 +57,9 @@ class UsageFigures(BaseModel):
     completion_tokens: int = Field(description="includes reasoning tokens")
     cached_tokens: int = Field(description="part of prompt_tokens")
     reasoning_tokens: int = Field(description="part of completion_tokens")
+    units: int = Field(
+        0, description="images, audio seconds, characters spoken or documents reranked (per model: one kind)"
+    )
     total_tokens: int = Field(description="prompt_tokens + completion_tokens")
     estimated_requests: int = Field(description="requests whose tokens the gateway counted itself")
     cost: Money
@@ -182,6 +185,7 @@ def _figures(s: Sums) -> dict[str, object]:
         "completion_tokens": s.completion_tokens,
         "cached_tokens": s.cached_tokens,
         "reasoning_tokens": s.reasoning_tokens,
+        "units": s.units,
         "total_tokens": s.total_tokens,
         "estimated_requests": s.estimated_requests,
         "cost": s.cost,

@@ -29,6 +29,28 @@ from portal.serving_models import ServingSpecIn
 from store.models import ModelDeployTemplate, PlazaModel
 
 CHECK_SERVING = "plaza-check"
+# What each engine of the catalog serves (store.vocabulary capabilities; docs/gateway/modalities.md):
+# language models with their vision, embedding, rerank and Whisper-class transcription. None of them
+# generates images, video or speech: those need another engine (SGLang Diffusion, vllm-omni).
+ENGINE_SERVES = {
+    "vllm": frozenset(
+        {
+            "text-generation",
+            "reasoning",
+            "tools",
+            "vision",
+            "embedding",
+            "rerank",
+            "speech-to-text",
+            "audio-to-audio",
+        }
+    ),
+    "sglang": frozenset(
+        {"text-generation", "reasoning", "tools", "vision", "embedding", "rerank", "speech-to-text"}
+    ),
+    "mindie": frozenset({"text-generation", "reasoning", "tools", "vision", "embedding"}),
+}
+
 # Serving fields a template sets; a finding on one of them is the template's, on any pool.
 # Policies that depend on who deploys, not on the template: reported, judged again at deploy time.
 TENANCY_RULES = frozenset({"workspace-regions", "workspace-devices"})
@@ -50,6 +72,24 @@ def snapshot(services: Services, stack: str) -> StackSnapshot:
         return repo.snapshot(stack)
     except IssuesError as exc:
         raise Invalid.field("stack", f"stack {stack!r} at HEAD is invalid: {exc.issues[0]}") from exc
+
+
+def check_serves(model: PlazaModel, engine: str) -> None:
+    """A model only an engine of another kind can serve (a diffusion model on vLLM) is refused on the
+    template's `stack_template`, before any sizing: the planner would size it as a language model."""
+    serves = ENGINE_SERVES.get(engine)
+    capabilities = set(model.capabilities or ())
+    if serves is None or not capabilities or capabilities & serves:
+        return
+    raise Invalid.field(
+        "stack_template",
+        msg(
+            "engine {engine} does not serve {capabilities}; {model!r} needs an engine of its kind",
+            engine=engine,
+            capabilities=", ".join(sorted(capabilities)),
+            model=model.id,
+        ),
+    )
 
 
 def model_reference(model: PlazaModel) -> str | dict[str, Any]:
@@ -253,6 +293,7 @@ def _evaluate(
 ) -> tuple[TemplateCheck, list[FieldError]]:
     snap = snapshot(services, body.stack)
     template = stack_template(snap, body)
+    check_serves(model, template.engine)
     pools = matching_pools(snap, body.accelerator)
     check_flags(template, list(body.extra_args))
     model_reference(model)

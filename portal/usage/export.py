@@ -22,6 +22,7 @@ MEASURE_COLUMNS = (
     "cost",
     "avg_latency_ms",
     "avg_ttft_ms",
+    "units",
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -83,6 +84,7 @@ def to_csv(q: UsageQuery, report: Report, key_names: Mapping[str, str]) -> str:
             s.cost,
             s.avg_latency_ms,
             s.avg_ttft_ms,
+            s.units,
         ]
         writer.writerow([_cell(v) for v in row])
     return out.getvalue()

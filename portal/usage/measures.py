@@ -24,6 +24,7 @@ class Sums:
     completion_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    units: int = 0  # images, audio seconds, characters or documents (gateway/units.py); 0 for tokens
     estimated_requests: int = 0
     cost_nanos: int = 0
     latency_ms_sum: float = 0.0
@@ -77,6 +78,7 @@ def raw_sums() -> list[ColumnElement[Any]]:
         func.sum(r.completion_tokens).label("completion_tokens"),
         func.sum(r.cached_tokens).label("cached_tokens"),
         func.sum(r.reasoning_tokens).label("reasoning_tokens"),
+        func.sum(r.units).label("units"),
         func.sum(case((r.estimated, 1), else_=0)).label("estimated_requests"),
         func.sum(cost_nanos(r.cost)).label("cost_nanos"),
         func.sum(r.latency_ms).label("latency_ms_sum"),

@@ -54,6 +54,13 @@ class MaasModel(Base):
     price_input_per_m: Mapped[float] = mapped_column(Numeric(14, 6, asdecimal=False), default=0)
     price_output_per_m: Mapped[float] = mapped_column(Numeric(14, 6, asdecimal=False), default=0)
     price_cached_per_m: Mapped[float] = mapped_column(Numeric(14, 6, asdecimal=False), default=0)
+    # The price of one unit where tokens are not the unit: an image, a second of audio transcribed, a
+    # character spoken, a document reranked (gateway/units.py), on top of any token price.
+    price_per_unit: Mapped[float] = mapped_column(Numeric(14, 6, asdecimal=False), default=0)
+    # What the model serves (store.vocabulary.Capability); None: its plaza model's capabilities, and
+    # without a plaza model no check. The gateway refuses what the model cannot serve before admission.
+    capabilities: Mapped[list[str] | None] = mapped_column(default=None)
+    image_sizes: Mapped[list[str] | None] = mapped_column(default=None)  # "1024x1024", …; None: any
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -96,7 +103,9 @@ class RateLimitRule(Base):
     | api_key_model | key public id | the key's traffic to X          | the key's traffic, each model apart|
 
     `rps`/`rpm`/`tpm`/`tpd` are rates (GCRA: `limit` per period, bursts up to `burst`, default `limit`);
-    `concurrency` caps requests in flight. Tokens count prompt + completion tokens.
+    `concurrency` caps requests in flight. Tokens count prompt + completion tokens. `upm`/`upd` count
+    the units of models whose unit is not the token (images, seconds of audio, characters spoken,
+    documents reranked: gateway/units.py).
     """
 
     __tablename__ = "rate_limit_rules"
@@ -105,7 +114,7 @@ class RateLimitRule(Base):
     scope: Mapped[str] = mapped_column(String(16))  # global | model | workspace | api_key | api_key_model
     model: Mapped[str | None] = mapped_column(String(128), default=None)  # MaaS public id; None: all
     subject: Mapped[str | None] = mapped_column(String(128), default=None)  # workspace slug / key id
-    unit: Mapped[str] = mapped_column(String(16))  # rps | rpm | tpm | tpd | concurrency
+    unit: Mapped[str] = mapped_column(String(16))  # rps | rpm | tpm | tpd | upm | upd | concurrency
     limit: Mapped[int] = mapped_column(BigInteger)
     burst: Mapped[int | None] = mapped_column(BigInteger, default=None)  # None: same as limit
     enabled: Mapped[bool] = mapped_column(default=True)
@@ -143,7 +152,7 @@ class RateLimitRule(Base):
         return ":".join(parts)
 
 
-PERIOD_SECONDS = {"rps": 1, "rpm": 60, "tpm": 60, "tpd": 86_400}
+PERIOD_SECONDS = {"rps": 1, "rpm": 60, "tpm": 60, "tpd": 86_400, "upm": 60, "upd": 86_400}
 
 
 def applicable(

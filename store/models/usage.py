@@ -37,12 +37,17 @@ class UsageRecord(Base):
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What was served and its units where tokens are not the unit (gateway/units.py): text (0 units),
+    # embedding (0), image (images), transcription (seconds), speech (characters), rerank (documents).
+    modality: Mapped[str] = mapped_column(String(16), default="text", server_default="text")
+    units: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     estimated: Mapped[bool] = mapped_column(default=False)  # tokens counted by us, not the engine
     ttft_ms: Mapped[float | None]
     latency_ms: Mapped[float]
     price_input_per_m: Mapped[Decimal] = mapped_column(COST)  # the prices in force, snapshotted
     price_output_per_m: Mapped[Decimal] = mapped_column(COST)
     price_cached_per_m: Mapped[Decimal] = mapped_column(COST)
+    price_per_unit: Mapped[Decimal] = mapped_column(COST, default=Decimal(0), server_default="0")
     cost: Mapped[Decimal] = mapped_column(COST)
 
 
@@ -71,6 +76,7 @@ class UsageRollup(Base):
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    units: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # modality units
     estimated_requests: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)  # exact: cost × 10^9
     latency_ms_sum: Mapped[float] = mapped_column(default=0.0)

@@ -19,6 +19,11 @@ USER_PAGES = [
     "/console/services/qwen25-7b",
     "/console/chat",
     "/console/compare",
+    "/console/try",
+    "/console/try?tab=transcription",
+    "/console/try?tab=speech",
+    "/console/try?tab=rerank",
+    "/console/try?tab=embeddings",
     "/console/keys",
     "/console/usage",
     "/console/usage?range=7d&by=api_key",
@@ -113,3 +118,20 @@ def test_readmes_are_rendered_without_their_html(browser_client: TestClient) -> 
     assert "<h1>Title</h1>" in page and "<strong>bold</strong>" in page
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
     assert 'href="javascript:' not in page
+
+
+def test_the_maas_form_shows_what_a_model_serves(client: TestClient, admin_token: str) -> None:
+    body = {
+        "public_id": "console-image",
+        "targets": [{"kind": "external", "base_url": "https://api.example.com/v1", "upstream_model": "flux"}],
+        "capabilities": ["image-generation"],
+        "image_sizes": ["1024x1024", "512x512"],
+        "price_per_unit": 0.04,
+    }
+    made = client.post("/api/maas-models", json=body)
+    assert made.status_code == 201, made.text
+    client.headers.pop("Authorization")
+    sign_in(client, admin_token)
+    form = client.get(f"/console/ops/maas/{made.json()['id']}").text
+    assert re.search(r'<option value="image-generation" selected>', form)
+    assert 'value="1024x1024, 512x512"' in form and 'name="price_per_unit" type="number" value="0.04"' in form

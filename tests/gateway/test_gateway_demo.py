@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +16,12 @@ from sqlalchemy import func, select
 
 from portal.app import build_services, create_app
 from portal.demo import load_demo
+from portal.demo_maas import DEMO_MEDIA
+from portal.plaza.examples import AUDIO_FILE, KEY_ENV, api_examples
 from portal.services import Services
 from portal.settings import Settings
-from store.models import ApiKey, MaasModel
+from simulator import media
+from store.models import ApiKey, MaasModel, UsageRecord
 from tests.gateway.gateway_support import serve
 
 DEMO_MODELS = [
@@ -26,6 +30,7 @@ DEMO_MODELS = [
     "qwen2.5-7b-instruct",
     "qwen2.5-7b-instruct-local",  # the local region's serving (the simulator stands in there too)
     "qwen3-32b",
+    *DEMO_MEDIA,  # embeddings, rerank, images, speech and speech to text, answered by the simulator
 ]
 
 
@@ -88,3 +93,24 @@ def test_the_demo_serves_its_models_from_the_simulator(
         assert session.scalar(select(func.count()).select_from(ApiKey)) == 1
         stored = session.scalar(select(ApiKey.secret_hash))
     assert stored == services.hasher.digest(key[3 + 12 :]) and key not in str(stored)
+
+
+def test_every_modality_of_the_demo_runs_its_plaza_example(
+    demo: tuple[Services, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services, key = demo
+    monkeypatch.setenv(KEY_ENV, key)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / AUDIO_FILE).write_bytes(media.wav(1.5, 2))
+    with serve(create_app(services=services)) as url:
+        for model, (capabilities, _, _) in DEMO_MEDIA.items():
+            exec(compile(api_examples(url, model, capabilities).python, f"{model}.py", "exec"), {})
+        deadline = time.monotonic() + 10
+        while True:
+            with services.sessions() as session:
+                rows = list(session.scalars(select(UsageRecord).order_by(UsageRecord.id)))
+            if len(rows) >= len(DEMO_MEDIA) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert [(r.model, r.status) for r in rows] == [(m, 200) for m in DEMO_MEDIA]
+    assert [r.modality for r in rows] == ["embedding", "rerank", "image", "speech", "transcription"]

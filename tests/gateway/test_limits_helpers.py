@@ -168,7 +168,7 @@ STEP = st.one_of(
 
 
 def demand_of(step: Step) -> Demand:
-    return Demand(step.model, KEYS[step.key], step.key, step.tokens)
+    return Demand(step.model, KEYS[step.key], step.key, step.tokens, step.tokens % 7)  # units too
 
 
 def normalised(decision: Decision) -> RefDecision:

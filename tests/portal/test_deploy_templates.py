@@ -220,3 +220,33 @@ def test_members_read_templates_of_published_models_only(demo: TestClient, servi
     demo.post(f"{BASE}/scratch/deploy-templates", json=template(max_model_len=None, extra_args=[]))
     assert demo.delete(f"{BASE}/scratch").status_code == 204
     assert audit_rows(services, "DeleteModel")[-1].resource_id == "scratch"
+
+
+def test_a_model_no_engine_of_the_stack_serves_is_refused_on_its_stack_template(demo: TestClient) -> None:
+    create_model(
+        demo,
+        "flux-dev",
+        capabilities=["image-generation"],
+        source_uri="hf://black-forest-labs/FLUX.1-dev",
+        params_b=12,
+        published=True,
+    )
+    refused = _fields(demo.post(f"{BASE}/flux-dev/deploy-templates", json=template()))
+    assert list(refused) == ["stack_template"]
+    assert (
+        refused["stack_template"]
+        == "engine vllm does not serve image-generation; 'flux-dev' needs an engine of its kind"
+    )
+    chinese = demo.post(
+        f"{BASE}/flux-dev/deploy-templates", json=template(), headers={"Accept-Language": "zh"}
+    ).json()["error"]["fields"][0]["message"]
+    assert chinese.startswith("引擎 vllm 不支持 image-generation")
+    create_model(
+        demo,
+        "bge-reranker-v2-m3",
+        capabilities=["rerank"],
+        source_uri="hf://BAAI/bge-reranker-v2-m3",
+        params_b=0.6,
+        published=True,
+    )
+    assert demo.post(f"{BASE}/bge-reranker-v2-m3/deploy-templates", json=template()).status_code == 201

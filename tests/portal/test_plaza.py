@@ -342,12 +342,27 @@ def test_detail_has_examples_that_parse_against_the_gateway(client: TestClient) 
 
 @pytest.mark.parametrize(
     "capabilities",
-    [["text-generation"], ["embedding"], ["rerank"], ["image-generation"], ["speech-to-text"]],
+    [
+        ["text-generation"],
+        ["text-generation", "vision"],
+        ["embedding"],
+        ["rerank"],
+        ["image-generation"],
+        ["speech-to-text"],
+        ["text-to-speech"],
+        ["image-editing"],
+    ],
 )
 def test_every_example_kind_is_valid_code(capabilities: list[str], tmp_path: Path) -> None:
     examples = api_examples("https://llm.example.com/", "it's-a.model_1", capabilities)
     assert examples.base_url == "https://llm.example.com/v1"
-    assert _curl_json(examples.curl)["model"] == "it's-a.model_1"  # a quote survives the shell
+    if capabilities in (["speech-to-text"], ["image-editing"]):  # an upload: multipart fields, not JSON
+        args = shlex.split(examples.curl.replace("\\\n", " "))
+        assert "model=it's-a.model_1" in args and args[1].endswith(
+            ("/v1/audio/transcriptions", "/v1/images/edits")
+        )
+    else:
+        assert _curl_json(examples.curl)["model"] == "it's-a.model_1"  # a quote survives the shell
     compile(examples.python, "example.py", "exec")
     node = shutil.which("node")
     if node is None:

@@ -257,6 +257,7 @@ def test_csv_export_matches_the_report(client: TestClient, services: Services, t
             "cost",
             "avg_latency_ms",
             "avg_ttft_ms",
+            "units",
         ],
         [
             "day",
@@ -264,7 +265,7 @@ def test_csv_export_matches_the_report(client: TestClient, services: Services, t
             key,
             name,
             "chat-m",
-            *["1", "0", "10", "5", "0", "0", "15", "0", "0.000000001", "100.0", "12.5"],
+            *["1", "0", "10", "5", "0", "0", "15", "0", "0.000000001", "100.0", "12.5", "0"],
         ],
         [
             "day",
@@ -274,6 +275,7 @@ def test_csv_export_matches_the_report(client: TestClient, services: Services, t
             "embed-m",
             *["1", "1", "10", "5", "0", "0", "15", "0", "0.000000000", "100.0"],
             "",
+            "0",
         ],
     ]
     assert response.text.endswith("\r\n")

@@ -1,5 +1,6 @@
 // Experience: a streamed chat with one model through the gateway (/v1/chat/completions), with the
-// tokens, time to first token and total time of every answer.
+// tokens, time to first token and total time of every answer; an attached image goes with the next
+// message as an `image_url` part (a data: URL), for vision models.
 
 import { errorFrom, events, headers } from "./api.js";
 import { copy, el, fmt, t } from "./ui.js";
@@ -13,6 +14,17 @@ if (root) {
   const composer = $("[data-composer]");
   const prompt = composer.querySelector("textarea");
   const stopButton = $("[data-stop]");
+  const attach = $("[data-attach]");
+  const attached = $("[data-attached]");
+  attach?.addEventListener("change", () => {
+    attached.textContent = attach.files[0] ? t("chat.attached", { name: attach.files[0].name }) : "";
+  });
+  const dataUrl = (file) => new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
   let history = []; // {role, content}
   let controller = null;
 
@@ -107,12 +119,21 @@ if (root) {
     answer();
   }
 
-  composer.addEventListener("submit", (event) => {
+  composer.addEventListener("submit", async (event) => {
     event.preventDefault();
     const value = prompt.value.trim();
     if (!value || controller) return;
-    history.push({ role: "user", content: value });
-    bubble("user", value);
+    const image = attach?.files[0];
+    if (image) {
+      const url = await dataUrl(image);
+      history.push({ role: "user", content: [{ type: "text", text: value }, { type: "image_url", image_url: { url } }] });
+      bubble("user", value).append(el("img", { class: "try-image", src: url, alt: image.name }));
+      attach.value = "";
+      attached.textContent = "";
+    } else {
+      history.push({ role: "user", content: value });
+      bubble("user", value);
+    }
     prompt.value = "";
     answer();
   });
