@@ -276,8 +276,11 @@ class Gateway:
         full = self.settings.gateway_snapshot_reload_seconds
         assert self._changed is not None
         while True:
+            # The feed, or the poll interval. Not `asyncio.wait_for`: on 3.11 a cancel that lands as the
+            # event is set is swallowed (python/cpython#86296), and `stop` then awaited this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), interval)  # the feed, or the poll interval
+                async with asyncio.timeout(interval):
+                    await self._changed.wait()
             fed = self._changed.is_set()
             self._changed.clear()
             try:

@@ -117,7 +117,8 @@ class InflightLedger:
         if self._failing:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(written), self.wait_s)
+            async with asyncio.timeout(self.wait_s):  # not wait_for: it can swallow a cancel on 3.11
+                await asyncio.shield(written)
         except TimeoutError:
             log.warning("gateway: in-flight marker of %s not written yet; going on", sample.request_id)
 
