@@ -187,6 +187,13 @@ def cancel(session: Session, row: ModelFiles, regions: Sequence[str], actor: str
             continue
         if loc.state == "queued":
             transition(session, row, loc, "cancelled", f"cancelled by {actor}")
+        elif loc.runtime == "kubernetes":
+            # Its Job leaves the stack file, so the stack update deletes it: it may never report
+            # again. Until then, its reports are answered with the cancel, so it stops by itself.
+            loc.cancel_requested = True
+            transition(
+                session, row, loc, "cancelled", f"cancelled by {actor}; the stack update removes its Job"
+            )
         else:  # the downloader stops at its next read and reports `cancelled` itself
             loc.cancel_requested = True
         done.append(loc.region)

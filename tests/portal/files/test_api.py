@@ -18,14 +18,17 @@ import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from fleet.kube import validate_manifest
 from portal.files.standin import Bytes, Pattern, Repo, StandInHub, serve
 from portal.files.worker import STALE_SECONDS, Worker
 from portal.services import Services
 from portal.settings import S3Credentials, Settings
+from portal.stacks.worker import run_once
 from store.db import transaction, utcnow
 from store.models import ModelFilesLocation
 from tests.portal.files.conftest import KEYS
 from tests.portal.plaza_support import audit_rows, create_model, provider
+from tests.portal.stackops_support import git
 
 MiB = 1 << 20
 FILES = {
@@ -302,3 +305,91 @@ def test_other_files_for_a_model_queue_every_region_again(client: TestClient) ->
         "cn-south": ("queued", "requested"),
     }
     assert again.json()["revision"] == "v2" and again.json()["commit"] is None
+
+
+# -- cluster regions: the request is desired state in git, applied by `pulumi up` --------------------
+
+
+def _files_file(services: Services, model: str) -> dict[str, Any] | None:
+    path = f"stacks/demo/model-files/{model}.yaml"
+    listed = git(services, "ls-tree", "--name-only", "HEAD", "--", path)
+    return yaml.safe_load(git(services, "show", f"HEAD:{path}")) if listed else None
+
+
+def test_a_cluster_region_copy_is_a_committed_stack_file_that_renders_a_checked_job(
+    client: TestClient, services: Services
+) -> None:
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    made = client.post(
+        "/api/model-files", json={"model": "tiny", "regions": ["cn-east", "cn-north", "local"]}
+    )
+    assert made.status_code == 202, made.text
+    files_id = made.json()["id"]
+    assert run_once(services) == 1  # the stack worker commits it like a serving change
+    doc = _files_file(services, "tiny")
+    assert doc is not None
+    assert (doc["id"], doc["source"], doc["repository"]) == (files_id, "hf", "acme/tiny")
+    assert doc["regions"] == [{"name": "cn-east", "attempt": 1}, {"name": "cn-north", "attempt": 1}]
+    assert doc["report_url"] == "https://portal.example.com"  # `local` is copied by the portal itself
+    subject = git(services, "log", "-1", "--format=%s")
+    assert subject == "portal: 1 model-files change(s) on stack demo"
+    # What `pulumi up` applies: the stack at HEAD renders one schema-valid Job per cluster region,
+    # the very Job the API shows.
+    snapshot = services.repository.snapshot("demo")
+    jobs = {j.region: j.manifest for j in snapshot.rendering.files_jobs}
+    assert set(jobs) == {"cn-east", "cn-north"}
+    for manifest in jobs.values():
+        assert validate_manifest(manifest, snapshot.fleet.platform.kubernetes_version) == []
+    shown = client.get(f"/api/model-files/{files_id}/regions/cn-east/job").json()
+    assert shown == jobs["cn-east"]
+    queued = audit_rows(services, "QueueModelFilesStackUpdate")
+    assert [a.detail.split(": ", 1)[1] for a in queued] == ["write demo/model-files/tiny.yaml"]
+    assert audit_rows(services, "ApplyStackUpdate")[-1].result == "success"
+    # The Job reports; ops cancel one region: the file loses it, the stack update deletes its Job,
+    # and the Job still running is told to stop.
+    url = f"/api/model-files/{files_id}/regions/cn-east:report"
+    assert client.post(url, json={"state": "downloading", "bytes_total": 10}).json()["attempt"] == 1
+    cancelled = client.post(f"/api/model-files/{files_id}:cancel", json={"regions": ["cn-east"]})
+    assert cancelled.status_code == 200
+    assert run_once(services) == 1
+    doc = _files_file(services, "tiny")
+    assert doc is not None and doc["regions"] == [{"name": "cn-north", "attempt": 1}]
+    told = client.post(url, json={"state": "downloading", "bytes_done": 3})
+    assert told.status_code == 200 and told.json()["cancel_requested"] is True
+    assert client.post(url, json={"state": "cancelled"}).json()["state"] == "cancelled"
+    # A retry is a new attempt: a new Job name, so `pulumi up` replaces the old Job.
+    assert client.post(f"/api/model-files/{files_id}:retry", json={"regions": ["cn-east"]}).status_code == 200
+    assert run_once(services) == 1
+    doc = _files_file(services, "tiny")
+    assert doc is not None and {"name": "cn-east", "attempt": 2} in doc["regions"]
+    names = {
+        j.region: j.manifest["metadata"]["name"]
+        for j in services.repository.snapshot("demo").rendering.files_jobs
+    }
+    assert names["cn-east"] != jobs["cn-east"]["metadata"]["name"]
+    # Deleting the request removes the file, and with it every Job.
+    assert client.delete(f"/api/model-files/{files_id}").status_code == 204
+    assert run_once(services) == 1
+    assert _files_file(services, "tiny") is None
+    assert services.repository.snapshot("demo").rendering.files_jobs == ()
+    assert [a.detail.split(": ", 1)[1] for a in audit_rows(services, "QueueModelFilesStackUpdate")][-1] == (
+        "remove demo/model-files/tiny.yaml"
+    )
+
+
+def test_a_local_only_request_writes_no_stack_file(client: TestClient, services: Services) -> None:
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    assert client.post("/api/model-files", json={"model": "tiny", "regions": ["local"]}).status_code == 202
+    assert run_once(services) == 0
+    assert audit_rows(services, "QueueModelFilesStackUpdate") == []
+
+
+def test_cluster_regions_need_the_report_url(client: TestClient, services: Services) -> None:
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    services.settings = services.settings.model_copy(update={"files_report_url": None})
+    r = client.post("/api/model-files", json={"model": "tiny", "regions": ["cn-east"]})
+    assert r.status_code == 409 and "MODELFLEET_FILES_REPORT_URL" in r.json()["error"]["message"]
+    assert client.get("/api/model-files").json()["total"] == 0  # nothing half-done
