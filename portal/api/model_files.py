@@ -23,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from fleet import catalog
+from portal import audit
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import AdminDep, PrincipalDep, ServicesDep, SessionDep
 from portal.errors import ERROR_RESPONSES, Conflict, Invalid, NotFound
-from portal.files import desired, records, targets
+from portal.files import desired, purge, records, targets
 from portal.files.errors import SourceRefused
 from portal.files.huggingface import REPOSITORY
 from portal.files.listing import check_pattern
@@ -370,12 +371,44 @@ def cancel_files(
         return _out(row)
 
 
-@router.delete("/model-files/{files_id}", status_code=204)
-def delete_files(files_id: int, session: SessionDep, principal: AdminDep, services: ServicesDep) -> None:
-    """Forget the request (running copies are cancelled, its stack file removed); the files in the
-    stores stay."""
+class PurgedOut(BaseModel):
+    objects: int = Field(description="objects this request's copies wrote, deleted")
+    uploads: int = Field(description="unfinished multipart uploads, aborted")
+
+
+class DeletedOut(BaseModel):
+    id: int
+    purged: dict[str, PurgedOut] = Field(description="per region: what was deleted from its store")
+    kept: dict[str, str] = Field(description="per region: why its files stay (who else reads them)")
+
+
+@router.delete("/model-files/{files_id}", response_model=DeletedOut)
+def delete_files(
+    files_id: int, session: SessionDep, principal: AdminDep, services: ServicesDep
+) -> DeletedOut:
+    """Forget the request: running copies are cancelled, its stack file removed, and what its copies
+    wrote into each region's store deleted (with unfinished uploads), unless another request or a
+    serving still reads that folder: then the files stay and the answer says who reads them."""
+    with session.begin():
+        targets_ = purge.plan(session, services.repository, get_row(session, files_id))
+    outcome = purge.purge(services.settings, targets_)  # the stores, outside any transaction
     with session.begin():
         row = get_row(session, files_id)
         records.cancel(session, row, [], principal.username)
         _sync(session, row, services, principal.username, removed=True)
+        audit.record(
+            session,
+            actor=principal.username,
+            action="PurgeModelFiles",
+            resource_type=records.RESOURCE,
+            resource_id=row.id,
+            after=outcome.as_dict(),
+            result="failure" if outcome.failed else "success",
+            detail=f"{row.model_id}: {outcome.describe()}",
+        )
         records.delete(session, row, principal.username)
+    return DeletedOut(
+        id=files_id,
+        purged={r: PurgedOut(**n) for r, n in outcome.purged.items()},
+        kept=outcome.kept,
+    )

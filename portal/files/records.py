@@ -232,8 +232,8 @@ def retry(session: Session, row: ModelFiles, regions: Sequence[str], actor: str)
 
 
 def delete(session: Session, row: ModelFiles, actor: str) -> None:
-    """Forget the request (running copies are asked to stop first by the caller's cancel); the files
-    already in the stores stay (servings may read them), and so does the history."""
+    """Forget the request (running copies are asked to stop first by the caller's cancel, what they
+    wrote is purged by the caller, `portal.files.purge`); the history stays."""
     before = view(row)
     audit.record(
         session,
@@ -242,7 +242,7 @@ def delete(session: Session, row: ModelFiles, actor: str) -> None:
         resource_type=RESOURCE,
         resource_id=row.id,
         before=before,
-        detail=f"{row.model_id} (files stay in the stores)",
+        detail=row.model_id,
     )
     session.delete(row)
 

@@ -158,7 +158,7 @@ def test_a_gated_model_fails_with_its_reason_and_can_be_retried_cancelled_and_de
     cancelled = client.post(f"/api/model-files/{body['id']}:cancel", json={"regions": ["local"]})
     assert cancelled.status_code == 200 and cancelled.json()["locations"][0]["state"] == "cancelled"
     assert client.post(f"/api/model-files/{body['id']}:cancel", json={}).status_code == 409
-    assert client.delete(f"/api/model-files/{body['id']}").status_code == 204
+    assert client.delete(f"/api/model-files/{body['id']}").status_code == 200
     assert client.get(f"/api/model-files/{body['id']}").status_code == 404
     actions = [
         a.action for a in audit_rows(services, "RetryModelFiles") + audit_rows(services, "CancelModelFiles")
@@ -369,7 +369,7 @@ def test_a_cluster_region_copy_is_a_committed_stack_file_that_renders_a_checked_
     }
     assert names["cn-east"] != jobs["cn-east"]["metadata"]["name"]
     # Deleting the request removes the file, and with it every Job.
-    assert client.delete(f"/api/model-files/{files_id}").status_code == 204
+    assert client.delete(f"/api/model-files/{files_id}").status_code == 200
     assert run_once(services) == 1
     assert _files_file(services, "tiny") is None
     assert services.repository.snapshot("demo").rendering.files_jobs == ()
@@ -393,3 +393,59 @@ def test_cluster_regions_need_the_report_url(client: TestClient, services: Servi
     r = client.post("/api/model-files", json={"model": "tiny", "regions": ["cn-east"]})
     assert r.status_code == 409 and "MODELFLEET_FILES_REPORT_URL" in r.json()["error"]["message"]
     assert client.get("/api/model-files").json()["total"] == 0  # nothing half-done
+
+
+# -- delete purges what the request copied, unless something else reads it --------------------------
+
+
+def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+
+
+def test_deleting_a_request_purges_what_its_copies_wrote_and_nothing_else(
+    client: TestClient, services: Services, s3: Any
+) -> None:
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    files_id = client.post("/api/model-files", json={"model": "tiny", "regions": ["local"]}).json()["id"]
+    assert _until(Worker(services), client, files_id, "local", {"ready", "failed"})["locations"][0][
+        "state"
+    ] == ("ready")
+    bucket = _bucket(services)
+    s3.put_object(Bucket=bucket, Key="models/tiny/NOTES.md", Body=b"put by hand")  # not the request's
+    s3.put_object(Bucket=bucket, Key="models/tiny-2/config.json", Body=b"{}", Tagging="modelfleet-digest=x")
+    unfinished = s3.create_multipart_upload(Bucket=bucket, Key="models/tiny/extra.safetensors")["UploadId"]
+    assert len(_keys(s3, bucket, "models/tiny/")) == 4
+    gone = client.delete(f"/api/model-files/{files_id}")
+    assert gone.status_code == 200, gone.text
+    assert gone.json() == {"id": files_id, "purged": {"local": {"objects": 3, "uploads": 1}}, "kept": {}}
+    assert _keys(s3, bucket, "models/tiny/") == ["models/tiny/NOTES.md"]
+    assert _keys(s3, bucket, "models/tiny-2/") == ["models/tiny-2/config.json"]  # a sibling folder
+    uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix="models/tiny/").get("Uploads", [])
+    assert unfinished not in [u["UploadId"] for u in uploads]
+    (row,) = audit_rows(services, "PurgeModelFiles")
+    assert row.result == "success" and row.after == {
+        "purged": {"local": {"objects": 3, "uploads": 1}},
+        "kept": {},
+    }
+    assert row.detail == "tiny: local: 3 object(s), 1 unfinished upload(s) deleted"
+
+
+def test_files_a_serving_reads_are_kept_and_the_answer_says_who_reads_them(
+    client: TestClient, services: Services, s3: Any
+) -> None:
+    """The demo stack's `qwen25-7b-local` serves catalog model `qwen2.5-7b-instruct` in `local`: it
+    syncs `<store>/models/qwen2.5-7b-instruct`, the folder a request of that model fills."""
+    provider(client)
+    create_model(client, "qwen2.5-7b-instruct", source_uri="hf://acme/tiny")
+    body = client.post("/api/model-files", json={"model": "qwen2.5-7b-instruct", "regions": ["local"]}).json()
+    _until(Worker(services), client, body["id"], "local", {"ready", "failed"})
+    bucket = _bucket(services)
+    before = _keys(s3, bucket, "models/qwen2.5-7b-instruct/")
+    assert len(before) == 3
+    gone = client.delete(f"/api/model-files/{body['id']}")
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["purged"] == {}
+    assert gone.json()["kept"] == {"local": "serving 'qwen25-7b-local' in stack 'demo' reads it"}
+    assert _keys(s3, bucket, "models/qwen2.5-7b-instruct/") == before
+    assert "kept (serving 'qwen25-7b-local'" in audit_rows(services, "PurgeModelFiles")[0].detail
