@@ -449,3 +449,37 @@ def test_files_a_serving_reads_are_kept_and_the_answer_says_who_reads_them(
     assert gone.json()["kept"] == {"local": "serving 'qwen25-7b-local' in stack 'demo' reads it"}
     assert _keys(s3, bucket, "models/qwen2.5-7b-instruct/") == before
     assert "kept (serving 'qwen25-7b-local'" in audit_rows(services, "PurgeModelFiles")[0].detail
+
+
+# -- two requests sharing one download: cancelling one lets go, the other goes on -----------------------
+
+
+def test_cancelling_one_of_two_requests_sharing_a_download_leaves_the_other_running(
+    client: TestClient, services: Services, standin: tuple[StandInHub, str]
+) -> None:
+    """A second stack whose `local` region has the same store: its request for the same files into
+    the same folder shares the first one's download (one request per stack and model)."""
+    hub = standin[0]
+    stacks = services.repository.stacks_dir
+    (stacks / "Pulumi.twin.yaml").write_text((stacks / "Pulumi.demo.yaml").read_text())
+    git(services, "add", "-A")
+    git(services, "commit", "-qm", "a twin stack, same stores")
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    hub.delay = 0.05  # about 2 s for the weights: time to cancel one request mid-copy
+    first = client.post("/api/model-files", json={"model": "tiny", "regions": ["local"], "stack": "demo"})
+    second = client.post("/api/model-files", json={"model": "tiny", "regions": ["local"], "stack": "twin"})
+    assert first.status_code == second.status_code == 202, (first.text, second.text)
+    worker = Worker(services)
+    worker.run_once()  # both copies start; the second joins the first's run
+    assert len(worker.running) == 2
+    (a, b) = worker.running.values()
+    assert a.download is b.download and a.download.sharers == 2
+    cancelled = client.post(f"/api/model-files/{first.json()['id']}:cancel", json={})
+    assert cancelled.status_code == 200
+    gone = _until(worker, client, first.json()["id"], "local", {"cancelled", "ready", "failed"})
+    assert gone["locations"][0]["state"] == "cancelled"
+    assert not b.download.cancel_event.is_set()  # the shared run goes on for the other request
+    done = _until(worker, client, second.json()["id"], "local", {"ready", "failed", "cancelled"})
+    assert done["locations"][0]["state"] == "ready", done
+    assert hub.served == sum(b.size for b in FILES.values())  # every byte once
