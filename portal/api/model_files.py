@@ -389,12 +389,13 @@ def delete_files(
     """Forget the request: running copies are cancelled, its stack file removed, and what its copies
     wrote into each region's store deleted (with unfinished uploads), unless another request or a
     serving still reads that folder: then the files stay and the answer says who reads them."""
-    with session.begin():
-        targets_ = purge.plan(session, services.repository, get_row(session, files_id))
+    with session.begin():  # first stop what runs, so a copy does not write on after the purge
+        row = get_row(session, files_id)
+        records.cancel(session, row, [], principal.username)
+        targets_ = purge.plan(session, services.repository, row)
     outcome = purge.purge(services.settings, targets_)  # the stores, outside any transaction
     with session.begin():
         row = get_row(session, files_id)
-        records.cancel(session, row, [], principal.username)
         _sync(session, row, services, principal.username, removed=True)
         audit.record(
             session,
