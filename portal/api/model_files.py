@@ -198,7 +198,9 @@ def _sync(
     try:
         desired.sync(session, row, services.settings, actor, removed=removed)
     except desired.NoReportUrl as exc:
-        raise Conflict(msg(str(exc))) from exc
+        raise Conflict(
+            msg("set MODELFLEET_FILES_REPORT_URL (the portal's URL as clusters reach it) first")
+        ) from exc
 
 
 @router.post("/model-files", response_model=ModelFilesOut, status_code=202)
