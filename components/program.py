@@ -12,13 +12,14 @@ from typing import Any
 
 import pulumi
 
+from components.files import ModelFilesJob
 from components.gateway import MaasGateway
 from components.node_pool import GpuNodePool
 from components.region import Region
 from components.serving import ModelServing
 from fleet.errors import IssuesError
 from fleet.gateway import gateway_objects
-from fleet.loader import NAMESPACE, SECTIONS, read_servings
+from fleet.loader import NAMESPACE, SECTIONS, read_model_files, read_servings
 from fleet.manifests import object_name
 from fleet.pipeline import Rendering, render_fleet
 from fleet.stack import Fleet, build_fleet
@@ -58,8 +59,10 @@ def deploy(
     """Create every component of a rendered fleet; export and return the stack outputs.
 
     Outputs: `endpoints` {serving: {region: [url, ...]}} (what the gateway routes to),
-    `namespaces` {region: namespace}, `pools` {pool: {devices, usedDevices, freeDevices, ...}} and,
-    when the stack runs the MaaS gateway (`platform.gateway`), `gateways` {region: in-cluster URL}.
+    `namespaces` {region: namespace}, `pools` {pool: {devices, usedDevices, freeDevices, ...}},
+    when the stack runs the MaaS gateway (`platform.gateway`), `gateways` {region: in-cluster URL}
+    and, when it copies model files (`stacks/<stack>/model-files/`), `modelFiles` {model: {region:
+    Job name}}.
     """
     fleet = rendering.fleet
     if kubeconfigs is None:
@@ -92,6 +95,11 @@ def deploy(
         for name, objects in gateway_objects(fleet).items()
         if name in regions
     }
+    files: dict[str, dict[str, pulumi.Output[str]]] = {}
+    for job in rendering.files_jobs:
+        region = regions[job.region]  # the core lists only kubernetes regions in model files
+        copy = ModelFilesJob(job, provider=region.provider, depends_on=[region.namespace])
+        files.setdefault(job.files, {})[job.region] = copy.job_name
     exports: dict[str, Any] = {
         "endpoints": endpoints,
         "namespaces": {name: region.namespace_name for name, region in regions.items()},
@@ -109,6 +117,8 @@ def deploy(
     }
     if gateways:  # stacks without `platform.gateway` export what they always did
         exports["gateways"] = gateways
+    if files:  # likewise without model files
+        exports["modelFiles"] = files
     for key, value in exports.items():
         pulumi.export(key, value)
     return exports
@@ -119,7 +129,9 @@ def main(stacks_dir: Path) -> dict[str, Any]:
     stack = pulumi.get_stack()
     config = pulumi.Config(NAMESPACE)
     try:
-        fleet = build_fleet(stack, read_config(config), read_servings(stacks_dir, stack))
+        fleet = build_fleet(
+            stack, read_config(config), read_servings(stacks_dir, stack), read_model_files(stacks_dir, stack)
+        )
         rendering = render_fleet(fleet)
     except IssuesError as exc:
         raise pulumi.RunError(issues_message(stack, exc)) from None

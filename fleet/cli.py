@@ -227,6 +227,22 @@ def pool_rows(rendering: Rendering) -> list[dict[str, Any]]:
     return out_rows
 
 
+def files_rows(rendering: Rendering) -> list[dict[str, Any]]:
+    """One row per model-files Job: which model's files go into which region's store, from where."""
+    specs = {f.name: f for f in rendering.fleet.model_files}
+    return [
+        {
+            "model_files": j.files,
+            "region": j.region,
+            "source": f"{specs[j.files].source}:{specs[j.files].repository}"
+            + (f"@{specs[j.files].revision}" if specs[j.files].revision else ""),
+            "job": j.manifest["metadata"]["name"],
+            "request": specs[j.files].id,
+        }
+        for j in rendering.files_jobs
+    ]
+
+
 def _plain_table(title: str, rows: list[dict[str, Any]]) -> None:
     """Tab-separated, a header line first: what `cut` and `awk` read."""
     print(title)
@@ -241,14 +257,25 @@ def _plain_table(title: str, rows: list[dict[str, Any]]) -> None:
 def plan(stack: StackOpt, stacks_dir: StacksDirOpt = Path("stacks"), output: OutputOpt = Output.text) -> None:
     """Table of serving x placement x devices x memory fit x pool use."""
     rendering = _build(stacks_dir, stack, output)
-    rows, pools = plan_rows(rendering), pool_rows(rendering)
+    rows, pools, files = plan_rows(rendering), pool_rows(rendering), files_rows(rendering)
     warnings_ = [str(w) for w in rendering.warnings]
     if output is Output.json:
-        _json({"stack": stack, "ok": True, "placements": rows, "pools": pools, "warnings": warnings_})
+        _json(
+            {
+                "stack": stack,
+                "ok": True,
+                "placements": rows,
+                "pools": pools,
+                "model_files": files,
+                "warnings": warnings_,
+            }
+        )
         return
     if not out.is_terminal:
         _plain_table("placements", rows)
         _plain_table("pools", pools)
+        if files:
+            _plain_table("model files", files)
         for warning in warnings_:
             say(out, "warning", warning)
         return
@@ -283,6 +310,13 @@ def plan(stack: StackOpt, stacks_dir: StacksDirOpt = Path("stacks"), output: Out
     for r in pools:
         pool_table.add_row(*(escape(str(v)) for v in r.values()))
     out.print(pool_table)
+    if files:
+        files_table = Table(title="model files (a copy Job per region)", header_style="bold")
+        for col in ("model files", "region", "source", "job", "request"):
+            files_table.add_column(col)
+        for r in files:
+            files_table.add_row(*(escape(str(v)) for v in r.values()))
+        out.print(files_table)
     for warning in warnings_:
         say(out, "warning", warning)
 

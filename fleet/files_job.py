@@ -9,6 +9,12 @@ the downloader's parts in flight, and it needs no disk: the root filesystem is r
 
 A restarted pod resumes (finished files and parts are in the store), so `backoffLimit` retries are
 cheap; the Job's name carries the request id and attempt so a retry is a new Job.
+
+The portal writes each request as a stack file (`stacks/<stack>/model-files/<model>.yaml`,
+`fleet.spec.ModelFiles`); `stack_jobs` renders its Jobs, which `pulumi up` applies like every other
+object. Those Jobs are owned by the stack: no TTL (the cluster deleting a finished Job would make the
+next update copy again) and no await (`pulumi up` does not wait hours for a download; the Job reports
+its progress to the portal instead).
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.spec import Region, SecretKey
+from fleet.spec import ModelFiles, Region, SecretKey
+from fleet.stack import Fleet
 
 Manifest = dict[str, Any]
 BACKOFF_LIMIT = 6
@@ -41,6 +48,12 @@ class FilesJob:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
+    ttl_seconds: int | None = TTL_SECONDS  # None: kept until whoever applied it deletes it
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+# A stack's Jobs: Pulumi neither waits for them to finish nor outlives them with a TTL.
+STACK_ANNOTATIONS = {"pulumi.com/skipAwait": "true"}
 
 
 def job_name(job: FilesJob, region: Region) -> str:
@@ -136,13 +149,18 @@ def files_job(job: FilesJob, region: Region) -> Manifest:
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    metadata: Manifest = {"name": job_name(job, region), "namespace": region.namespace, "labels": labels}
+    if job.annotations:
+        metadata["annotations"] = dict(job.annotations)
+    spec: Manifest = {"backoffLimit": BACKOFF_LIMIT}
+    if job.ttl_seconds is not None:
+        spec["ttlSecondsAfterFinished"] = job.ttl_seconds
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(job, region), "namespace": region.namespace, "labels": labels},
+        "metadata": metadata,
         "spec": {
-            "backoffLimit": BACKOFF_LIMIT,
-            "ttlSecondsAfterFinished": TTL_SECONDS,
+            **spec,
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
@@ -160,4 +178,42 @@ def files_job(job: FilesJob, region: Region) -> Manifest:
     }
 
 
-__all__ = ["FilesJob", "argv", "files_job", "job_name"]
+@dataclass(frozen=True, slots=True)
+class StackFilesJob:
+    """A stack's model-files Job for one region."""
+
+    files: str  # the model-files name (the model's id)
+    region: str
+    manifest: Manifest
+
+
+def from_spec(files: ModelFiles, attempt: int) -> FilesJob:
+    return FilesJob(
+        files_id=files.id,
+        attempt=attempt,
+        model_id=files.name,
+        source=files.source,
+        repository=files.repository,
+        revision=files.revision,
+        image=files.image,
+        report_url=files.report_url,
+        report_token=files.report_token,
+        include=files.include,
+        exclude=files.exclude,
+        ttl_seconds=None,
+        annotations=dict(STACK_ANNOTATIONS),
+    )
+
+
+def stack_jobs(fleet: Fleet) -> tuple[StackFilesJob, ...]:
+    """Every model-files request's Job per listed region, in file and region order."""
+    return tuple(
+        StackFilesJob(
+            files.name, target.name, files_job(from_spec(files, target.attempt), fleet.regions[target.name])
+        )
+        for files in fleet.model_files
+        for target in files.regions
+    )
+
+
+__all__ = ["FilesJob", "StackFilesJob", "argv", "files_job", "from_spec", "job_name", "stack_jobs"]

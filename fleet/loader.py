@@ -1,7 +1,9 @@
-"""Read a stack from disk: `stacks/Pulumi.<stack>.yaml` plus `stacks/<stack>/servings/*.yaml`.
+"""Read a stack from disk: `stacks/Pulumi.<stack>.yaml` plus `stacks/<stack>/servings/*.yaml` and
+`stacks/<stack>/model-files/*.yaml`.
 
 This is the one place the offline tools read stack files; the Pulumi program gets the same config
-from the engine and the same serving files through `read_servings`.
+from the engine and the same serving and model-files files through `read_servings` and
+`read_model_files`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fleet.stack import Fleet, build_fleet
 NAMESPACE = "modelfleet"
 SECTIONS = ("platform", "regions", "pools", "templates")
 SERVING_SUFFIXES = (".yaml", ".yml")
+MODEL_FILES_DIR = "model-files"
 
 
 def _read_yaml(path: Path, label: str) -> Any:
@@ -57,10 +60,9 @@ def stack_config(stacks_dir: Path, stack: str) -> dict[str, Any]:
     return out
 
 
-def read_servings(stacks_dir: Path, stack: str) -> list[tuple[str, Any]]:
-    """(path, raw serving) per file; the file name must be the serving's name. `.yaml` and `.yml` are
-    both read (one of each for the same serving is refused); anything else in the folder is named."""
-    folder = stacks_dir / stack / "servings"
+def _read_folder(folder: Path, section: str, noun: str) -> list[tuple[str, Any]]:
+    """(path, raw object) per file of `folder`; the file name must be the object's name. `.yaml` and
+    `.yml` are both read (one of each for the same name is refused); anything else is named."""
     out: list[tuple[str, Any]] = []
     issues: list[Issue] = []
     files = sorted(folder.iterdir()) if folder.is_dir() else []
@@ -68,11 +70,11 @@ def read_servings(stacks_dir: Path, stack: str) -> list[tuple[str, Any]]:
     for file in files:
         if file.name.startswith(".") or file.is_dir():
             continue
-        label = f"servings[{file.stem}]"
+        label = f"{section}[{file.stem}]"
         if file.suffix == ".md":
-            continue  # notes next to the servings
+            continue  # notes next to the files
         if file.suffix not in SERVING_SUFFIXES:
-            issues.append(Issue(label, f"{file.name}: serving files end in .yaml (or .yml); rename it"))
+            issues.append(Issue(label, f"{file.name}: {noun} files end in .yaml (or .yml); rename it"))
             continue
         if file.stem in stems:
             issues.append(Issue(label, f"both {stems[file.stem]} and {file.name} define it; keep one"))
@@ -80,7 +82,7 @@ def read_servings(stacks_dir: Path, stack: str) -> list[tuple[str, Any]]:
         stems[file.stem] = file.name
         raw = _read_yaml(file, label)
         if not isinstance(raw, dict):
-            issues.append(Issue(label, f"{file.name} must hold one mapping (a serving)"))
+            issues.append(Issue(label, f"{file.name} must hold one mapping (a {noun})"))
             continue
         if raw.get("name") != file.stem:
             issues.append(
@@ -96,5 +98,21 @@ def read_servings(stacks_dir: Path, stack: str) -> list[tuple[str, Any]]:
     return out
 
 
+def read_servings(stacks_dir: Path, stack: str) -> list[tuple[str, Any]]:
+    """(path, raw serving) per file of `stacks/<stack>/servings/`; the file name is the serving's."""
+    return _read_folder(stacks_dir / stack / "servings", "servings", "serving")
+
+
+def read_model_files(stacks_dir: Path, stack: str) -> list[tuple[str, Any]]:
+    """(path, raw model files) per file of `stacks/<stack>/model-files/`; the file name is the
+    model's id (the portal writes one file per model-files request)."""
+    return _read_folder(stacks_dir / stack / MODEL_FILES_DIR, "model_files", "model-files")
+
+
 def load_fleet(stacks_dir: Path, stack: str) -> Fleet:
-    return build_fleet(stack, stack_config(stacks_dir, stack), read_servings(stacks_dir, stack))
+    return build_fleet(
+        stack,
+        stack_config(stacks_dir, stack),
+        read_servings(stacks_dir, stack),
+        read_model_files(stacks_dir, stack),
+    )

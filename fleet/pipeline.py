@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fleet.engine_args import EngineLaunch, LaunchSetup, SetupKey, engine_launch
 from fleet.errors import Issue, IssuesError, RenderError
+from fleet.files_job import StackFilesJob, stack_jobs
 from fleet.gcpause import collector_paused
 from fleet.loader import load_fleet
 from fleet.manifests import Manifest, endpoint, namespace, placement_objects
@@ -35,11 +36,13 @@ class Rendering:
     placements: tuple[RenderedPlacement, ...]
     namespaces: dict[str, Manifest]
     warnings: tuple[Issue, ...]
+    files_jobs: tuple[StackFilesJob, ...] = ()  # model files copied into cluster regions' stores
 
     def objects(self) -> list[tuple[str, Manifest]]:
-        """(region, object) for everything, namespaces first."""
+        """(region, object) for everything, namespaces first, model-files Jobs last."""
         out = [(region, ns) for region, ns in self.namespaces.items()]
         out += [(p.plan.region, obj) for p in self.placements for obj in p.objects]
+        out += [(j.region, j.manifest) for j in self.files_jobs]
         return out
 
 
@@ -118,7 +121,9 @@ def render_fleet(fleet: Fleet, plan: FleetPlan | None = None) -> Rendering:
     namespaces = {
         name: namespace(region) for name, region in fleet.regions.items() if region.runtime == "kubernetes"
     }
-    return Rendering(fleet, plan, tuple(rendered), namespaces, tuple(dict.fromkeys(warnings)))
+    return Rendering(
+        fleet, plan, tuple(rendered), namespaces, tuple(dict.fromkeys(warnings)), stack_jobs(fleet)
+    )
 
 
 def build(stacks_dir: Path, stack: str) -> Rendering:

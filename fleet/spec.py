@@ -499,6 +499,40 @@ class ModelServing(Frozen):
         return placement.parallelism if placement.parallelism is not None else self.parallelism
 
 
+# ---------------------------------------------------------------------------------- model files
+
+MODEL_ID = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+
+
+class FilesRegion(Frozen):
+    """One cluster region a model's files are copied into, and which attempt: a retry is a new Job."""
+
+    name: str
+    attempt: int = Field(default=1, ge=1, le=100_000)
+
+
+class ModelFiles(Frozen):
+    """A model's files copied into cluster regions' stores by a Job per region
+    (`stacks/<stack>/model-files/<name>.yaml`, one file per request, written by the portal).
+
+    `name` is the plaza model's id: the files land in `<model_store.prefix>/<name>`, the folder a
+    serving of that model syncs from. `id` is the portal's request, which the Job reports to."""
+
+    name: str = Field(pattern=MODEL_ID, max_length=128)
+    id: int = Field(ge=1, description="the portal's model-files request (the Job reports to it)")
+    source: Literal["hf", "modelscope", "s3", "https"]
+    repository: str = Field(min_length=1, max_length=2048)
+    revision: str = Field(default="", max_length=255)
+    include: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = ()
+    exclude: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = ()
+    regions: tuple[FilesRegion, ...] = Field(min_length=1)
+    image: Image = Field(description="the portal's image: it holds the downloader")
+    report_url: str = Field(
+        pattern=r"^https?://[^\s/]+[^\s]*$", description="the portal as clusters reach it"
+    )
+    report_token: SecretKey = SecretKey(name="modelfleet-files-report", key="token")
+
+
 # -------------------------------------------------------------------------------------- gateway
 
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"

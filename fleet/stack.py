@@ -16,7 +16,15 @@ from pydantic import BaseModel, ValidationError
 from fleet import capability, catalog, secrets, sources, validation
 from fleet.errors import Issue, SpecError
 from fleet.gcpause import collector_paused
-from fleet.spec import DeployTemplate, GpuNodePool, ModelServing, ModelSource, Platform, Region
+from fleet.spec import (
+    DeployTemplate,
+    GpuNodePool,
+    ModelFiles,
+    ModelServing,
+    ModelSource,
+    Platform,
+    Region,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -61,6 +69,7 @@ class Fleet:
     templates: dict[str, DeployTemplate]
     servings: tuple[ModelServing, ...]
     models: dict[str, ModelFacts] = field(default_factory=dict)  # by serving name
+    model_files: tuple[ModelFiles, ...] = ()  # copies into cluster regions' stores, by Job
 
 
 def _validate(model: type[M], raw: Any, path: str, issues: list[Issue]) -> M | None:
@@ -265,14 +274,62 @@ def check_serving(fleet: Fleet, path: str, raw: Any) -> tuple[ModelServing, Mode
     return serving, model
 
 
+def _check_files(
+    path: str, files: ModelFiles, regions: Mapping[str, Region], declared: set[str], issues: list[Issue]
+) -> None:
+    seen: set[str] = set()
+    for i, target in enumerate(files.regions):
+        at = f"{path}.regions[{i}].name"
+        region = regions.get(target.name)
+        if target.name in seen:
+            issues.append(Issue(at, f"region {target.name!r} is listed twice"))
+        seen.add(target.name)
+        if region is None:
+            if target.name not in declared:
+                issues.append(Issue(at, f"unknown region {target.name!r}"))
+        elif region.runtime != "kubernetes":
+            issues.append(
+                Issue(
+                    at,
+                    f"region {target.name!r} runs no Jobs ({region.runtime} runtime): "
+                    "the portal copies its files itself",
+                )
+            )
+
+
+def _model_files(
+    items: Iterable[tuple[str, Any]], regions: Mapping[str, Region], declared: set[str], issues: list[Issue]
+) -> tuple[ModelFiles, ...]:
+    valid: list[ModelFiles] = []
+    names: dict[str, str] = {}
+    ids: dict[int, str] = {}
+    for path, raw in items:
+        files = _validate(ModelFiles, raw, path, issues)
+        if files is None:
+            continue
+        if files.name in names:
+            issues.append(
+                Issue(f"{path}.name", f"duplicate model files {files.name!r} (also {names[files.name]})")
+            )
+            continue
+        if files.id in ids:
+            issues.append(Issue(f"{path}.id", f"request {files.id} is also {ids[files.id]}"))
+            continue
+        names[files.name], ids[files.id] = path, path
+        _check_files(path, files, regions, declared, issues)
+        valid.append(files)
+    return tuple(valid)
+
+
 @collector_paused
 def build_fleet(
     stack: str,
     config: Mapping[str, Any],
     servings: Iterable[tuple[str, Any]],
+    model_files: Iterable[tuple[str, Any]] = (),
 ) -> Fleet:
     """Validate a stack. `config` holds `platform`, `regions`, `pools`, `templates`; each item of
-    `servings` is (path, raw serving)."""
+    `servings` is (path, raw serving), of `model_files` (path, raw model files)."""
     issues: list[Issue] = []
     declared = {section: _declared(config.get(section)) for section in ("regions", "pools", "templates")}
     platform = _validate(Platform, config.get("platform", {}), "platform", issues) or Platform()
@@ -310,6 +367,7 @@ def build_fleet(
         if model is not None:
             fleet.models[s.name] = model
         valid.append(s)
+    files = _model_files(model_files, regions, declared["regions"], issues)
     if issues:
         raise SpecError(dict.fromkeys(issues))  # one region's missing KEDA is said once, not per placement
-    return Fleet(stack, platform, regions, pools, templates, tuple(valid), fleet.models)
+    return Fleet(stack, platform, regions, pools, templates, tuple(valid), fleet.models, files)

@@ -1,9 +1,10 @@
 """The local git repository of stacks: what the portal reads desired state from, and (with the git
 backend) writes it to.
 
-The repository mirrors the project layout: `<subdir>/Pulumi.<stack>.yaml` and
-`<subdir>/<stack>/servings/<name>.yaml`. One lock guards the working tree: the worker writes and
-commits under it, readers build snapshots under it, so a reader never sees half a change.
+The repository mirrors the project layout: `<subdir>/Pulumi.<stack>.yaml`,
+`<subdir>/<stack>/servings/<name>.yaml` and `<subdir>/<stack>/model-files/<model>.yaml`. One lock
+guards the working tree: the worker writes and commits under it, readers build snapshots under it,
+so a reader never sees half a change.
 Snapshots are cached by commit, so reading a 1,000-serving stack costs one build per commit.
 """
 
@@ -22,11 +23,15 @@ import yaml
 
 from fleet.errors import Issue, IssuesError, SpecError
 from fleet.incremental import StackIndex, index_stack
-from fleet.loader import load_fleet
+from fleet.loader import MODEL_FILES_DIR, load_fleet
 from fleet.pipeline import Rendering, render_fleet
 from fleet.stack import Fleet
 
 SERVING_HEADER = "# Managed by the Modelfleet portal; edits here are fine, the portal reads them back.\n"
+MODEL_FILES_HEADER = (
+    "# Written by the Modelfleet portal for model-files request {id}: `pulumi up` runs a copy Job per\n"
+    "# region, which reports to the portal. Cancel or delete the request in the portal, not here.\n"
+)
 
 
 class GitError(RuntimeError):
@@ -134,6 +139,9 @@ class StackRepository:
     def serving_file(self, stack: str, name: str) -> Path:
         return self.stacks_dir / stack / "servings" / f"{name}.yaml"
 
+    def model_files_file(self, stack: str, name: str) -> Path:
+        return self.stacks_dir / stack / MODEL_FILES_DIR / f"{name}.yaml"
+
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
@@ -171,4 +179,11 @@ def serving_yaml(desired: dict[str, Any]) -> str:
     """A serving file as the portal writes it: stable key order, block style, a header."""
     return SERVING_HEADER + yaml.safe_dump(
         desired, sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
+
+
+def model_files_yaml(doc: dict[str, Any]) -> str:
+    """A model-files file as the portal writes it: the header names the request it belongs to."""
+    return MODEL_FILES_HEADER.format(id=doc.get("id")) + yaml.safe_dump(
+        doc, sort_keys=False, default_flow_style=False, allow_unicode=True
     )

@@ -4,7 +4,9 @@ model's availability per region (the plaza page shows it).
 
 The body is checked field by field: an unknown model, region, source, repository shape or pattern
 is a 422 naming the field. The download itself runs in the control plane's worker for `local`
-regions, and in a Job per region on clusters (`fleet.files_job`).
+regions, and in a Job per region on clusters (`fleet.files_job`): every change to a request with
+cluster regions queues a stack update that writes (or removes) its file
+`stacks/<stack>/model-files/<model>.yaml`, which `pulumi up` applies (`portal.files.desired`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from fleet import catalog
+from portal import audit
 from portal.api.common import Page, PageParams, page_params
 from portal.auth import AdminDep, PrincipalDep, ServicesDep, SessionDep
 from portal.errors import ERROR_RESPONSES, Conflict, Invalid, NotFound
-from portal.files import records, targets
+from portal.files import desired, purge, records, targets
 from portal.files.errors import SourceRefused
 from portal.files.huggingface import REPOSITORY
 from portal.files.listing import check_pattern
@@ -188,6 +191,18 @@ def _out(row: ModelFiles, **extra: Any) -> ModelFilesOut:
     return ModelFilesOut.model_validate({**records.view(row), **extra})
 
 
+def _sync(
+    session: SessionDep, row: ModelFiles, services: ServicesDep, actor: str, *, removed: bool = False
+) -> None:
+    """Queue the request's stack file (cluster regions' Jobs) after a change; 409 without a report URL."""
+    try:
+        desired.sync(session, row, services.settings, actor, removed=removed)
+    except desired.NoReportUrl as exc:
+        raise Conflict(
+            msg("set MODELFLEET_FILES_REPORT_URL (the portal's URL as clusters reach it) first")
+        ) from exc
+
+
 @router.post("/model-files", response_model=ModelFilesOut, status_code=202)
 def request_files(
     body: ModelFilesIn, session: SessionDep, principal: AdminDep, services: ServicesDep
@@ -218,6 +233,7 @@ def request_files(
             row, shared = records.request(session, wanted, regions, principal.username)
         except records.FilesConflict as exc:
             raise Conflict(str(exc)) from exc
+        _sync(session, row, services, principal.username)
         out = _out(row, shared=shared)
     wake(services)
     return out
@@ -336,26 +352,66 @@ def retry_files(
         done = records.retry(session, row, _known_regions(row, body.regions), principal.username)
         if not done:
             raise Conflict(msg("no failed or cancelled copy to retry"))
+        _sync(session, row, services, principal.username)
         out = _out(row)
     wake(services)
     return out
 
 
 @router.post("/model-files/{files_id}:cancel", response_model=ModelFilesOut)
-def cancel_files(files_id: int, body: RegionsIn, session: SessionDep, principal: AdminDep) -> ModelFilesOut:
-    """Cancel queued or running copies; a running one stops at its next read and reads `cancelled`."""
+def cancel_files(
+    files_id: int, body: RegionsIn, session: SessionDep, principal: AdminDep, services: ServicesDep
+) -> ModelFilesOut:
+    """Cancel queued or running copies; a running one stops at its next read and reads `cancelled`.
+    A cluster region's Job leaves the stack file (a stack update removes it)."""
     with session.begin():
         row = get_row(session, files_id)
         done = records.cancel(session, row, _known_regions(row, body.regions), principal.username)
         if not done:
             raise Conflict(msg("no queued or running copy to cancel"))
+        _sync(session, row, services, principal.username)
         return _out(row)
 
 
-@router.delete("/model-files/{files_id}", status_code=204)
-def delete_files(files_id: int, session: SessionDep, principal: AdminDep) -> None:
-    """Forget the request (running copies are cancelled); the files in the stores stay."""
-    with session.begin():
+class PurgedOut(BaseModel):
+    objects: int = Field(description="objects this request's copies wrote, deleted")
+    uploads: int = Field(description="unfinished multipart uploads, aborted")
+
+
+class DeletedOut(BaseModel):
+    id: int
+    purged: dict[str, PurgedOut] = Field(description="per region: what was deleted from its store")
+    kept: dict[str, str] = Field(description="per region: why its files stay (who else reads them)")
+
+
+@router.delete("/model-files/{files_id}", response_model=DeletedOut)
+def delete_files(
+    files_id: int, session: SessionDep, principal: AdminDep, services: ServicesDep
+) -> DeletedOut:
+    """Forget the request: running copies are cancelled, its stack file removed, and what its copies
+    wrote into each region's store deleted (with unfinished uploads), unless another request or a
+    serving still reads that folder: then the files stay and the answer says who reads them."""
+    with session.begin():  # first stop what runs, so a copy does not write on after the purge
         row = get_row(session, files_id)
         records.cancel(session, row, [], principal.username)
+        targets_ = purge.plan(session, services.repository, row)
+    outcome = purge.purge(services.settings, targets_)  # the stores, outside any transaction
+    with session.begin():
+        row = get_row(session, files_id)
+        _sync(session, row, services, principal.username, removed=True)
+        audit.record(
+            session,
+            actor=principal.username,
+            action="PurgeModelFiles",
+            resource_type=records.RESOURCE,
+            resource_id=row.id,
+            after=outcome.as_dict(),
+            result="failure" if outcome.failed else "success",
+            detail=f"{row.model_id}: {outcome.describe()}",
+        )
         records.delete(session, row, principal.username)
+    return DeletedOut(
+        id=files_id,
+        purged={r: PurgedOut(**n) for r, n in outcome.purged.items()},
+        kept=outcome.kept,
+    )

@@ -1,7 +1,7 @@
 """Model files on clusters: the Job that copies a request's files into a cluster region (rendered by the
-core, schema-checked; ops apply it with the region's objects), and the reports it sends back while it
-runs (`python -m portal.files copy --report-url`). Platform admins only, like the rest of
-`/api/model-files`.
+core from the request's stack file, schema-checked; `pulumi up` applies it, this shows it), and the
+reports it sends back while it runs (`python -m portal.files copy --report-url`). Platform admins
+only, like the rest of `/api/model-files`.
 """
 
 from __future__ import annotations
@@ -11,21 +11,22 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet.files_job import FilesJob
 from fleet.files_job import files_job as render_files_job
+from fleet.files_job import from_spec
 from fleet.kube import validate_manifest
+from fleet.spec import ModelFiles as ModelFiles_
 from fleet.spec import SecretKey
 from portal.api.model_files import LocationOut, get_row
 from portal.auth import AdminDep, ServicesDep, SessionDep
 from portal.errors import ERROR_RESPONSES, Conflict, NotFound
-from portal.files import records
+from portal.files import desired, records
 from portal.files.progress import Progress
 from portal.messages import msg
 from store.models import ModelFiles, ModelFilesLocation
 
 router = APIRouter(prefix="/api", tags=["model-files"], responses=ERROR_RESPONSES)
 # The ops token a copy Job reports with, in each region's namespace (docs/ops-guide.md, "Model files").
-REPORT_TOKEN = SecretKey(name="modelfleet-files-report", key="token")
+REPORT_TOKEN = SecretKey.model_validate(desired.REPORT_TOKEN)
 
 
 class ReportIn(BaseModel):
@@ -57,6 +58,12 @@ def report_files(files_id: int, region: str, body: ReportIn, session: SessionDep
     with session.begin():
         row = get_row(session, files_id)
         loc = _location(row, region)
+        if loc.state == "cancelled" and loc.cancel_requested:
+            # Cancelled while its Job ran (the stack update deletes the Job): tell it to stop; its
+            # own `cancelled` closes the matter.
+            if body.state == "cancelled":
+                loc.cancel_requested = False
+            return LocationOut.model_validate(records.location_view(loc))
         if loc.state in ("ready", "failed", "cancelled"):
             raise Conflict(
                 msg(
@@ -90,11 +97,11 @@ def report_files(files_id: int, region: str, body: ReportIn, session: SessionDep
 def files_job(
     files_id: int, region: str, session: SessionDep, _: AdminDep, services: ServicesDep
 ) -> dict[str, Any]:
-    """The Kubernetes Job that copies the files into a cluster region (schema-checked): apply it with
-    the region's other objects; it reports back here."""
+    """The Kubernetes Job that copies the files into a cluster region (schema-checked), exactly as the
+    stack applies it from `stacks/<stack>/model-files/<model>.yaml`; it reports back here."""
     with session.begin():
         row = get_row(session, files_id)
-        loc = _location(row, region)
+        _location(row, region)
         fleet = services.repository.snapshot(row.stack).fleet
         if region not in fleet.regions:
             raise NotFound(
@@ -115,19 +122,14 @@ def files_job(
             raise Conflict(
                 msg("set MODELFLEET_FILES_REPORT_URL (the portal's URL as clusters reach it) first")
             )
-        job = FilesJob(
-            files_id=row.id,
-            attempt=loc.attempt + (1 if loc.state == "queued" else 0),
-            model_id=row.model_id,
-            source=row.source,
-            repository=row.repository,
-            revision=row.revision,
-            image=services.settings.files_job_image,
-            report_url=report_url,
-            report_token=REPORT_TOKEN,
-            include=tuple(row.include),
-            exclude=tuple(row.exclude),
-        )
+        doc = desired.document(row, services.settings)
+        spec = ModelFiles_.model_validate(doc) if doc is not None else None
+        attempt = next((r.attempt for r in spec.regions if r.name == region), None) if spec else None
+        if spec is None or attempt is None:
+            raise Conflict(
+                msg("the copy into {name!r} is cancelled: the stack holds no Job for it", name=region)
+            )
+        job = from_spec(spec, attempt)
     manifest = render_files_job(job, target)
     problems = validate_manifest(manifest, fleet.platform.kubernetes_version)
     if problems:  # the core rendered something the API server would refuse: our bug, said plainly

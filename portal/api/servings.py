@@ -31,7 +31,7 @@ from portal.observe import status as observed_status
 from portal.repository import StackSnapshot
 from portal.services import Services
 from portal.serving_models import ServingSpecIn, resolve_stack
-from portal.stacks.changes import Refused, replicas_of, with_replicas
+from portal.stacks.changes import FILES_ACTION, Refused, replicas_of, with_replicas
 from store.models import RequestStatus, ServingRecord, StackJob, StackRequest, Workspace
 from store.models.stackops import PENDING
 from store.vocabulary import badge
@@ -199,7 +199,11 @@ def _stack_name(services: Services, given: str | None) -> str:
 
 
 def _pending(session: Session, stack: str, name: str | None = None) -> list[StackRequest]:
-    query = select(StackRequest).where(StackRequest.stack == stack, StackRequest.status.in_(PENDING))
+    query = select(StackRequest).where(
+        StackRequest.stack == stack,
+        StackRequest.status.in_(PENDING),
+        StackRequest.action != FILES_ACTION,  # model-files files are no servings
+    )
     if name is not None:
         query = query.where(StackRequest.serving == name)
     return list(session.scalars(query.order_by(StackRequest.id)))

@@ -25,7 +25,7 @@ class Bucket:
     def key(self, path: str) -> str:
         return f"{self.prefix.strip('/')}/{path}" if self.prefix.strip("/") else path
 
-    def client(self, connections: int = 32) -> Any:
+    def client(self, connections: int = 32, attempts: int = 5, connect_timeout: float = 10) -> Any:
         """A client for this store. Checksums only when required: since botocore 1.36 the default
         (CRC headers on every request) breaks MinIO/Ceph-class stores (boto/boto3#4392)."""
         return boto3.session.Session().client(
@@ -36,8 +36,8 @@ class Bucket:
             region_name=self.region,
             config=Config(
                 s3={"addressing_style": "path"},
-                retries={"max_attempts": 5, "mode": "standard"},
-                connect_timeout=10,
+                retries={"max_attempts": attempts, "mode": "standard"},
+                connect_timeout=connect_timeout,
                 read_timeout=120,
                 max_pool_connections=connections,
                 request_checksum_calculation="when_required",

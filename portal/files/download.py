@@ -1,5 +1,9 @@
 """One download: list the source at a pinned commit, keep the files the patterns select, copy them into
-the bucket; and the registry that lets requests for the same files share one running download."""
+the bucket; and the registry that lets requests for the same files share one running download.
+
+A shared download counts its sharers: each `Downloads.start` is one, and `Download.detach` lets one
+go. Cancelling one request's copy detaches it; the run stops only when its last sharer detaches
+(`Download.cancel` stops it for everybody: a failure, or the process stopping)."""
 
 from __future__ import annotations
 
@@ -99,6 +103,7 @@ class Download:
     listing: Listing | None = None
     error: FilesError | None = None
     last: Progress = field(default_factory=lambda: Progress("listing"))
+    sharers: int = 0  # the requests following it (`Downloads.start` counts them)
     _listeners: list[Callback] = field(default_factory=list)
     _done: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -108,9 +113,27 @@ class Download:
             self._listeners.append(callback)
         callback(self.last)
 
+    def unfollow(self, callback: Callback) -> None:
+        with self._lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
     def cancel(self) -> None:
+        """Stop the run for every sharer."""
         self.cancelled = True
         self.cancel_event.set()
+
+    def detach(self, callback: Callback | None = None) -> bool:
+        """One sharer lets go (and stops following with `callback`); the run is cancelled when it was
+        the last. True when the run stops (or had ended), False when others still need it."""
+        with self._lock:
+            self.sharers = max(0, self.sharers - 1)
+            last = self.sharers == 0
+            if callback is not None and callback in self._listeners:
+                self._listeners.remove(callback)
+        if last and not self.finished:
+            self.cancel()
+        return last or self.finished
 
     @property
     def finished(self) -> bool:
@@ -145,7 +168,8 @@ class Downloads:
         self._lock = threading.Lock()
 
     def start(self, request: Request, progress: Callback | None = None) -> tuple[Download, bool]:
-        """The download of `request` and whether it was already running (shared)."""
+        """The download of `request` and whether it was already running (shared). Each call is one
+        sharer: it lets go with `Download.detach`."""
         with self._lock:
             running = self._running.get(request.key)
             shared = running is not None and not running.finished and not running.cancelled
@@ -155,7 +179,9 @@ class Downloads:
                 threading.Thread(
                     target=self._run, args=(running,), name="files-download", daemon=True
                 ).start()
-        assert running is not None
+            assert running is not None
+            with running._lock:
+                running.sharers += 1
         if progress is not None:
             running.follow(progress)
         return running, shared

@@ -187,6 +187,13 @@ def cancel(session: Session, row: ModelFiles, regions: Sequence[str], actor: str
             continue
         if loc.state == "queued":
             transition(session, row, loc, "cancelled", f"cancelled by {actor}")
+        elif loc.runtime == "kubernetes":
+            # Its Job leaves the stack file, so the stack update deletes it: it may never report
+            # again. Until then, its reports are answered with the cancel, so it stops by itself.
+            loc.cancel_requested = True
+            transition(
+                session, row, loc, "cancelled", f"cancelled by {actor}; the stack update removes its Job"
+            )
         else:  # the downloader stops at its next read and reports `cancelled` itself
             loc.cancel_requested = True
         done.append(loc.region)
@@ -225,8 +232,8 @@ def retry(session: Session, row: ModelFiles, regions: Sequence[str], actor: str)
 
 
 def delete(session: Session, row: ModelFiles, actor: str) -> None:
-    """Forget the request (running copies are asked to stop first by the caller's cancel); the files
-    already in the stores stay (servings may read them), and so does the history."""
+    """Forget the request (running copies are asked to stop first by the caller's cancel, what they
+    wrote is purged by the caller, `portal.files.purge`); the history stays."""
     before = view(row)
     audit.record(
         session,
@@ -235,7 +242,7 @@ def delete(session: Session, row: ModelFiles, actor: str) -> None:
         resource_type=RESOURCE,
         resource_id=row.id,
         before=before,
-        detail=f"{row.model_id} (files stay in the stores)",
+        detail=row.model_id,
     )
     session.delete(row)
 

@@ -43,6 +43,7 @@ IN_PROCESS_RUNTIMES = ("local",)
 class _Running:
     download: Download
     latest: Progress | None = None
+    detached: bool = False  # this copy was cancelled: it no longer holds the (shared) run
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, p: Progress) -> None:
@@ -123,13 +124,19 @@ class Worker:
         with transaction(self.services.sessions) as session:
             for loc_id, running in list(self.running.items()):
                 loc = session.get(ModelFilesLocation, loc_id)
-                if loc is None:  # the request was deleted
-                    running.download.cancel()
+                if loc is None:  # the request was deleted: it lets go (others may share the run)
+                    running.download.detach(running.take)
                     del self.running[loc_id]
                     continue
                 row: ModelFiles = loc.files
-                if loc.cancel_requested and not running.download.finished:
-                    running.download.cancel()
+                if loc.cancel_requested and not running.download.finished and not running.detached:
+                    running.detached = True
+                    if not running.download.detach(running.take):
+                        # Another request still needs the shared run: it goes on for them, and this
+                        # copy is cancelled now (it would otherwise read `ready` when they finish).
+                        del self.running[loc_id]
+                        records.finish(session, row, loc, "cancelled", "cancelled by request", None)
+                        continue
                 loc.heartbeat_at = utcnow()  # held, even while a listing or a slow part shows no bytes
                 with running.lock:
                     latest = running.latest

@@ -1,6 +1,7 @@
 """What a batch of serving requests does to a stack, worked out offline before anything is written.
 
-Requests are applied in order to the stack's serving files as plain data. The result must still
+Requests are applied in order to the stack's serving files (and model-files files: a
+`model-files` request carries one file, or None to remove it) as plain data. The result must still
 build and render with the core (`build_fleet` + `render_fleet`); when the combined change does not,
 the requests are tried one at a time and only those that break the stack are refused, each with the
 fields the core names. Every backend (commit, pull request, Pulumi) starts from this plan, so a
@@ -18,13 +19,15 @@ from typing import Any
 import yaml
 
 from fleet.errors import Issue, IssuesError
-from fleet.loader import read_servings, stack_config
+from fleet.loader import read_model_files, read_servings, stack_config
 from fleet.manifests import Manifest
 from fleet.pipeline import Rendering, render_fleet
 from fleet.stack import build_fleet
-from portal.repository import StackRepository, serving_yaml
+from portal.repository import StackRepository, model_files_yaml, serving_yaml
 
 Serving = dict[str, Any]
+FILES_ACTION = "model-files"  # a model-files request's file (desired) or its removal (None)
+FILES_PREFIX = "model-files/"  # a files request's `serving` column: `model-files/<request id>`
 MAX_DIFF_CHARS = 50_000  # a pull request body holds 65,536 characters; leave room for the rest
 
 
@@ -40,7 +43,18 @@ class RequestView:
     actor: str
     workspace: str | None
 
+    @property
+    def files_name(self) -> str | None:
+        """The model-files file this request writes or removes (None for a serving request)."""
+        if self.action != FILES_ACTION:
+            return None
+        return str((self.change or {}).get("name", ""))
+
     def describe(self) -> str:
+        if self.action == FILES_ACTION:
+            verb = "remove model files" if self.desired is None else "model files"
+            by = f"{self.actor}, workspace {self.workspace}" if self.workspace else self.actor
+            return f"#{self.id} {verb} {self.files_name} ({by})"
         what = {
             "create": f"create {self.serving}",
             "delete": f"delete {self.serving}",
@@ -159,9 +173,33 @@ def apply_request(state: dict[str, Serving], request: RequestView) -> None:
         raise Refused([("action", f"unknown action {request.action!r}")])
 
 
-def build(stack: str, config: Mapping[str, Any], state: Mapping[str, Serving]) -> Rendering:
-    """The stack with these servings, validated and rendered; IssuesError names what is wrong."""
-    fleet = build_fleet(stack, dict(config), [(f"servings[{n}]", s) for n, s in sorted(state.items())])
+def apply_files(files: dict[str, Serving], request: RequestView) -> None:
+    """Apply one model-files request to `files` (model name -> file content) in place."""
+    name = request.files_name
+    if not name:
+        raise Refused([("", "a model-files request without a name")])
+    if request.desired is None:
+        files.pop(name, None)  # already gone is what was asked for
+        return
+    if request.desired.get("name") != name:
+        raise Refused([("name", f"the file for {name!r} names {request.desired.get('name')!r}")])
+    files[name] = copy.deepcopy(request.desired)
+
+
+def build(
+    stack: str,
+    config: Mapping[str, Any],
+    state: Mapping[str, Serving],
+    files: Mapping[str, Serving] | None = None,
+) -> Rendering:
+    """The stack with these servings (and model files), validated and rendered; IssuesError names
+    what is wrong."""
+    fleet = build_fleet(
+        stack,
+        dict(config),
+        [(f"servings[{n}]", s) for n, s in sorted(state.items())],
+        [(f"model_files[{n}]", f) for n, f in sorted((files or {}).items())],
+    )
     return render_fleet(fleet)
 
 
@@ -174,10 +212,16 @@ class ChangePlan:
     applied: list[int] = field(default_factory=list)  # request ids, in order
     refused: dict[int, Refused] = field(default_factory=dict)
     rendering: Rendering | None = None  # the stack after the change
+    files_before: dict[str, Serving] = field(default_factory=dict)  # model files, by model
+    files_after: dict[str, Serving] = field(default_factory=dict)
 
     def changed(self) -> list[str]:
         names = self.before.keys() | self.after.keys()
         return sorted(n for n in names if self.before.get(n) != self.after.get(n))
+
+    def changed_files(self) -> list[str]:
+        names = self.files_before.keys() | self.files_after.keys()
+        return sorted(n for n in names if self.files_before.get(n) != self.files_after.get(n))
 
     def files(self, repository: StackRepository) -> dict[str, str | None]:
         """Repository-relative path -> new content, or None where the file goes away."""
@@ -186,12 +230,25 @@ class ChangePlan:
             path = repository.relative(repository.serving_file(self.stack, name))
             serving = self.after.get(name)
             out[path] = serving_yaml(canonical(serving)) if serving is not None else None
+        for name in self.changed_files():
+            path = repository.relative(repository.model_files_file(self.stack, name))
+            doc = self.files_after.get(name)
+            out[path] = model_files_yaml(doc) if doc is not None else None
         return out
 
 
-def _relevant(issues: Sequence[Issue], name: str) -> list[Issue]:
-    mine = [i for i in issues if i.path.startswith(f"servings[{name}]")]
+def _relevant(issues: Sequence[Issue], request: RequestView) -> list[Issue]:
+    files = request.files_name
+    prefix = f"model_files[{files}]" if files is not None else f"servings[{request.serving}]"
+    mine = [i for i in issues if i.path.startswith(prefix)]
     return mine or list(issues)
+
+
+def _apply(state: dict[str, Serving], files: dict[str, Serving], request: RequestView) -> None:
+    if request.action == FILES_ACTION:
+        apply_files(files, request)
+    else:
+        apply_request(state, request)
 
 
 def plan_change(repository: StackRepository, stack: str, requests: Sequence[RequestView]) -> ChangePlan:
@@ -200,36 +257,38 @@ def plan_change(repository: StackRepository, stack: str, requests: Sequence[Requ
     stacks_dir = repository.stacks_dir
     config = stack_config(stacks_dir, stack)
     before = {str(raw["name"]): raw for _, raw in read_servings(stacks_dir, stack)}
+    files_before = {str(raw["name"]): raw for _, raw in read_model_files(stacks_dir, stack)}
     plan = ChangePlan(stack, repository.head(), before, copy.deepcopy(before))
+    plan.files_before, plan.files_after = files_before, copy.deepcopy(files_before)
 
-    together = copy.deepcopy(before)
+    together, files_together = copy.deepcopy(before), copy.deepcopy(files_before)
     usable: list[RequestView] = []
     for request in requests:
         try:
-            apply_request(together, request)
+            _apply(together, files_together, request)
             usable.append(request)
         except Refused as exc:
             plan.refused[request.id] = exc
     try:
-        plan.rendering = build(stack, config, together)
-        plan.after = together
+        plan.rendering = build(stack, config, together, files_together)
+        plan.after, plan.files_after = together, files_together
         plan.applied = [r.id for r in usable]
         return plan
     except IssuesError:
         pass  # find which requests break it
 
-    state = copy.deepcopy(before)
+    state, files = copy.deepcopy(before), copy.deepcopy(files_before)
     for request in usable:
-        trial = copy.deepcopy(state)
-        apply_request(trial, request)
+        trial, trial_files = copy.deepcopy(state), copy.deepcopy(files)
+        _apply(trial, trial_files, request)
         try:
-            rendering = build(stack, config, trial)
+            rendering = build(stack, config, trial, trial_files)
         except IssuesError as exc:
-            plan.refused[request.id] = Refused.issues(_relevant(exc.issues, request.serving))
+            plan.refused[request.id] = Refused.issues(_relevant(exc.issues, request))
             continue
-        state, plan.rendering = trial, rendering
+        state, files, plan.rendering = trial, trial_files, rendering
         plan.applied.append(request.id)
-    plan.after = state
+    plan.after, plan.files_after = state, files
     return plan
 
 

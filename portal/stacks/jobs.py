@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from portal import audit, placements
 from portal.services import Services
 from portal.stacks.backends import BackendError, JobContext, Outcome, backend_for
-from portal.stacks.changes import RequestView
+from portal.stacks.changes import FILES_ACTION, RequestView
 from store.db import transaction, utcnow
 from store.models import JobEvent, JobStatus, RequestStatus, ServingRecord, StackJob, StackRequest, Workspace
 
@@ -344,7 +344,10 @@ def _ensure_record(session: Session, request: StackRequest) -> ServingRecord:
 
 
 def note_applied(session: Session, request: StackRequest) -> None:
-    """Owner on creation, replicas to restore on stop, forgotten on delete."""
+    """Owner on creation, replicas to restore on stop, forgotten on delete; nothing for a
+    model-files file (its request's own rows say how the copies go)."""
+    if request.action == FILES_ACTION:
+        return
     if request.action == "delete":
         record = _record(session, request.stack, request.serving)
         if record is not None:

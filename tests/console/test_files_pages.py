@@ -4,9 +4,20 @@ Chinese."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from portal.files.demo import MODEL_ID
+from portal.settings import Settings
+
+
+@pytest.fixture
+def settings(demo_repo_settings: Settings) -> Settings:
+    """The console's demo setup, with the portal's URL as clusters reach it: a cluster region's copy
+    is a Job that reports there (without it, the request is refused with the setting's name)."""
+    return demo_repo_settings.model_copy(
+        update={"demo": True, "files_report_url": "https://portal.example.com"}
+    )
 
 
 def test_the_ops_page_requests_and_lists_model_files(browser_client: TestClient, admin_token: str) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.errors import IssuesError
-from fleet.loader import load_fleet
+from fleet.loader import MODEL_FILES_DIR, load_fleet
 from fleet.pipeline import render_fleet
 from portal.repository import StackRepository
 from portal.stacks.backends import BackendError, JobContext, Outcome
@@ -44,22 +44,27 @@ def committed_by(repository: StackRepository, job_id: int) -> PastCommit | None:
 
 
 def _discard_uncommitted(repository: StackRepository, stack: str) -> None:
-    """Put the stack's servings folder back as HEAD has it: files a crashed job wrote but did not
-    commit must not slip into the next commit, nor into the plan."""
-    folder = repository.relative(repository.stacks_dir / stack / "servings")
-    if not repository.git("status", "--porcelain", "--", folder):
-        return
-    repository.git("reset", "-q", "--", folder, check=False)
-    if repository.git("ls-tree", "HEAD", "--", folder):
-        repository.git("checkout", "-q", "HEAD", "--", folder)
-    repository.git("clean", "-fdq", "--", folder)
+    """Put the stack's servings and model-files folders back as HEAD has them: files a crashed job
+    wrote but did not commit must not slip into the next commit, nor into the plan."""
+    for name in ("servings", MODEL_FILES_DIR):
+        folder = repository.relative(repository.stacks_dir / stack / name)
+        if not repository.git("status", "--porcelain", "--", folder):
+            continue
+        repository.git("reset", "-q", "--", folder, check=False)
+        if repository.git("ls-tree", "HEAD", "--", folder):
+            repository.git("checkout", "-q", "HEAD", "--", folder)
+        repository.git("clean", "-fdq", "--", folder)
 
 
 def message_parts(job: JobContext, plan: ChangePlan) -> list[str]:
     """Subject, the requests, and the trailers crash recovery looks for."""
     applied = set(plan.applied)
-    lines = [r.describe() for r in job.requests if r.id in applied]
-    subject = f"portal: {len(lines)} serving change(s) on stack {job.stack}"
+    done = [r for r in job.requests if r.id in applied]
+    lines = [r.describe() for r in done]
+    files = sum(r.files_name is not None for r in done)
+    kinds = [f"{len(done) - files} serving change(s)"] if len(done) > files else []
+    kinds += [f"{files} model-files change(s)"] if files else []
+    subject = f"portal: {' and '.join(kinds)} on stack {job.stack}"
     trailers = f"{JOB_TRAILER}: {job.job_id}\n{REQUESTS_TRAILER}: {', '.join(str(i) for i in plan.applied)}"
     return [subject, "\n".join(f"- {line}" for line in lines), trailers]
 

@@ -102,7 +102,11 @@ class GitHub:
 def _title(job: JobContext, plan: ChangePlan) -> str:
     applied = [r for r in job.requests if r.id in set(plan.applied)]
     if len(applied) == 1:
-        return f"Modelfleet: {applied[0].action} {applied[0].serving} on {job.stack}"
+        one = applied[0]
+        if one.files_name is not None:
+            verb = "remove model files" if one.desired is None else "model files"
+            return f"Modelfleet: {verb} {one.files_name} on {job.stack}"
+        return f"Modelfleet: {one.action} {one.serving} on {job.stack}"
     return f"Modelfleet: {len(applied)} serving changes on {job.stack}"
 
 

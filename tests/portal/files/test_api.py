@@ -18,14 +18,17 @@ import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from fleet.kube import validate_manifest
 from portal.files.standin import Bytes, Pattern, Repo, StandInHub, serve
 from portal.files.worker import STALE_SECONDS, Worker
 from portal.services import Services
 from portal.settings import S3Credentials, Settings
+from portal.stacks.worker import run_once
 from store.db import transaction, utcnow
 from store.models import ModelFilesLocation
 from tests.portal.files.conftest import KEYS
 from tests.portal.plaza_support import audit_rows, create_model, provider
+from tests.portal.stackops_support import git
 
 MiB = 1 << 20
 FILES = {
@@ -155,7 +158,7 @@ def test_a_gated_model_fails_with_its_reason_and_can_be_retried_cancelled_and_de
     cancelled = client.post(f"/api/model-files/{body['id']}:cancel", json={"regions": ["local"]})
     assert cancelled.status_code == 200 and cancelled.json()["locations"][0]["state"] == "cancelled"
     assert client.post(f"/api/model-files/{body['id']}:cancel", json={}).status_code == 409
-    assert client.delete(f"/api/model-files/{body['id']}").status_code == 204
+    assert client.delete(f"/api/model-files/{body['id']}").status_code == 200
     assert client.get(f"/api/model-files/{body['id']}").status_code == 404
     actions = [
         a.action for a in audit_rows(services, "RetryModelFiles") + audit_rows(services, "CancelModelFiles")
@@ -302,3 +305,181 @@ def test_other_files_for_a_model_queue_every_region_again(client: TestClient) ->
         "cn-south": ("queued", "requested"),
     }
     assert again.json()["revision"] == "v2" and again.json()["commit"] is None
+
+
+# -- cluster regions: the request is desired state in git, applied by `pulumi up` --------------------
+
+
+def _files_file(services: Services, model: str) -> dict[str, Any] | None:
+    path = f"stacks/demo/model-files/{model}.yaml"
+    listed = git(services, "ls-tree", "--name-only", "HEAD", "--", path)
+    return yaml.safe_load(git(services, "show", f"HEAD:{path}")) if listed else None
+
+
+def test_a_cluster_region_copy_is_a_committed_stack_file_that_renders_a_checked_job(
+    client: TestClient, services: Services
+) -> None:
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    made = client.post(
+        "/api/model-files", json={"model": "tiny", "regions": ["cn-east", "cn-north", "local"]}
+    )
+    assert made.status_code == 202, made.text
+    files_id = made.json()["id"]
+    assert run_once(services) == 1  # the stack worker commits it like a serving change
+    doc = _files_file(services, "tiny")
+    assert doc is not None
+    assert (doc["id"], doc["source"], doc["repository"]) == (files_id, "hf", "acme/tiny")
+    assert doc["regions"] == [{"name": "cn-east", "attempt": 1}, {"name": "cn-north", "attempt": 1}]
+    assert doc["report_url"] == "https://portal.example.com"  # `local` is copied by the portal itself
+    subject = git(services, "log", "-1", "--format=%s")
+    assert subject == "portal: 1 model-files change(s) on stack demo"
+    # What `pulumi up` applies: the stack at HEAD renders one schema-valid Job per cluster region,
+    # the very Job the API shows.
+    snapshot = services.repository.snapshot("demo")
+    jobs = {j.region: j.manifest for j in snapshot.rendering.files_jobs}
+    assert set(jobs) == {"cn-east", "cn-north"}
+    for manifest in jobs.values():
+        assert validate_manifest(manifest, snapshot.fleet.platform.kubernetes_version) == []
+    shown = client.get(f"/api/model-files/{files_id}/regions/cn-east/job").json()
+    assert shown == jobs["cn-east"]
+    queued = audit_rows(services, "QueueModelFilesStackUpdate")
+    assert [a.detail.split(": ", 1)[1] for a in queued] == ["write demo/model-files/tiny.yaml"]
+    assert audit_rows(services, "ApplyStackUpdate")[-1].result == "success"
+    # The Job reports; ops cancel one region: the file loses it, the stack update deletes its Job,
+    # and the Job still running is told to stop.
+    url = f"/api/model-files/{files_id}/regions/cn-east:report"
+    assert client.post(url, json={"state": "downloading", "bytes_total": 10}).json()["attempt"] == 1
+    cancelled = client.post(f"/api/model-files/{files_id}:cancel", json={"regions": ["cn-east"]})
+    assert cancelled.status_code == 200
+    assert run_once(services) == 1
+    doc = _files_file(services, "tiny")
+    assert doc is not None and doc["regions"] == [{"name": "cn-north", "attempt": 1}]
+    told = client.post(url, json={"state": "downloading", "bytes_done": 3})
+    assert told.status_code == 200 and told.json()["cancel_requested"] is True
+    assert client.post(url, json={"state": "cancelled"}).json()["state"] == "cancelled"
+    # A retry is a new attempt: a new Job name, so `pulumi up` replaces the old Job.
+    assert client.post(f"/api/model-files/{files_id}:retry", json={"regions": ["cn-east"]}).status_code == 200
+    assert run_once(services) == 1
+    doc = _files_file(services, "tiny")
+    assert doc is not None and {"name": "cn-east", "attempt": 2} in doc["regions"]
+    names = {
+        j.region: j.manifest["metadata"]["name"]
+        for j in services.repository.snapshot("demo").rendering.files_jobs
+    }
+    assert names["cn-east"] != jobs["cn-east"]["metadata"]["name"]
+    # Deleting the request removes the file, and with it every Job.
+    assert client.delete(f"/api/model-files/{files_id}").status_code == 200
+    assert run_once(services) == 1
+    assert _files_file(services, "tiny") is None
+    assert services.repository.snapshot("demo").rendering.files_jobs == ()
+    assert [a.detail.split(": ", 1)[1] for a in audit_rows(services, "QueueModelFilesStackUpdate")][-1] == (
+        "remove demo/model-files/tiny.yaml"
+    )
+
+
+def test_a_local_only_request_writes_no_stack_file(client: TestClient, services: Services) -> None:
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    assert client.post("/api/model-files", json={"model": "tiny", "regions": ["local"]}).status_code == 202
+    assert run_once(services) == 0
+    assert audit_rows(services, "QueueModelFilesStackUpdate") == []
+
+
+def test_cluster_regions_need_the_report_url(client: TestClient, services: Services) -> None:
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    services.settings = services.settings.model_copy(update={"files_report_url": None})
+    r = client.post("/api/model-files", json={"model": "tiny", "regions": ["cn-east"]})
+    assert r.status_code == 409 and "MODELFLEET_FILES_REPORT_URL" in r.json()["error"]["message"]
+    assert client.get("/api/model-files").json()["total"] == 0  # nothing half-done
+
+
+# -- delete purges what the request copied, unless something else reads it --------------------------
+
+
+def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+
+
+def test_deleting_a_request_purges_what_its_copies_wrote_and_nothing_else(
+    client: TestClient, services: Services, s3: Any
+) -> None:
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    files_id = client.post("/api/model-files", json={"model": "tiny", "regions": ["local"]}).json()["id"]
+    assert _until(Worker(services), client, files_id, "local", {"ready", "failed"})["locations"][0][
+        "state"
+    ] == ("ready")
+    bucket = _bucket(services)
+    s3.put_object(Bucket=bucket, Key="models/tiny/NOTES.md", Body=b"put by hand")  # not the request's
+    s3.put_object(Bucket=bucket, Key="models/tiny-2/config.json", Body=b"{}", Tagging="modelfleet-digest=x")
+    unfinished = s3.create_multipart_upload(Bucket=bucket, Key="models/tiny/extra.safetensors")["UploadId"]
+    assert len(_keys(s3, bucket, "models/tiny/")) == 4
+    gone = client.delete(f"/api/model-files/{files_id}")
+    assert gone.status_code == 200, gone.text
+    assert gone.json() == {"id": files_id, "purged": {"local": {"objects": 3, "uploads": 1}}, "kept": {}}
+    assert _keys(s3, bucket, "models/tiny/") == ["models/tiny/NOTES.md"]
+    assert _keys(s3, bucket, "models/tiny-2/") == ["models/tiny-2/config.json"]  # a sibling folder
+    uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix="models/tiny/").get("Uploads", [])
+    assert unfinished not in [u["UploadId"] for u in uploads]
+    (row,) = audit_rows(services, "PurgeModelFiles")
+    assert row.result == "success" and row.after == {
+        "purged": {"local": {"objects": 3, "uploads": 1}},
+        "kept": {},
+    }
+    assert row.detail == "tiny: local: 3 object(s), 1 unfinished upload(s) deleted"
+
+
+def test_files_a_serving_reads_are_kept_and_the_answer_says_who_reads_them(
+    client: TestClient, services: Services, s3: Any
+) -> None:
+    """The demo stack's `qwen25-7b-local` serves catalog model `qwen2.5-7b-instruct` in `local`: it
+    syncs `<store>/models/qwen2.5-7b-instruct`, the folder a request of that model fills."""
+    provider(client)
+    create_model(client, "qwen2.5-7b-instruct", source_uri="hf://acme/tiny")
+    body = client.post("/api/model-files", json={"model": "qwen2.5-7b-instruct", "regions": ["local"]}).json()
+    _until(Worker(services), client, body["id"], "local", {"ready", "failed"})
+    bucket = _bucket(services)
+    before = _keys(s3, bucket, "models/qwen2.5-7b-instruct/")
+    assert len(before) == 3
+    gone = client.delete(f"/api/model-files/{body['id']}")
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["purged"] == {}
+    assert gone.json()["kept"] == {"local": "serving 'qwen25-7b-local' in stack 'demo' reads it"}
+    assert _keys(s3, bucket, "models/qwen2.5-7b-instruct/") == before
+    assert "kept (serving 'qwen25-7b-local'" in audit_rows(services, "PurgeModelFiles")[0].detail
+
+
+# -- two requests sharing one download: cancelling one lets go, the other goes on -----------------------
+
+
+def test_cancelling_one_of_two_requests_sharing_a_download_leaves_the_other_running(
+    client: TestClient, services: Services, standin: tuple[StandInHub, str]
+) -> None:
+    """A second stack whose `local` region has the same store: its request for the same files into
+    the same folder shares the first one's download (one request per stack and model)."""
+    hub = standin[0]
+    stacks = services.repository.stacks_dir
+    (stacks / "Pulumi.twin.yaml").write_text((stacks / "Pulumi.demo.yaml").read_text())
+    git(services, "add", "-A")
+    git(services, "commit", "-qm", "a twin stack, same stores")
+    provider(client)
+    create_model(client, "tiny", source_uri="hf://acme/tiny")
+    hub.delay = 0.05  # about 2 s for the weights: time to cancel one request mid-copy
+    first = client.post("/api/model-files", json={"model": "tiny", "regions": ["local"], "stack": "demo"})
+    second = client.post("/api/model-files", json={"model": "tiny", "regions": ["local"], "stack": "twin"})
+    assert first.status_code == second.status_code == 202, (first.text, second.text)
+    worker = Worker(services)
+    worker.run_once()  # both copies start; the second joins the first's run
+    assert len(worker.running) == 2
+    (a, b) = worker.running.values()
+    assert a.download is b.download and a.download.sharers == 2
+    cancelled = client.post(f"/api/model-files/{first.json()['id']}:cancel", json={})
+    assert cancelled.status_code == 200
+    gone = _until(worker, client, first.json()["id"], "local", {"cancelled", "ready", "failed"})
+    assert gone["locations"][0]["state"] == "cancelled"
+    assert not b.download.cancel_event.is_set()  # the shared run goes on for the other request
+    done = _until(worker, client, second.json()["id"], "local", {"ready", "failed", "cancelled"})
+    assert done["locations"][0]["state"] == "ready", done
+    assert hub.served == sum(b.size for b in FILES.values())  # every byte once

@@ -344,3 +344,45 @@ def test_a_429_is_retried_no_sooner_than_its_retry_after(
     start = time.monotonic()
     run(Request(HuggingFace("acme/tiny", "main", hub_url), bucket), tuning=Tuning(attempts=3, backoff=0.01))
     assert time.monotonic() - start >= 1.0
+
+
+def test_a_shared_download_stops_only_when_its_last_sharer_cancels(
+    hub: StandInHub, hub_url: str, bucket: Bucket, s3: Any
+) -> None:
+    hub.repos["acme/tiny"] = Repo({"model.safetensors": Pattern(20 * MiB, seed=7)})
+    hub.delay = 0.02  # slow enough to cancel while it runs
+    downloads = Downloads(Tuning(part_size=5 * MiB, parts=1, files=1, attempts=1))
+    seen: list[int] = []
+    first, _ = downloads.start(Request(HuggingFace("acme/tiny", "main", hub_url), bucket), lambda p: None)
+    second, shared = downloads.start(
+        Request(HuggingFace("acme/tiny", "main", hub_url), bucket), lambda p: seen.append(p.bytes_done)
+    )
+    assert shared and first is second and first.sharers == 2
+    # The first request cancels: it lets go, and the run goes on for the second.
+    assert first.detach() is False
+    assert not first.cancel_event.is_set() and first.sharers == 1
+    listing = second.wait(60)
+    assert [f.path for f in listing.files] == ["model.safetensors"]
+    assert hub.served == 20 * MiB  # every byte once, for both requests
+    assert seen and seen[-1] == 20 * MiB
+    assert stored(s3, bucket, "model.safetensors") == Pattern(20 * MiB, seed=7).read(0, 20 * MiB)
+
+
+def test_a_shared_download_whose_sharers_all_cancel_stops(
+    hub: StandInHub, hub_url: str, bucket: Bucket, s3: Any
+) -> None:
+    hub.repos["acme/tiny"] = Repo({"model.safetensors": Pattern(30 * MiB, seed=8)})
+    hub.delay = 0.02
+    downloads = Downloads(Tuning(part_size=5 * MiB, parts=1, files=1, attempts=1))
+    request = Request(HuggingFace("acme/tiny", "main", hub_url), bucket)
+    d, _ = downloads.start(request)
+    assert downloads.start(request)[1] is True
+    assert d.detach() is False
+    assert d.detach() is True  # the last sharer: the run stops
+    with pytest.raises(Cancelled):
+        d.wait(30)
+    assert hub.served < 30 * MiB
+    # Nobody shares a cancelled run: the next request starts a new one, which resumes.
+    again, shared = downloads.start(request)
+    assert shared is False and again is not d
+    assert again.wait(60).files[0].size == 30 * MiB
