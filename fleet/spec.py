@@ -365,6 +365,23 @@ class DeployTemplate(Frozen):
 # ------------------------------------------------------------------------------- model serving
 
 
+# What a model serves: the same words as the plaza and the gateway (store.vocabulary.Capability;
+# `fleet` imports nothing of ours, so a test keeps the two lists equal).
+ModelCapability = Literal[
+    "text-generation",
+    "reasoning",
+    "tools",
+    "vision",
+    "embedding",
+    "rerank",
+    "image-generation",
+    "image-editing",
+    "speech-to-text",
+    "text-to-speech",
+    "audio-to-audio",
+    "video-understanding",
+    "video-generation",
+]
 Quantization = Literal["fp8", "awq", "gptq", "w8a8", "w4a16", "ascend", "compressed-tensors"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 SOURCE_URI = re.compile(r"^(s3|hf|modelscope|pvc)://([^\s/@]+)(/[^\s@]*)?(@[^\s/@]+)?$")
@@ -390,6 +407,11 @@ class ModelSource(Frozen):
     num_kv_heads: int | None = Field(default=None, ge=1)
     head_dim: int | None = Field(default=None, ge=1)
     max_position_embeddings: int | None = Field(default=None, ge=1)
+    capabilities: tuple[ModelCapability, ...] = Field(
+        default=("text-generation",),
+        min_length=1,
+        description="what the model serves (plaza vocabulary); decides which engines can run it",
+    )
 
     @field_validator("uri")
     @classmethod

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from fleet import capability, catalog, secrets, sources, validation
 from fleet.errors import Issue, SpecError
 from fleet.gcpause import collector_paused
+from fleet.kinds import Kind, kind_of
 from fleet.spec import DeployTemplate, GpuNodePool, ModelServing, ModelSource, Platform, Region
 
 M = TypeVar("M", bound=BaseModel)
@@ -50,6 +51,8 @@ class ModelFacts:
     kv_bytes_per_token: int | None
     max_position_embeddings: int | None
     moe: bool
+    kind: Kind = "llm"  # fleet.kinds: how it is sized and which engines serve it
+    capabilities: tuple[str, ...] = ("text-generation",)
 
 
 @dataclass(frozen=True)
@@ -129,10 +132,14 @@ def _pool_facts(path: str, pool: GpuNodePool, issues: list[Issue]) -> PoolFacts 
     return PoolFacts(pool, vendor, family, memory, pool.resource_name or default_resource)
 
 
-def _kv_bytes_per_token(m: catalog.CatalogModel) -> int:
+def _kv_bytes_per_token(m: catalog.CatalogModel) -> int | None:
     # KV cache is kept in 16-bit unless asked otherwise; MLA keeps one latent vector per layer.
+    if m.kind != "llm" or m.num_layers is None:
+        return None  # not sized by a KV cache (fleet.kinds)
     if m.kv_lora_rank is not None:
         return m.num_layers * (m.kv_lora_rank + (m.qk_rope_head_dim or 0)) * 2
+    if m.num_kv_heads is None or m.head_dim is None:
+        return None
     return 2 * m.num_layers * m.num_kv_heads * m.head_dim * 2
 
 
@@ -146,7 +153,8 @@ def model_facts(serving: ModelServing, path: str, issues: list[Issue]) -> ModelF
     model = serving.model
     if isinstance(model, ModelSource):
         kv = None
-        if model.num_layers and model.num_kv_heads and model.head_dim:
+        kind = kind_of(model.capabilities)
+        if kind == "llm" and model.num_layers and model.num_kv_heads and model.head_dim:
             kv = 2 * model.num_layers * model.num_kv_heads * model.head_dim * 2
         return ModelFacts(
             id=source_id(model.uri),
@@ -159,6 +167,8 @@ def model_facts(serving: ModelServing, path: str, issues: list[Issue]) -> ModelF
             kv_bytes_per_token=kv,
             max_position_embeddings=model.max_position_embeddings,
             moe=False,
+            kind=kind,
+            capabilities=model.capabilities,
         )
     if model not in catalog.models():
         hint = ", ".join(sorted(catalog.models()))
@@ -183,6 +193,8 @@ def _catalog_facts(model: str) -> ModelFacts:
         kv_bytes_per_token=_kv_bytes_per_token(entry),
         max_position_embeddings=entry.max_position_embeddings,
         moe=entry.moe,
+        kind=entry.kind,
+        capabilities=entry.capabilities,
     )
 
 
