@@ -325,7 +325,7 @@ class DeployTemplate(Frozen):
     """A deploy profile: an engine at a pinned version, its images, defaults and probes."""
 
     name: str
-    engine: Literal["vllm", "sglang", "mindie", "custom"]
+    engine: Literal["vllm", "sglang", "sglang-diffusion", "mindie", "custom"]
     engine_version: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z.+-]*$")
     runtime: str | None = Field(
         default=None,
@@ -481,6 +481,9 @@ class Autoscaling(Frozen):
         return self
 
 
+PerPrompt = Annotated[int, Field(ge=0, le=1000)]
+
+
 class ModelServing(Frozen):
     name: str
     workspace: str = "platform"
@@ -499,6 +502,11 @@ class ModelServing(Frozen):
     )
     autoscaling: Autoscaling | None = None
     public_model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][-A-Za-z0-9._:/]*$")
+    multimodal_limits: dict[Literal["image", "video", "audio"], PerPrompt] | None = Field(
+        default=None,
+        description="vLLM --limit-mm-per-prompt: most items of each kind in one prompt (engine "
+        "default 999); only for a model that reads that kind of input",
+    )
 
     _env = field_validator("env", "secret_env")(_check_env)
 
