@@ -44,6 +44,13 @@ ACTIVATION_GIB: dict[str, float] = {
     "diffusion": 8.0,
 }
 
+
+def a(kind: str) -> str:
+    """'a language model', 'an image-generation (diffusion) model'."""
+    text = DESCRIBED[kind]
+    return f"{'an' if text[0] in 'aeiou' else 'a'} {text}"
+
+
 _GENERATES_MEDIA = ("image-generation", "image-editing", "video-generation")
 
 
@@ -63,3 +70,11 @@ def kind_of(capabilities: Iterable[str]) -> Kind:
     if "speech-to-text" in caps:
         return "transcription"
     return "llm"
+
+
+# The capability a model needs for each kind of multimodal_limits input.
+READS: dict[str, tuple[str, ...]] = {
+    "image": ("vision",),
+    "video": ("video-understanding",),
+    "audio": ("speech-to-text", "audio-to-audio"),
+}

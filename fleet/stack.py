@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from fleet import capability, catalog, secrets, sources, validation
+from fleet import capability, catalog, secrets, serves, sources, validation
 from fleet.errors import Issue, SpecError
 from fleet.gcpause import collector_paused
 from fleet.kinds import Kind, kind_of
@@ -215,6 +215,8 @@ def _check_serving(
         issues += secrets.serving_issues(s, path)
     model = model_facts(s, path, issues)
     template = fleet.templates.get(s.template)
+    if model is not None and template is not None:
+        issues += serves.check(model, s, template, path)
     seen_pools: set[str] = set()
     for i, p in enumerate(s.placements):
         at = f"{path}.placements[{i}]"
@@ -255,6 +257,9 @@ def _check_serving(
         plain = (
             s.quantization is None and s.dtype in (None, "auto") and (model is None or not model.quantization)
         )
+        # A diffusion serving's quantization and dtype are refused as such by `serves.check`.
+        if model is not None and model.kind == "diffusion":
+            plain = True
         if not plain and model and template and pool and pool.spec.region == p.region:
             issues += capability.check(model, s, template, pool, path, fleet.pools)
         if region is not None and template is not None and isinstance(s.model, ModelSource):
