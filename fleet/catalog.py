@@ -10,9 +10,10 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fleet.spec import Quantization
+from fleet.kinds import Kind, kind_of
+from fleet.spec import ModelCapability, Quantization
 
 
 class _Data(BaseModel):
@@ -130,6 +131,9 @@ class Engine(_Data):
         description="flags only the platform sets (with their aliases), even where a template leaves "
         "one out: the planner sized devices and memory for its values",
     )
+    serves: tuple[Kind, ...] = Field(
+        default=("llm",), description="the kinds of model it runs (fleet.kinds); custom: any"
+    )
     sources: tuple[str, ...] = ()
 
 
@@ -161,16 +165,34 @@ class CatalogModel(_Data):
     quantization: Quantization | None = Field(
         default=None, description="the published checkpoint's quant_method (config.json)"
     )
-    num_layers: int
-    num_attention_heads: int
-    num_kv_heads: int
-    head_dim: int
+    capabilities: tuple[ModelCapability, ...] = Field(
+        default=("text-generation",), min_length=1, description="what it serves (plaza vocabulary)"
+    )
+    # The attention shape sizes a language model's KV cache; other kinds are sized without it.
+    num_layers: int | None = None
+    num_attention_heads: int | None = None
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
     kv_lora_rank: int | None = Field(default=None, description="MLA latent size (DeepSeek)")
     qk_rope_head_dim: int | None = None
-    max_position_embeddings: int
+    max_position_embeddings: int | None = None
     moe: bool = False
     source: str
     facts: str | None = Field(default=None, description="where the shape was read, when not `source`")
+
+    @property
+    def kind(self) -> Kind:
+        return kind_of(self.capabilities)
+
+    @model_validator(mode="after")
+    def _llm_has_a_shape(self) -> CatalogModel:
+        shape = (self.num_layers, self.num_attention_heads, self.num_kv_heads, self.head_dim)
+        if self.kind == "llm" and (None in shape or self.max_position_embeddings is None):
+            raise ValueError(
+                "a language model needs num_layers, num_attention_heads, num_kv_heads, head_dim and "
+                "max_position_embeddings (its KV cache is sized from them)"
+            )
+        return self
 
 
 def _load(name: str) -> Any:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -271,8 +272,18 @@ def _context(
         dtype=s.dtype,
         quantization=capability.quantization_flag(model, s, fleet.pools[plan.pool], t),
         memory_utilization=plan.memory_utilization,
+        kind=model.kind,
+        vision="vision" in model.capabilities,
+        mm_limits=_mm_limits(s),
     )
     return context
+
+
+def _mm_limits(s: ModelServing) -> str | None:
+    """--limit-mm-per-prompt's JSON, compact as vLLM's own examples write it."""
+    if not s.multimodal_limits:
+        return None
+    return json.dumps(dict(sorted(s.multimodal_limits.items())), separators=(",", ":"))
 
 
 @cache

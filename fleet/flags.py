@@ -66,10 +66,13 @@ class FlagSchema:
 def available_versions(engine: str) -> list[str]:
     folder = resources.files("fleet").joinpath("data/engines")
     prefix = f"{engine}-"
+    # A version starts with a digit: sglang-diffusion-0.5.23.json is not an SGLang version.
     return sorted(
         p.name[len(prefix) : -len(".json")]
         for p in folder.iterdir()
-        if p.name.startswith(prefix) and p.name.endswith(".json")
+        if p.name.startswith(prefix)
+        and p.name.endswith(".json")
+        and p.name[len(prefix) : len(prefix) + 1].isdigit()
     )
 
 

@@ -9,6 +9,11 @@ Memory model (documented in docs/ops-guide.md#memory-fit):
              i.e. room for at least one full-length sequence
   overhead = 1.5 GiB per device (runtime context, activations, graph buffers)
   budget   = devices x memory per device x memory utilisation (engine default 0.9)
+
+Only language models have a KV cache to size (fleet.kinds). Embedding, rerank, Whisper and diffusion
+models are sized by weights + overhead + their kind's activation headroom (`kinds.ACTIVATION_GIB`),
+with no context length; a diffusion model runs on one device per replica (SGLang Diffusion's
+sequence parallelism replicates the weights, so more devices would not make it fit).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Literal, NamedTuple
 
-from fleet import capability, catalog, sharing
+from fleet import capability, catalog, kinds, sharing
 from fleet.errors import Issue, PlanError
 from fleet.gcpause import collector_paused
 from fleet.sizing import PodSize, pod_size
@@ -51,10 +56,11 @@ class MemoryFit:
     kv_cache_gib: float | None  # None when the model's attention shape is unknown
     overhead_gib: float
     budget_gib: float
+    activation_gib: float = 0.0  # headroom of the kinds sized without a KV cache (fleet.kinds)
 
     @property
     def required_gib(self) -> float:
-        return self.weights_gib + (self.kv_cache_gib or 0.0) + self.overhead_gib
+        return self.weights_gib + (self.kv_cache_gib or 0.0) + self.overhead_gib + self.activation_gib
 
     @property
     def fits(self) -> bool:
@@ -134,6 +140,7 @@ def memory_fit(
         kv_cache_gib=kv,
         overhead_gib=OVERHEAD_GIB_PER_DEVICE * devices,
         budget_gib=devices * pool.memory_per_device_gib * utilization,
+        activation_gib=kinds.ACTIVATION_GIB.get(model.kind, 0.0),
     )
 
 
@@ -160,12 +167,21 @@ class _Context(NamedTuple):  # a tuple: made once per placement, 10,000 times pe
     max_len: int | None
     weights: float  # GiB: the same on every layout, computed once
     kv: float | None
+    activations: float  # GiB: headroom of a kind sized without a KV cache; 0 for language models
 
     def fit(self, devices: int, pool: PoolFacts | None = None) -> MemoryFit:
         per_device = (pool or self.pool).memory_per_device_gib
         return MemoryFit(
-            self.weights, self.kv, OVERHEAD_GIB_PER_DEVICE * devices, devices * per_device * self.util
+            self.weights,
+            self.kv,
+            OVERHEAD_GIB_PER_DEVICE * devices,
+            devices * per_device * self.util,
+            self.activations,
         )
+
+    @property
+    def one_device(self) -> bool:
+        return self.model.kind == "diffusion"
 
 
 def _auto_layout(c: _Context, pool: PoolFacts) -> tuple[int, int, int, int] | None:
@@ -173,9 +189,11 @@ def _auto_layout(c: _Context, pool: PoolFacts) -> tuple[int, int, int, int] | No
     else the fewest whole nodes, split the engine's way (SGLang: tensor parallel across them; vLLM:
     tensor parallel per node, pipeline across nodes). None when nothing on `pool` fits."""
     per_node = pool.spec.devices_per_node
-    for tp in _divisors(per_node):
+    for tp in (1,) if c.one_device else _divisors(per_node):
         if _tp_ok(tp, c.model, pool) and c.fit(tp, pool).fits:
             return tp, 1, 1, tp
+    if c.one_device:
+        return None
     usable = [d for d in _divisors(per_node) if _tp_ok(d, c.model, pool)]
     if not usable or not c.engine.multi_node:
         return None
@@ -221,6 +239,8 @@ def _fixes(c: _Context, fleet: Fleet, devices: int, region: str) -> str:
         tp, pp, nodes, _ = layout
         where = f" on {nodes} nodes" if nodes > 1 else ""
         fixes.append(f"parallelism: auto fits it (tensor {tp} x pipeline {pp}{where})")
+    elif layout is None and c.one_device:
+        pass  # a bigger device is the fix: the pools that have one are named below
     elif layout is None and c.engine.multi_node:
         fewest = _fewest_nodes(c)
         if fewest is not None:
@@ -302,15 +322,19 @@ def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> Plac
     model = fleet.models[s.name]
     template = fleet.templates[s.template]
     util = s.gpu_memory_utilization or template.gpu_memory_utilization or DEFAULT_MEMORY_UTILIZATION
-    max_len = s.max_model_len or model.max_position_embeddings
     if s.max_model_len and model.max_position_embeddings and s.max_model_len > model.max_position_embeddings:
         return Issue(
             f"{path}.max_model_len",
             f"{s.max_model_len} is longer than the model's {model.max_position_embeddings} positions",
         )
-    kv = model.kv_bytes_per_token * max_len / GIB if model.kv_bytes_per_token and max_len else None
+    if model.kind == "llm":
+        max_len = s.max_model_len or model.max_position_embeddings
+        kv = model.kv_bytes_per_token * max_len / GIB if model.kv_bytes_per_token and max_len else None
+        activations = 0.0
+    else:  # no KV cache to size, no context to default (fleet.kinds)
+        max_len, kv, activations = s.max_model_len, None, kinds.ACTIVATION_GIB[model.kind]
     engine = catalog.engines()[template.engine]
-    c = _Context(s, model, pool, template, engine, util, max_len, weights_gib(model, s), kv)
+    c = _Context(s, model, pool, template, engine, util, max_len, weights_gib(model, s), kv, activations)
     par = s.parallelism_on(p)
     if par == "auto":
         chosen = _auto_layout(c, pool)
@@ -322,6 +346,12 @@ def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> Plac
     else:
         layout = _explicit(par, c)
         where = f"{at}.parallelism" if p.parallelism is not None else f"{path}.parallelism"
+        if c.one_device and par.tensor * par.pipeline * par.data > 1:
+            layout = Issue(
+                "tensor",
+                f"{model.id} is {kinds.a(model.kind)}: a replica runs on one device (its "
+                "weights are not split); remove parallelism and scale with replicas",
+            )
         if isinstance(layout, Issue):
             return Issue(f"{where}.{layout.path}", layout.message)
         nodes, per_pod = layout
@@ -330,6 +360,7 @@ def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> Plac
     fit = c.fit(per_pod * nodes)
     if not fit.fits:
         cache = f" + KV cache {fit.kv_cache_gib:.1f}" if fit.kv_cache_gib is not None else ""
+        cache += f" + activations {fit.activation_gib:.1f}" if fit.activation_gib else ""
         return Issue(
             at,
             f"model needs {fit.required_gib:.1f} GiB per replica (weights {fit.weights_gib:.1f}{cache} "
@@ -369,6 +400,8 @@ def plan_placement(fleet: Fleet, s: ModelServing, index: int, path: str) -> Plac
 
 def _most_devices(c: _Context) -> int:
     """What auto layout could use at most: every node, at the largest usable tensor parallel."""
+    if c.one_device:
+        return 1
     per_node = c.pool.spec.devices_per_node
     usable = [d for d in _divisors(per_node) if _tp_ok(d, c.model, c.pool)] or [per_node]
     return max(usable) * (c.pool.spec.node_count if c.engine.multi_node else 1)
@@ -387,6 +420,8 @@ def _auto_refusal(c: _Context) -> str:
     usable = [d for d in _divisors(per_node) if _tp_ok(d, c.model, pool)]
     limit = f" at tensor parallel {max(usable)} per node" if max(usable) < per_node else ""
     span = f"all {pool.spec.node_count} nodes" if c.engine.multi_node else "one node"
+    if c.one_device:  # a diffusion model: the weights are not split over devices
+        limit, span = "", "one device"
     return (
         f"does not fit even on {span} of pool {pool.name!r}{limit}: needs "
         f"{whole.required_gib:.1f} GiB, {devices} x "

@@ -325,7 +325,7 @@ class DeployTemplate(Frozen):
     """A deploy profile: an engine at a pinned version, its images, defaults and probes."""
 
     name: str
-    engine: Literal["vllm", "sglang", "mindie", "custom"]
+    engine: Literal["vllm", "sglang", "sglang-diffusion", "mindie", "custom"]
     engine_version: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z.+-]*$")
     runtime: str | None = Field(
         default=None,
@@ -365,6 +365,23 @@ class DeployTemplate(Frozen):
 # ------------------------------------------------------------------------------- model serving
 
 
+# What a model serves: the same words as the plaza and the gateway (store.vocabulary.Capability;
+# `fleet` imports nothing of ours, so a test keeps the two lists equal).
+ModelCapability = Literal[
+    "text-generation",
+    "reasoning",
+    "tools",
+    "vision",
+    "embedding",
+    "rerank",
+    "image-generation",
+    "image-editing",
+    "speech-to-text",
+    "text-to-speech",
+    "audio-to-audio",
+    "video-understanding",
+    "video-generation",
+]
 Quantization = Literal["fp8", "awq", "gptq", "w8a8", "w4a16", "ascend", "compressed-tensors"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 SOURCE_URI = re.compile(r"^(s3|hf|modelscope|pvc)://([^\s/@]+)(/[^\s@]*)?(@[^\s/@]+)?$")
@@ -390,6 +407,11 @@ class ModelSource(Frozen):
     num_kv_heads: int | None = Field(default=None, ge=1)
     head_dim: int | None = Field(default=None, ge=1)
     max_position_embeddings: int | None = Field(default=None, ge=1)
+    capabilities: tuple[ModelCapability, ...] = Field(
+        default=("text-generation",),
+        min_length=1,
+        description="what the model serves (plaza vocabulary); decides which engines can run it",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -459,6 +481,9 @@ class Autoscaling(Frozen):
         return self
 
 
+PerPrompt = Annotated[int, Field(ge=0, le=1000)]
+
+
 class ModelServing(Frozen):
     name: str
     workspace: str = "platform"
@@ -477,6 +502,11 @@ class ModelServing(Frozen):
     )
     autoscaling: Autoscaling | None = None
     public_model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][-A-Za-z0-9._:/]*$")
+    multimodal_limits: dict[Literal["image", "video", "audio"], PerPrompt] | None = Field(
+        default=None,
+        description="vLLM --limit-mm-per-prompt: most items of each kind in one prompt (engine "
+        "default 999); only for a model that reads that kind of input",
+    )
 
     _env = field_validator("env", "secret_env")(_check_env)
 

@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from fleet import capability, catalog, secrets, sources, validation
+from fleet import capability, catalog, secrets, serves, sources, validation
 from fleet.errors import Issue, SpecError
 from fleet.gcpause import collector_paused
+from fleet.kinds import Kind, kind_of
 from fleet.spec import (
     DeployTemplate,
     GpuNodePool,
@@ -58,6 +59,8 @@ class ModelFacts:
     kv_bytes_per_token: int | None
     max_position_embeddings: int | None
     moe: bool
+    kind: Kind = "llm"  # fleet.kinds: how it is sized and which engines serve it
+    capabilities: tuple[str, ...] = ("text-generation",)
 
 
 @dataclass(frozen=True)
@@ -138,10 +141,14 @@ def _pool_facts(path: str, pool: GpuNodePool, issues: list[Issue]) -> PoolFacts 
     return PoolFacts(pool, vendor, family, memory, pool.resource_name or default_resource)
 
 
-def _kv_bytes_per_token(m: catalog.CatalogModel) -> int:
+def _kv_bytes_per_token(m: catalog.CatalogModel) -> int | None:
     # KV cache is kept in 16-bit unless asked otherwise; MLA keeps one latent vector per layer.
+    if m.kind != "llm" or m.num_layers is None:
+        return None  # not sized by a KV cache (fleet.kinds)
     if m.kv_lora_rank is not None:
         return m.num_layers * (m.kv_lora_rank + (m.qk_rope_head_dim or 0)) * 2
+    if m.num_kv_heads is None or m.head_dim is None:
+        return None
     return 2 * m.num_layers * m.num_kv_heads * m.head_dim * 2
 
 
@@ -155,7 +162,8 @@ def model_facts(serving: ModelServing, path: str, issues: list[Issue]) -> ModelF
     model = serving.model
     if isinstance(model, ModelSource):
         kv = None
-        if model.num_layers and model.num_kv_heads and model.head_dim:
+        kind = kind_of(model.capabilities)
+        if kind == "llm" and model.num_layers and model.num_kv_heads and model.head_dim:
             kv = 2 * model.num_layers * model.num_kv_heads * model.head_dim * 2
         return ModelFacts(
             id=source_id(model.uri),
@@ -168,6 +176,8 @@ def model_facts(serving: ModelServing, path: str, issues: list[Issue]) -> ModelF
             kv_bytes_per_token=kv,
             max_position_embeddings=model.max_position_embeddings,
             moe=False,
+            kind=kind,
+            capabilities=model.capabilities,
         )
     if model not in catalog.models():
         hint = ", ".join(sorted(catalog.models()))
@@ -192,6 +202,8 @@ def _catalog_facts(model: str) -> ModelFacts:
         kv_bytes_per_token=_kv_bytes_per_token(entry),
         max_position_embeddings=entry.max_position_embeddings,
         moe=entry.moe,
+        kind=entry.kind,
+        capabilities=entry.capabilities,
     )
 
 
@@ -212,6 +224,8 @@ def _check_serving(
         issues += secrets.serving_issues(s, path)
     model = model_facts(s, path, issues)
     template = fleet.templates.get(s.template)
+    if model is not None and template is not None:
+        issues += serves.check(model, s, template, path)
     seen_pools: set[str] = set()
     for i, p in enumerate(s.placements):
         at = f"{path}.placements[{i}]"
@@ -252,6 +266,9 @@ def _check_serving(
         plain = (
             s.quantization is None and s.dtype in (None, "auto") and (model is None or not model.quantization)
         )
+        # A diffusion serving's quantization and dtype are refused as such by `serves.check`.
+        if model is not None and model.kind == "diffusion":
+            plain = True
         if not plain and model and template and pool and pool.spec.region == p.region:
             issues += capability.check(model, s, template, pool, path, fleet.pools)
         if region is not None and template is not None and isinstance(s.model, ModelSource):

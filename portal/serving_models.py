@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from portal.errors import Invalid, Unavailable
 from portal.messages import msg
 from portal.repository import StackRepository
+from store.vocabulary import Capability
 
 SERVING_NAME = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -36,6 +37,12 @@ class ModelSourceIn(_Body):
     num_kv_heads: int | None = Field(None, ge=1)
     head_dim: int | None = Field(None, ge=1)
     max_position_embeddings: int | None = Field(None, ge=1)
+    capabilities: list[Capability] | None = Field(
+        None,
+        min_length=1,
+        description="what it serves (the plaza's words); decides which engines run it and how it is "
+        "sized (default: text generation)",
+    )
 
 
 class ParallelismIn(_Body):

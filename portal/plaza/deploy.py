@@ -13,7 +13,7 @@ import re
 from collections import defaultdict
 from typing import Any, Literal
 
-from fleet import catalog
+from fleet import catalog, kinds
 from fleet.errors import FlagError, Issue, IssuesError
 from fleet.flags import load_schema, validate_args
 from fleet.planner import plan_placement
@@ -29,27 +29,8 @@ from portal.serving_models import ServingSpecIn
 from store.models import ModelDeployTemplate, PlazaModel
 
 CHECK_SERVING = "plaza-check"
-# What each engine of the catalog serves (store.vocabulary capabilities; docs/gateway/modalities.md):
-# language models with their vision, embedding, rerank and Whisper-class transcription. None of them
-# generates images, video or speech: those need another engine (SGLang Diffusion, vllm-omni).
-ENGINE_SERVES = {
-    "vllm": frozenset(
-        {
-            "text-generation",
-            "reasoning",
-            "tools",
-            "vision",
-            "embedding",
-            "rerank",
-            "speech-to-text",
-            "audio-to-audio",
-        }
-    ),
-    "sglang": frozenset(
-        {"text-generation", "reasoning", "tools", "vision", "embedding", "rerank", "speech-to-text"}
-    ),
-    "mindie": frozenset({"text-generation", "reasoning", "tools", "vision", "embedding"}),
-}
+# Which kinds of model each engine serves is the core's (fleet/data/engines.yaml `serves`,
+# fleet/kinds.py; docs/ops-guide.md, "What serves each kind"): a plaza model's capabilities give its kind.
 
 # Serving fields a template sets; a finding on one of them is the template's, on any pool.
 # Policies that depend on who deploys, not on the template: reported, judged again at deploy time.
@@ -77,9 +58,9 @@ def snapshot(services: Services, stack: str) -> StackSnapshot:
 def check_serves(model: PlazaModel, engine: str) -> None:
     """A model only an engine of another kind can serve (a diffusion model on vLLM) is refused on the
     template's `stack_template`, before any sizing: the planner would size it as a language model."""
-    serves = ENGINE_SERVES.get(engine)
+    entry = catalog.engines().get(engine)
     capabilities = set(model.capabilities or ())
-    if serves is None or not capabilities or capabilities & serves:
+    if entry is None or not capabilities or kinds.kind_of(capabilities) in entry.serves:
         return
     raise Invalid.field(
         "stack_template",
@@ -101,6 +82,9 @@ def model_reference(model: PlazaModel) -> str | dict[str, Any]:
         source: dict[str, Any] = {"uri": model.source_uri, "params_b": model.params_b, "dtype": model.dtype}
         if model.context_length:
             source["max_position_embeddings"] = model.context_length
+        if model.capabilities and kinds.kind_of(model.capabilities) != "llm":
+            # not sized as a language model, and only an engine of its kind serves it
+            source["capabilities"] = list(model.capabilities)
         return source
     raise Invalid.field(
         "model",

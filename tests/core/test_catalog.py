@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import get_args
+
 import pytest
+import yaml
 
 from fleet import catalog
+from fleet.spec import ModelCapability
 
 LARGE = (
     "deepseek-r1",
@@ -56,3 +61,47 @@ def test_default_images_are_only_published_tags() -> None:
 def test_hami_shares_are_known_for_nvidia_ascend_and_metax() -> None:
     known = {name for name, v in catalog.vendors().items() if v.hami_shares is not None}
     assert known == {"nvidia", "ascend", "metax"}
+
+
+def test_model_capabilities_use_the_plaza_and_gateway_vocabulary() -> None:
+    from store.vocabulary import CAPABILITIES  # the tests may import what `fleet` may not
+
+    assert get_args(ModelCapability) == CAPABILITIES
+    for name, model in catalog.models().items():
+        assert set(model.capabilities) <= set(CAPABILITIES), name
+
+
+def test_catalog_models_of_plaza_ids_have_the_plazas_capabilities() -> None:
+    plaza = yaml.safe_load(Path("portal/data/plaza.yaml").read_text("utf-8"))["models"]
+    by_id = {m["id"]: m for m in plaza}
+    for name, model in catalog.models().items():
+        if name in by_id:
+            assert list(model.capabilities) == by_id[name]["capabilities"], name
+            assert model.params_b == by_id[name]["params_b"], name
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("qwen3-8b", "llm"),
+        ("qwen2.5-vl-7b-instruct", "llm"),  # vision is a language model that also reads images
+        ("bge-m3", "embedding"),
+        ("bge-reranker-v2-m3", "rerank"),
+        ("whisper-large-v3", "transcription"),
+        ("qwen-image", "diffusion"),
+    ],
+)
+def test_each_new_kind_has_a_sourced_catalog_model(name: str, kind: str) -> None:
+    model = catalog.models()[name]
+    assert model.kind == kind
+    assert model.source.startswith("hf://")
+    assert model.facts or name == "qwen3-8b"  # read from `source` itself
+
+
+def test_a_language_model_without_an_attention_shape_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs num_layers"):
+        catalog.CatalogModel(display_name="x", params_b=1, dtype="bfloat16", source="hf://a/b")
+    # a diffusion model needs none: it has no KV cache
+    catalog.CatalogModel(
+        display_name="x", params_b=1, dtype="bfloat16", source="hf://a/b", capabilities=("image-generation",)
+    )

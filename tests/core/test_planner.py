@@ -277,3 +277,36 @@ def test_every_refusal_is_reported_together(nvidia_h100_80g_x8: Hardware) -> Non
     )
     paths = {i.path for i in plan_error(fleet).issues}
     assert paths == {"servings[aa].max_model_len", "servings[bb].parallelism.tensor"}
+
+
+@pytest.mark.parametrize("model", ["bge-m3", "bge-reranker-v2-m3", "whisper-large-v3"])
+def test_pooling_and_whisper_models_are_sized_without_a_kv_cache(
+    nvidia_h100_80g_x8: Hardware, model: str
+) -> None:
+    plan = plan_one(nvidia_h100_80g_x8, model=model, max_model_len=None)
+    entry = catalog.models()[model]
+    weights = entry.params_b * 1e9 * (4 if entry.dtype == "float32" else 2) / 1024**3
+    assert plan.memory.kv_cache_gib is None and plan.max_model_len is None
+    assert plan.memory.required_gib == pytest.approx(weights + 2.0 + 1.5)  # weights + activations + overhead
+    assert (plan.tensor, plan.devices_per_pod) == (1, 1)
+
+
+def test_a_diffusion_model_is_sized_by_weights_and_activation_headroom(nvidia_h100_80g_x8: Hardware) -> None:
+    diffusion = f.template(
+        "sglang-diffusion",
+        engine="sglang-diffusion",
+        engine_version="0.5.23",
+        images={"nvidia": "registry.example.com/modelfleet/sglang-diffusion:0.5.23"},
+    )
+    serving = f.serving(model="qwen-image", max_model_len=None, template="sglang-diffusion")
+    [plan] = plan_fleet(f.on(nvidia_h100_80g_x8, serving, templates=[diffusion])).placements
+    weights = 28.3e9 * 2 / 1024**3
+    assert plan.memory.kv_cache_gib is None and plan.max_model_len is None
+    assert plan.memory.activation_gib == 8.0
+    assert plan.memory.required_gib == pytest.approx(weights + 8.0 + 1.5)
+    assert (plan.tensor, plan.pipeline, plan.nodes, plan.devices_per_pod) == (1, 1, 1, 1)
+
+
+def test_a_vision_model_is_still_a_language_model(nvidia_h100_80g_x8: Hardware) -> None:
+    plan = plan_one(nvidia_h100_80g_x8, model="qwen2.5-vl-7b-instruct", max_model_len=32768)
+    assert plan.memory.kv_cache_gib is not None and plan.memory.activation_gib == 0.0

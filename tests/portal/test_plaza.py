@@ -333,7 +333,7 @@ def test_detail_has_examples_that_parse_against_the_gateway(client: TestClient) 
     assert 'model: "qwen3-8b"' in examples["node"]
 
     embedding = client.get("/api/plaza/models/bge-m3").json()
-    assert embedding["sized_by"] == "unknown"
+    assert embedding["sized_by"] == "catalog"  # the core sizes BGE-M3 as an embedding model
     assert "/v1/embeddings" in embedding["examples"]["curl"]
     body = _curl_json(embedding["examples"]["curl"])
     assert body["model"] == "bge-m3" and len(body["input"]) == 1

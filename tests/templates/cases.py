@@ -131,6 +131,20 @@ CASES: tuple[Case, ...] = (
         },
     ),
     _case("vllm", "fp8-online", f.nvidia_h100_80g_x8, model="qwen3-32b", quantization="fp8"),
+    # Models that are not (only) chat models: what serves each kind (fleet/kinds.py).
+    _case("vllm", "embedding", f.nvidia_h100_80g_x8, model="bge-m3"),
+    _case("vllm", "rerank", f.ascend_910b3_x8, model="bge-reranker-v2-m3"),
+    _case("vllm", "transcription", f.nvidia_h100_80g_x8, model="whisper-large-v3"),
+    _case(
+        "vllm",
+        "vision-limits",
+        f.nvidia_h100_80g_x8,
+        model="qwen2.5-vl-7b-instruct",
+        max_model_len=32768,
+        multimodal_limits={"image": 4, "video": 1},
+    ),
+    _case("sglang", "embedding", f.nvidia_h100_80g_x8, model="bge-m3"),
+    _case("sglang", "vision", f.nvidia_h100_80g_x8, model="qwen2.5-vl-7b-instruct", max_model_len=32768),
 )
 CASE_IDS = [c.id for c in CASES]
 BY_ID = {c.id: c for c in CASES}
