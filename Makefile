@@ -29,7 +29,7 @@ test: $(STAMP)  ## lint, types, import contracts, then the whole suite
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	PYTHONPATH=. $(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -n 3 -q
+	$(BIN)/python -m pytest -n 3 -q --durations=25
 
 RUNTIME_VENV ?= var/runtime-venv
 runtime-check:  ## every `python -m fleet` command in a fresh venv with the runtime requirements only
