@@ -17,15 +17,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-from fastapi.testclient import TestClient
 
+from benchmarks.gateway_fleet import set_up
 from benchmarks.processes import free_port, server
 from gateway.limits import Demand, Rule, Scope, Unit
 from gateway.limits.reference import ReferenceLimiter
-from portal.app import build_services, create_app
 from portal.settings import Settings
 from store.security import USER_TOKEN_PREFIX, issue
 from tests.gateway.test_limits_helpers import REDIS_URL, delete_prefix, redis_url
@@ -39,42 +37,7 @@ PER_MINUTE = 20  # key "burst": requests per minute (burst = limit)
 SENT = 60  # requests in each burst, spread over the three gateways
 
 
-def set_up(settings: Settings, engine_url: str) -> dict[str, str]:
-    """Workspace, model, keys and rules through the portal's own API; key name -> secret."""
-    services = build_services(settings)
-    try:
-        with TestClient(create_app(services=services)) as portal:
-            portal.headers["authorization"] = f"Bearer {settings.admin_token.get_secret_value()}"
-
-            def call(path: str, body: dict[str, Any]) -> dict[str, Any]:
-                response = portal.post(path, json=body)
-                assert response.status_code in (200, 201), response.text
-                out: dict[str, Any] = response.json()
-                return out
-
-            call("/api/workspaces", {"slug": "team", "name": "Team"})
-            target = {"kind": "external", "base_url": f"{engine_url}/v1", "upstream_model": "sim"}
-            call(
-                "/api/maas-models",
-                {"public_id": "chat", "targets": [target], "enabled": True, "visibility": "all"},
-            )
-            keys = {name: call("/api/workspaces/team/api-keys", {"name": name}) for name in ("slow", "burst")}
-            call(
-                "/api/rate-limits",
-                {
-                    "scope": "api_key",
-                    "subject": keys["slow"]["id"],
-                    "unit": "concurrency",
-                    "limit": CONCURRENT,
-                },
-            )
-            call(
-                "/api/rate-limits",
-                {"scope": "api_key", "subject": keys["burst"]["id"], "unit": "rpm", "limit": PER_MINUTE},
-            )
-            return {name: key["secret_key"] for name, key in keys.items()}
-    finally:
-        services.engine.dispose()
+RULES = {"slow": ("concurrency", CONCURRENT), "burst": ("rpm", PER_MINUTE)}
 
 
 @contextlib.contextmanager
@@ -108,7 +71,7 @@ def fleet(tmp: Path, redis: str) -> Iterator[tuple[list[str], dict[str, str]]]:
         stack.callback(delete_prefix, prefix)
         sim_url = f"http://127.0.0.1:{sim_port}"
         stack.enter_context(server(simulator, env, f"{sim_url}/health", "simulator", tmp / "sim.log"))
-        secrets_by_key = set_up(settings, sim_url)
+        secrets_by_key = set_up(settings, sim_url, RULES)
         urls = []
         for n in range(GATEWAYS):
             port = free_port()
