@@ -424,19 +424,7 @@ def main() -> None:
             pepper, admin_token = secrets.token_hex(16), _admin_token()
             key = set_up(database_url, tmp, pepper, admin_token, f"http://127.0.0.1:{sim_port}")
             redis = redis_url()
-            gw_env = {
-                **base_env,
-                "MODELFLEET_DATABASE_URL": database_url,
-                "MODELFLEET_DATA_DIR": str(tmp / "gateway"),
-                "MODELFLEET_PEPPER": pepper,
-                "MODELFLEET_ADMIN_TOKEN": admin_token,
-                "MODELFLEET_WORKER_ENABLED": "false",
-                "MODELFLEET_GATEWAY_REDIS_PREFIX": f"bench{uuid.uuid4().hex[:8]}",
-            }
-            if redis:
-                gw_env["MODELFLEET_REDIS_URL"] = redis
-            else:
-                gw_env.pop("MODELFLEET_REDIS_URL", None)
+            gw_env = gateway_env(base_env, database_url, tmp, pepper, admin_token, redis)
             info(f"limits and quotas {'in Redis at ' + redis if redis else 'in process (no Redis answered)'}")
             info(f"usage rows to {db_kind}; {os.cpu_count()} CPUs shared by simulator, gateway and load")
             bench("gateway_limits_in_redis", 1 if redis else 0, "bool")
@@ -471,6 +459,27 @@ def main() -> None:
                     asyncio.run(measure(sim_port, gw_port, direct, through, pid, tag))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def gateway_env(
+    base: dict[str, str], database_url: str, tmp: Path, pepper: str, admin_token: str, redis: str | None
+) -> dict[str, str]:
+    """A benchmarked gateway's settings: this run's database and secrets, limits in `redis` (under a
+    prefix of the run's own) or in process."""
+    env = {
+        **base,
+        "MODELFLEET_DATABASE_URL": database_url,
+        "MODELFLEET_DATA_DIR": str(tmp / "gateway"),
+        "MODELFLEET_PEPPER": pepper,
+        "MODELFLEET_ADMIN_TOKEN": admin_token,
+        "MODELFLEET_WORKER_ENABLED": "false",
+        "MODELFLEET_GATEWAY_REDIS_PREFIX": f"bench{uuid.uuid4().hex[:8]}",
+    }
+    if redis:
+        env["MODELFLEET_REDIS_URL"] = redis
+    else:
+        env.pop("MODELFLEET_REDIS_URL", None)
+    return env
 
 
 def _admin_token() -> str:

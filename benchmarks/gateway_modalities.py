@@ -22,7 +22,6 @@ import secrets
 import shutil
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from benchmarks.gateway_latency import (
     _admin_token,
     cpu_seconds,
     database,
+    gateway_env,
     info,
     open_loop,
     redis_url,
@@ -175,19 +175,7 @@ def main() -> None:
             pepper, admin_token = secrets.token_hex(16), _admin_token()
             key = set_up(database_url, tmp, pepper, admin_token, f"http://127.0.0.1:{sim_port}")
             redis = redis_url()
-            env = {
-                **base_env,
-                "MODELFLEET_DATABASE_URL": database_url,
-                "MODELFLEET_DATA_DIR": str(tmp / "gateway"),
-                "MODELFLEET_PEPPER": pepper,
-                "MODELFLEET_ADMIN_TOKEN": admin_token,
-                "MODELFLEET_WORKER_ENABLED": "false",
-                "MODELFLEET_GATEWAY_REDIS_PREFIX": f"benchmm{uuid.uuid4().hex[:8]}",
-            }
-            if redis:
-                env["MODELFLEET_REDIS_URL"] = redis
-            else:
-                env.pop("MODELFLEET_REDIS_URL", None)
+            env = gateway_env(base_env, database_url, tmp, pepper, admin_token, redis)
             info(f"modalities: limits {'in Redis' if redis else 'in process'}, usage rows to {db_kind}")
             gw_cmd = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(gw_port)]
             with server(gw_cmd, env, f"http://127.0.0.1:{gw_port}/healthz", "gateway", tmp / "gw.log") as pid:
