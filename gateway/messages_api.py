@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from gateway.metering import Usage
 from gateway.refusal import Refusal, Why
-from gateway.translation import chat_chunks, sse
+from gateway.translation import chat_chunks, first_message, sse
 from gateway.translation import obj as _obj
 
 STOP_REASONS = {
@@ -130,11 +130,7 @@ class MessagesTranslation:
         return chat
 
     def response(self, chat: Mapping[str, Any], usage: Usage) -> dict[str, Any]:
-        choices = chat.get("choices")
-        choice = (
-            choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], Mapping) else {}
-        )
-        message = _obj(choice.get("message"))
+        message, finish = first_message(chat)
         content: list[dict[str, Any]] = []
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
@@ -144,14 +140,13 @@ class MessagesTranslation:
         for call in message.get("tool_calls") or ():
             if isinstance(call, Mapping) and isinstance(call.get("function"), Mapping):
                 content.append(_tool_use(call))
-        finish = choice.get("finish_reason")
         return {
             "id": f"msg_{chat.get('id') or secrets.token_hex(12)}",
             "type": "message",
             "role": "assistant",
             "model": chat.get("model"),
             "content": content,
-            "stop_reason": STOP_REASONS.get(finish, "end_turn") if isinstance(finish, str) else "end_turn",
+            "stop_reason": STOP_REASONS.get(finish, "end_turn") if finish else "end_turn",
             "stop_sequence": None,
             "usage": _usage(usage),
         }

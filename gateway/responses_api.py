@@ -22,7 +22,7 @@ from starlette.responses import Response
 from gateway.errors import openai_error
 from gateway.metering import Usage
 from gateway.refusal import Refusal, Why
-from gateway.translation import chat_chunks, sse
+from gateway.translation import chat_chunks, first_message, sse
 from gateway.translation import obj as _obj
 
 # The Responses API's own fields, translated or dropped; any other field (chat's own, an engine's
@@ -125,11 +125,7 @@ class ResponsesTranslation:
         return chat
 
     def response(self, chat: Mapping[str, Any], usage: Usage) -> dict[str, Any]:
-        choices = chat.get("choices")
-        choice = (
-            choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], Mapping) else {}
-        )
-        message = _obj(choice.get("message"))
+        message, finish = first_message(chat)
         output: list[dict[str, Any]] = []
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
@@ -147,7 +143,6 @@ class ResponsesTranslation:
                         str(function.get("arguments", "")),
                     )
                 )
-        finish = choice.get("finish_reason")
         return _response(
             f"resp_{chat.get('id') or secrets.token_hex(12)}",
             str(chat.get("model", "")),

@@ -79,3 +79,11 @@ def sse(event: str, payload: Mapping[str, Any]) -> bytes:
 def obj(value: Any) -> Mapping[str, Any]:
     """`value` when it is a JSON object, else an empty one (for reading optional nested fields)."""
     return value if isinstance(value, Mapping) else {}
+
+
+def first_message(chat: Mapping[str, Any]) -> tuple[Mapping[str, Any], str | None]:
+    """A chat completion's first choice: its message (empty when absent) and its finish reason."""
+    choices = chat.get("choices")
+    choice = obj(choices[0]) if isinstance(choices, list) and choices else {}
+    reason = choice.get("finish_reason")
+    return obj(choice.get("message")), reason if isinstance(reason, str) else None
