@@ -51,7 +51,7 @@ class RefDecision:
 
 def buckets_for(rules: list[Rule], demand: Demand) -> list[RefBucket]:
     """Every bucket the demand is charged in, specific first."""
-    best: dict[str, tuple[tuple[bool, bool, int, int], Rule, tuple[int, int, int]]] = {}
+    best: dict[str, tuple[tuple[bool, bool, int, int, bool], Rule, tuple[int, int, int]]] = {}
     for rule in rules:
         if rule.model is not None and rule.model != demand.model:
             continue
@@ -73,7 +73,15 @@ def buckets_for(rules: list[Rule], demand: Demand) -> list[RefBucket]:
             name += f":model={model}"
         pooled = 1 if model is None and family in (Scope.API_KEY, Scope.WORKSPACE) else 0
         sort = (_SPECIFIC_FIRST.index(family), pooled, _UNITS.index(rule.unit))
-        rank = (rule.subject is not None, rule.model is not None, -rule.limit, -rule.effective_burst)
+        # Ties (an api_key rule for one model and an api_key_model rule, alike) go to the narrower
+        # scope, whatever order the rules came in, so every limiter reports the same one.
+        rank = (
+            rule.subject is not None,
+            rule.model is not None,
+            -rule.limit,
+            -rule.effective_burst,
+            rule.scope is Scope.API_KEY_MODEL,
+        )
         if name not in best or rank > best[name][0]:
             best[name] = (rank, rule, sort)
     return sorted(

@@ -283,11 +283,19 @@ class RuleBook:
         return plan
 
     def _resolve(self, model: str, workspace: str | None, api_key: str | None) -> Plan:
-        chosen: dict[_Identity, tuple[tuple[bool, bool, int, int], Rule]] = {}
+        chosen: dict[_Identity, tuple[tuple[bool, bool, int, int, bool], Rule]] = {}
 
         def offer(rule: Rule, family: Scope, subject: str | None, bucket_model: str | None) -> None:
             identity = (family, subject, bucket_model, rule.unit)
-            rank = (rule.subject is not None, rule.model is not None, -rule.limit, -rule.effective_burst)
+            # Ties (an api_key rule for one model and an api_key_model rule, alike) go to the narrower
+            # scope, whatever order the rules came in, so every limiter reports the same one.
+            rank = (
+                rule.subject is not None,
+                rule.model is not None,
+                -rule.limit,
+                -rule.effective_burst,
+                rule.scope is Scope.API_KEY_MODEL,
+            )
             if identity not in chosen or rank > chosen[identity][0]:
                 chosen[identity] = (rank, rule)
 

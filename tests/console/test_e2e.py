@@ -218,7 +218,8 @@ def test_ops_and_user_journeys(portal: Portal, browser: object) -> None:
     user.goto(f"{url}/console/deploy?model=qwen3-8b")
     # A taken name: preflight refuses it, once, next to the name field; fixing the name clears it.
     user.fill("[data-testid=serving-name]", "qwen25-7b")
-    expect(user.locator("[data-testid=preflight-result]")).to_have_text("refused")
+    # The preflight is a round trip to the portal (and its model stores): slow on a loaded machine.
+    expect(user.locator("[data-testid=preflight-result]")).to_have_text("refused", timeout=20_000)
     name_error = user.locator("#deploy-form .field-error")
     expect(name_error).to_have_count(1)
     expect(name_error).to_contain_text("already exists")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.limits import Demand, LocalLimiter, Rule, Scope, Unit
 from gateway.limits.reference import ReferenceLimiter
-from tests.gateway.test_limits_helpers import BASE_US, STEP, Step, replay, rules
+from tests.gateway.test_limits_helpers import BASE_US, STEP, Step, normalised, replay, rules
 
 LEASE_US = 30_000_000
 PENDING_US = 10 * 86_400_000_000
@@ -41,6 +41,23 @@ def test_local_limiter_answers_exactly_like_the_reference(rule_set: list[Rule], 
     now = [BASE_US]
     limiter, reference = virtual(rule_set, now)
     asyncio.run(replay(limiter, reference, rule_set, steps, now))
+
+
+def test_alike_rules_sharing_a_bucket_are_reported_by_the_narrower_scope_in_any_order() -> None:
+    """An api_key rule for one model and an api_key_model rule name the same bucket; which one a
+    refusal reports must not depend on the order the rules came in (hypothesis found the limiter and
+    the reference disagreeing)."""
+    alike = [
+        Rule(Scope.API_KEY, Unit.UPM, 1, model="m1"),
+        Rule(Scope.API_KEY_MODEL, Unit.UPM, 1, model="m1"),
+    ]
+    for rule_set in (alike, alike[::-1]):
+        now = [BASE_US]
+        limiter, reference = virtual(rule_set, now)
+        demand = Demand("m1", "w1", "k1", 0, 2)  # two units against a bucket of one: never admitted
+        decision = asyncio.run(limiter.acquire(demand))
+        assert decision.refusal is not None and decision.refusal.scope is Scope.API_KEY_MODEL
+        assert normalised(decision) == reference.acquire(demand, now[0], "")
 
 
 def test_a_burst_of_a_thousand_threads_admits_exactly_the_limit() -> None:
