@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from fleet.pipeline import Rendering, build
 from tests.fixtures import factories as f
@@ -16,6 +17,12 @@ STACKS = ROOT / "stacks"
 # The demo stack has a local region: a portal a test starts (in process or as `python -m portal`)
 # would run its engines as processes that outlive the test. Tests of the local runtime turn it on.
 os.environ.setdefault("MODELFLEET_LOCAL_RUNTIME_ENABLED", "false")
+
+# Property tests run the same examples on every run, so a CI failure reproduces and a green run stays
+# green; `HYPOTHESIS_PROFILE=explore make test` searches afresh (and keeps what it finds in .hypothesis/).
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")
