@@ -147,6 +147,7 @@ async def _admission_with_quotas(url: str, prefix: str) -> None:
             )
     finally:
         await limiter.aclose()
+        await quotas.link.aclose()
 
 
 def main() -> None:

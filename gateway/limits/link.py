@@ -31,6 +31,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.limits.pipe import RedisPipe
+
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +66,9 @@ class RedisLink:
         self, client: aioredis.Redis, *, probe_interval_s: float = 0.25, what: str = "Redis"
     ) -> None:
         self.client = client
+        # Script calls share one multiplexed connection (gateway/limits/pipe.py); redis-py's pool
+        # keeps the rest, and the script calls too where a pipe cannot go (TLS, a Unix socket).
+        self.pipe = RedisPipe.serving(client.connection_pool.connection_kwargs)
         self.probe_interval_s = probe_interval_s
         self.what = what
         self.on_up: list[Callable[[], Awaitable[None]]] = []
@@ -102,20 +107,28 @@ class RedisLink:
     async def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run a script; raises the error (Redis now marked down) when the retry failed too."""
         try:
-            return await script(keys=keys, args=args)
+            return await self._run(script, keys, args)
         except (RedisError, OSError) as exc:
             if not retryable(exc):
                 self.mark_down(exc)
                 raise
         await self.drop_idle()
         try:
-            return await script(keys=keys, args=args)
+            return await self._run(script, keys, args)
         except (RedisError, OSError) as exc:
             self.mark_down(exc)
             raise
 
+    async def _run(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        if self.pipe is not None:
+            return await self.pipe.evalsha(script.sha, script.script, keys, args)
+        return await script(keys=keys, args=args)
+
     async def drop_idle(self) -> None:
-        """Close every idle pooled connection: after one went stale, the others are too."""
+        """Close every idle pooled connection: after one went stale, the others are too. The pipe
+        moves to a fresh connection."""
+        if self.pipe is not None:
+            self.pipe.retire()
         with contextlib.suppress(RedisError, OSError):
             await self.client.connection_pool.disconnect(inuse_connections=False)
 
@@ -144,6 +157,8 @@ class RedisLink:
         log.warning("%s: Redis answers again", self.what)
 
     async def aclose(self) -> None:
+        if self.pipe is not None:
+            await self.pipe.aclose()
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -94,6 +94,7 @@ def test_redis_limiter_answers_exactly_like_the_reference(redis_url: str) -> Non
             try:
                 loop.run_until_complete(replay(limiter, reference, rule_set, steps, now))
             finally:
+                loop.run_until_complete(limiter.aclose())  # its script connection
                 delete_prefix(name)
 
         check()
@@ -205,6 +206,7 @@ def test_settlement_refunds_once_and_frees_leases(redis_url: str, prefix: str) -
             assert not await limiter.renew(probe.reservation)
             assert (await limiter.acquire(Demand("m", "w", "k"))).admitted
         finally:
+            await limiter.aclose()
             await client.aclose()
 
     asyncio.run(run())
@@ -383,6 +385,7 @@ def test_redis_and_local_agree_when_rules_change_midway(redis_url: str) -> None:
             try:
                 loop.run_until_complete(run())
             finally:
+                loop.run_until_complete(shared.aclose())  # its script connection
                 delete_prefix(name)
 
         check()

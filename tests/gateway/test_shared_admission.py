@@ -180,7 +180,9 @@ def test_one_call_admission_equals_the_two_step_path(redis_url: str) -> None:
             try:
                 loop.run_until_complete(run())
             finally:
-                for side in sides:
+                for side in sides:  # their script connections, then their keys
+                    loop.run_until_complete(side.limiter.aclose())
+                    loop.run_until_complete(side.quotas.link.aclose())
                     delete_prefix(side.prefix)
 
         check()
@@ -222,6 +224,7 @@ def test_redis_down_refuses_tokens_with_a_clear_error_and_leaves_both_parts_alon
             assert time.perf_counter() - started < 0.005  # no connection attempt while Redis is "down"
         finally:
             await limiter.aclose()
+            await quotas.link.aclose()
 
     asyncio.run(run())
 
