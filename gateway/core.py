@@ -212,9 +212,9 @@ class Gateway:
         if self._feed is not None:
             await asyncio.to_thread(self._feed.stop)
             self._feed = None
-        await asyncio.to_thread(self.writer.stop)  # its rows delete their in-flight markers
-        if self.inflight is not None:
-            await asyncio.to_thread(self.inflight.stop)
+        if self.inflight is not None:  # queued markers first: the usage rows written next delete them
+            await self.inflight.aclose()
+        await asyncio.to_thread(self.writer.stop)
         if self.relay.upstream is not None:
             await self.relay.upstream.aclose()
             self.relay.upstream = None
