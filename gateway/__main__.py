@@ -11,14 +11,20 @@ import argparse
 import logging
 import sys
 
-import uvicorn
-from starlette.applications import Starlette
+# redis-py imports the OpenTelemetry metrics SDK whenever it is installed (pulumi, a control-plane
+# dependency, installs it), in case its OTel metrics are turned on; the data plane reports through
+# Prometheus and never turns them on. Hidden from that import, a worker holds ~7 MB less and starts
+# ~50 ms sooner. Only this program hides it (nothing in the data plane uses the SDK).
+sys.modules.setdefault("opentelemetry.sdk.metrics", None)  # type: ignore[arg-type]
 
-from gateway import bounds
-from gateway.app import create_gateway
-from gateway.resources import open_resources
-from gateway.settings import GatewaySettings
-from store.schema import SchemaMismatch
+import uvicorn  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+
+from gateway import bounds  # noqa: E402
+from gateway.app import create_gateway  # noqa: E402
+from gateway.resources import open_resources  # noqa: E402
+from gateway.settings import GatewaySettings  # noqa: E402
+from store.schema import SchemaMismatch  # noqa: E402
 
 log = logging.getLogger("modelfleet.gateway")
 

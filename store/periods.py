@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import functools
 from datetime import UTC, datetime, timedelta
 from typing import Literal, get_args
 
@@ -22,7 +23,12 @@ def period_bounds(cycle: str | None, now: datetime) -> tuple[datetime | None, da
     """The UTC calendar period containing `now` for a refresh cycle; (None, None) for no cycle."""
     if cycle is None:
         return None, None
-    day = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    return _bounds(cycle, now.year, now.month, now.day)
+
+
+@functools.lru_cache(maxsize=64)  # the gateway asks per request; the answer changes once a day
+def _bounds(cycle: str, year: int, month: int, day_of_month: int) -> tuple[datetime, datetime]:
+    day = datetime(year, month, day_of_month, tzinfo=UTC)
     if cycle == "day":
         return day, day + timedelta(days=1)
     if cycle == "week":
@@ -30,5 +36,5 @@ def period_bounds(cycle: str | None, now: datetime) -> tuple[datetime | None, da
         return start, start + timedelta(days=7)
     if cycle == "month":
         start = day.replace(day=1)
-        return start, start + timedelta(days=calendar.monthrange(now.year, now.month)[1])
+        return start, start + timedelta(days=calendar.monthrange(year, month)[1])
     raise ValueError(f"unknown quota refresh cycle {cycle!r}")

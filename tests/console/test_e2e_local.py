@@ -72,6 +72,8 @@ def test_deploy_to_the_local_region_watch_it_become_ready_and_try_it(portal: Por
                     [(p.state, p.message, [(r.state, r.message) for r in p.replicas]) for p in seen]
                 ) from None
             user.click("[data-testid=try-it]")
+            # The tab's key is shown by the page's script, which binds Enter in the same step.
+            expect(user.locator("[data-key-current]")).to_contain_text("e2e-local")
             user.fill("[data-testid=chat-input]", "Hello from the local region.")
             user.press("[data-testid=chat-input]", "Enter")
             expect(user.locator("[data-testid=answer-meta]")).to_contain_text("tokens", timeout=30_000)

@@ -143,6 +143,7 @@ def test_every_modality_is_tried_from_the_console(portal: tuple[str, str], tmp_p
         expect(page.locator("[data-testid=try-vectors] li").first).to_contain_text("8 ×")
 
         page.goto(f"{url}/console/chat?model=e2e-vision")
+        expect(page.locator("[data-key-current]")).to_contain_text("sk-")  # the script has bound Enter
         page.set_input_files("[data-testid=chat-attach]", str(picture))
         page.fill("[data-testid=chat-input]", "What is in this picture?")
         page.press("[data-testid=chat-input]", "Enter")
