@@ -9,6 +9,7 @@ Label values stay low-cardinality on purpose: the public model id and a status c
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
@@ -72,10 +73,24 @@ USAGE_WRITE_FAILURES = Counter(
 )
 
 
+_CHILDREN: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)` (in the order of its label names), remembered: `labels()` validates
+    its arguments and takes a lock on every call, five times a request. As many entries as the
+    metric's own children, which the label values keep few on purpose (see above)."""
+    key = (metric, values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found
+
+
 def observe_request(model: str, endpoint: str, status: int, seconds: float) -> None:
     """Count one answered request and its latency."""
-    REQUESTS.labels(model=model, endpoint=endpoint, status=str(status)).inc()
-    LATENCY.labels(model=model, endpoint=endpoint).observe(seconds)
+    child(REQUESTS, model, endpoint, str(status)).inc()
+    child(LATENCY, model, endpoint).observe(seconds)
 
 
 def observe_tokens(model: str, prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> None:
@@ -87,7 +102,7 @@ def observe_tokens(model: str, prompt: int, completion: int, cached: int = 0, re
         ("reasoning", reasoning),
     ):
         if n:
-            TOKENS.labels(model=model, kind=kind).inc(n)
+            child(TOKENS, model, kind).inc(n)
 
 
 def observe_refusal(scope: str, unit: str) -> None:

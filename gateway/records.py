@@ -90,9 +90,9 @@ class Recorder:
         model = sample.model.public_id
         metrics.observe_request(model, sample.endpoint, sample.status, latency)
         if ttft is not None:
-            metrics.TTFT.labels(model=model).observe(ttft)
+            metrics.child(metrics.TTFT, model).observe(ttft)
         if units:
-            metrics.UNITS.labels(model=model, modality=sample.modality).inc(units)
+            metrics.child(metrics.UNITS, model, sample.modality).inc(units)
         if tokens:
             metrics.observe_tokens(
                 model,

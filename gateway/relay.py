@@ -98,12 +98,12 @@ class Relay:
             except UpstreamTimeout:
                 attempt.failed()
                 attempt.close()
-                metrics.UPSTREAM_ATTEMPTS.labels(target=spec.name, outcome="timeout").inc()
+                metrics.child(metrics.UPSTREAM_ATTEMPTS, spec.name, "timeout").inc()
                 failure = Refusal(Why.UPSTREAM_TIMEOUT, "The upstream did not answer in time.", target=spec)
             except UpstreamError as exc:
                 attempt.failed()
                 attempt.close()
-                metrics.UPSTREAM_ATTEMPTS.labels(target=spec.name, outcome="transport_error").inc()
+                metrics.child(metrics.UPSTREAM_ATTEMPTS, spec.name, "transport_error").inc()
                 message = f"The upstream could not be reached ({exc.cause})."
                 failure = Refusal(Why.UPSTREAM_UNREACHABLE, message, target=spec)
             except BaseException:
@@ -113,13 +113,13 @@ class Relay:
                 status = response.status_code
                 if not is_failure_status(status):
                     attempt.succeeded()
-                    metrics.UPSTREAM_ATTEMPTS.labels(target=spec.name, outcome="ok").inc()
+                    metrics.child(metrics.UPSTREAM_ATTEMPTS, spec.name, "ok").inc()
                     return Connected(attempt, spec, response, started)
                 retry_after = parse_retry_after(response.headers)
                 attempt.failed(retry_after)
                 detail = await _error_message(response)
                 attempt.close()
-                metrics.UPSTREAM_ATTEMPTS.labels(target=spec.name, outcome="failure").inc()
+                metrics.child(metrics.UPSTREAM_ATTEMPTS, spec.name, "failure").inc()
                 failure = _failure(status, detail, retry_after, spec)
             if tries >= self.max_attempts:
                 break

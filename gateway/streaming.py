@@ -37,9 +37,14 @@ class SettledAfter(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self.inner(scope, receive, send)
-        finally:
+        except BaseException:  # cancelled or failed while sending: settle all the same, shielded
             with anyio.CancelScope(shield=True):
                 await self.admission.settle(self.used_tokens)
+            raise
+        # Sent: nothing cancels a finished request's task but a shutdown, and the settling script is
+        # on its way before the first await, so the shield (anyio's cancel scope, on every request
+        # otherwise) is only paid for where it is needed.
+        await self.admission.settle(self.used_tokens)
 
 
 class RelayResponse(Response):
