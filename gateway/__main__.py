@@ -24,6 +24,7 @@ from gateway import bounds  # noqa: E402
 from gateway.app import create_gateway  # noqa: E402
 from gateway.resources import open_resources  # noqa: E402
 from gateway.settings import GatewaySettings  # noqa: E402
+from gateway.wire import CoalescingHttpProtocol  # noqa: E402
 from store.schema import SchemaMismatch  # noqa: E402
 
 log = logging.getLogger("modelfleet.gateway")
@@ -59,11 +60,19 @@ def main(argv: list[str] | None = None) -> None:
             workers=args.workers,
             log_level="info",
             access_log=False,
+            http=CoalescingHttpProtocol,
         )
         return
     # No access log: a line per request costs more than the gateway's own work; the usage rows and
     # the Prometheus metrics record every request.
-    uvicorn.run(app_from_env(), host=args.host, port=args.port, log_level="info", access_log=False)
+    uvicorn.run(
+        app_from_env(),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=False,
+        http=CoalescingHttpProtocol,
+    )
 
 
 def app_from_env() -> Starlette:
