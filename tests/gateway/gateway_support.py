@@ -30,15 +30,15 @@ from tests.gateway.test_limits_helpers import REDIS_URL, delete_prefix, redis_re
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[str]:
+def serve(app: Any, **options: Any) -> Iterator[str]:
     """Serve an ASGI app with uvicorn on a free loopback port, lifespan on (the gateway starts and
-    stops in the server's own event loop); yields the base URL."""
+    stops in the server's own event loop); yields the base URL. `options` go to `uvicorn.Config`."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY, see simulator
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2, **options
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.wire import CoalescingHttpProtocol, CoalescingTransport
+from tests.gateway.gateway_support import serve
 
 
 class Recording:
@@ -77,26 +74,9 @@ async def echo(request: Request) -> Response:
     return JSONResponse({"got": (await request.json())})
 
 
-@contextmanager
-def served() -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    app = Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/stream", numbers)])
-    server = uvicorn.Server(uvicorn.Config(app, http=CoalescingHttpProtocol, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.005)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 def test_uvicorn_serves_answers_streams_and_refusals_through_it() -> None:
-    with served() as url, httpx.Client(base_url=url) as client:
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/stream", numbers)])
+    with serve(app, http=CoalescingHttpProtocol) as url, httpx.Client(base_url=url) as client:
         for n in range(20):  # one keep-alive connection, answer after answer
             answer = client.post("/echo", json={"n": n})
             assert answer.status_code == 200 and answer.json() == {"got": {"n": n}}
