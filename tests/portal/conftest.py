@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from benchmarks.processes import free_port
 from portal.app import build_services, create_app
 from portal.repository import StackRepository
 from portal.services import Services
@@ -110,3 +111,18 @@ def client(services: Services, admin_token: str) -> Iterator[TestClient]:
     with TestClient(create_app(services=services)) as c:
         c.headers["Authorization"] = f"Bearer {admin_token}"
         yield c
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """moto's S3 in server mode on a free loopback port, one per test process (tests make buckets of
+    their own names)."""
+    from moto.server import ThreadedMotoServer  # heavy to import: only where S3 is wanted
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

@@ -5,8 +5,6 @@ model-fetch init container uses."""
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +12,8 @@ import boto3
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from moto.server import ThreadedMotoServer
 
+from benchmarks.processes import free_port
 from fleet.manifests import placement_objects
 from portal.modelstore import expected_missing
 from portal.services import Services
@@ -24,24 +22,6 @@ from portal.settings import S3Credentials, Settings
 URL = "/api/workspaces/team-a/servings:preflight"
 KEYS = {"access_key_id": "moto-key", "secret_access_key": "moto-secret"}
 SHARDS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def _model_files(s3: Any, bucket: str, folder: str, shards: list[str]) -> int:
@@ -98,7 +78,7 @@ def _stack_file(moto_url: str) -> str:
         _region("east", moto_url, "east", "models"),
         _region("west", moto_url, "west"),
         _region("nobucket", moto_url, "no-such-bucket"),
-        _region("offline", f"http://127.0.0.1:{_free_port()}", "east", "models"),
+        _region("offline", f"http://127.0.0.1:{free_port()}", "east", "models"),
         {
             **{k: v for k, v in _region("here", moto_url, "west").items() if k != "cluster"},
             **{"runtime": "local", "local": {"engines": "simulate"}},

@@ -1,39 +1,20 @@
 """Real peers for the downloader: the stand-in hub (Hugging Face's and ModelScope's wire formats,
-Range, redirects, gates) on a loopback port, and moto's S3 in server mode."""
+Range, redirects, gates) on a loopback port, and moto's S3 in server mode
+(`moto_url`, tests/portal/conftest.py)."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from portal.files.bucket import Bucket
 from portal.files.standin import StandInHub, serve
 
 KEYS = {"aws_access_key_id": "moto-key", "aws_secret_access_key": "moto-secret"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
