@@ -17,8 +17,8 @@ within its WAL writer delay (200 ms by default) could.
 
 Markers are written by a task on the event loop, not by a thread: a thread woken per request and
 handing the GIL back and forth with the loop made ~13 futex calls a request (strace) and cost more CPU
-than the marker's own I/O. On PostgreSQL the task owns an asynchronous libpq connection in autocommit
-and sends one prepared INSERT a marker (a batch of the markers queued meanwhile is pipelined): a
+than the marker's own I/O. On PostgreSQL the task owns a libpq connection in autocommit (`_PostgresSink`)
+and sends one prepared INSERT a marker (the markers queued meanwhile go as one multi-row INSERT): a
 marker is one statement, so it needs no BEGIN and COMMIT of its own. Markers of requests dropped
 before they reached an upstream are deleted by the same task, after the inserts queued before them.
 Elsewhere (SQLite) the task hands the writes to a worker thread.

@@ -41,9 +41,9 @@ class SettledAfter(Response):
             with anyio.CancelScope(shield=True):
                 await self.admission.settle(self.used_tokens)
             raise
-        # Sent: nothing cancels a finished request's task but a shutdown, and the settling script is
-        # on its way before the first await, so the shield (anyio's cancel scope, on every request
-        # otherwise) is only paid for where it is needed.
+        # Sent: nothing cancels a finished request's task but a shutdown, and on the limiter's pipe the
+        # settling script is written before the call first suspends, so the shield (anyio's cancel
+        # scope, on every request otherwise) is only paid for where it is needed.
         await self.admission.settle(self.used_tokens)
 
 
