@@ -197,16 +197,7 @@ def cancel(session: Session, row: ModelFiles, regions: Sequence[str], actor: str
         else:  # the downloader stops at its next read and reports `cancelled` itself
             loc.cancel_requested = True
         done.append(loc.region)
-    if done:
-        audit.record(
-            session,
-            actor=actor,
-            action="CancelModelFiles",
-            resource_type=RESOURCE,
-            resource_id=row.id,
-            after={"regions": done},
-            detail=f"{row.model_id} in {', '.join(done)}",
-        )
+    _audit_regions(session, row, actor, "CancelModelFiles", done)
     return done
 
 
@@ -218,17 +209,22 @@ def retry(session: Session, row: ModelFiles, regions: Sequence[str], actor: str)
             continue
         _queue(session, row, loc, f"retried by {actor}")
         done.append(loc.region)
-    if done:
+    _audit_regions(session, row, actor, "RetryModelFiles", done)
+    return done
+
+
+def _audit_regions(session: Session, row: ModelFiles, actor: str, action: str, regions: list[str]) -> None:
+    """What an ops action did to the copies in `regions` (nothing to say when it touched none)."""
+    if regions:
         audit.record(
             session,
             actor=actor,
-            action="RetryModelFiles",
+            action=action,
             resource_type=RESOURCE,
             resource_id=row.id,
-            after={"regions": done},
-            detail=f"{row.model_id} in {', '.join(done)}",
+            after={"regions": regions},
+            detail=f"{row.model_id} in {', '.join(regions)}",
         )
-    return done
 
 
 def delete(session: Session, row: ModelFiles, actor: str) -> None:
