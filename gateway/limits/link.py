@@ -22,7 +22,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -34,17 +33,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.limits.pipe import RedisPipe
 
 log = logging.getLogger(__name__)
-
-
-class PackedInC(aioredis.Connection):
-    """A connection that packs commands with hiredis. redis-py's asyncio connection packs them in
-    Python, argument by argument, and a limiter script call carries ~40 arguments: that packing was a
-    fifth of the gateway's CPU per request (profiled at 600 requests/s). The bytes are the same."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if not isinstance(args[0], str) or " " in args[0]:
-            return super().pack_command(*args)  # "CONFIG GET"-style names are split by redis-py
-        return [hiredis.pack_command(args)]
 
 
 # A pool with every connection busy for `pool_timeout_s` says the replica is overloaded, not that a
@@ -88,10 +76,8 @@ class RedisLink:
         instead of opening one each), read and connect timeouts that a loaded machine can meet (0.25 s
         failed freshly started gateways under CPU load), and no retries of its own: `call` decides
         what is retried."""
-        options: dict[str, Any] = {"connection_class": PackedInC} if url.startswith("redis://") else {}
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
-            **options,
             max_connections=max_connections,
             timeout=pool_timeout_s,
             socket_timeout=timeout_s,
