@@ -123,7 +123,9 @@ def test_a_410_in_the_stream_relists(tmp_path: Path) -> None:
             assert [o["metadata"]["name"] for o in sink.relists()[1].objects] == ["p0"]
             assert server.watch_requests("pods")[1]["resourceVersion"] == stale
             assert watch.lists == 2
-            server.expire_open_watches()  # and once more, while it watches
+            # And once more, while it watches: its new watch must be open first, or nothing expires.
+            await eventually(lambda: server.open_watches == 1, what="the watch after the relist")
+            server.expire_open_watches()
             await eventually(lambda: len(sink.relists()) == 3)
             await stop(task, watch)
 
