@@ -195,6 +195,7 @@ def start_worker(services: Services, poll_seconds: float | None = None) -> Calla
 
     def stop_worker() -> None:
         stop.set()
+        woken.set()  # the loop sleeps on it: stopping must not wait out the poll
         thread.join()
         worker.stop()
 

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from fleet.kube import validate_manifest
 from portal.files.standin import Bytes, Pattern, Repo, StandInHub, serve
-from portal.files.worker import STALE_SECONDS, Worker
+from portal.files.worker import STALE_SECONDS, Worker, start_worker
 from portal.services import Services
 from portal.settings import S3Credentials, Settings
 from portal.stacks.worker import run_once
@@ -483,3 +483,13 @@ def test_cancelling_one_of_two_requests_sharing_a_download_leaves_the_other_runn
     done = _until(worker, client, second.json()["id"], "local", {"ready", "failed", "cancelled"})
     assert done["locations"][0]["state"] == "ready", done
     assert hub.served == sum(b.size for b in FILES.values())  # every byte once
+
+
+def test_stopping_the_worker_does_not_wait_out_its_poll(services: Services) -> None:
+    """Every portal's shutdown stops the worker: a stop that slept out the poll held each one (and
+    every test's teardown) for up to `files_poll_seconds`."""
+    stop = start_worker(services, poll_seconds=60)
+    time.sleep(0.2)  # the loop has made its first pass and sleeps on the poll
+    started = time.monotonic()
+    stop()
+    assert time.monotonic() - started < 10
