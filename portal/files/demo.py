@@ -51,6 +51,33 @@ def _say(text: str) -> None:
     log.info("model files: %s", text)
 
 
+def _moto_server(host: str, port: int) -> Any:
+    """moto's threaded S3 server, made to say when its port was taken after the check (another demo
+    portal starting at once): moto's own `start` then waits forever for a thread that died on the bind."""
+    from moto.server import ThreadedMotoServer
+
+    class Store(ThreadedMotoServer):
+        refused = False
+
+        def _server_entry(self) -> None:
+            try:
+                super()._server_entry()
+            except (OSError, SystemExit):  # werkzeug prints a failed bind and exits (the thread)
+                self.refused = True
+                self._server_ready_event.set()
+
+        def started(self) -> bool:
+            self.start()
+            return not self.refused
+
+        def stop(self) -> None:
+            super().stop()
+            if self._server is not None:  # moto stops serving but leaves the port bound
+                self._server.server_close()
+
+    return Store(ip_address=host, port=port, verbose=False)
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -70,17 +97,15 @@ def _start_store(services: Services, stops: list[Callable[[], None]]) -> None:
     if host not in ("127.0.0.1", "localhost"):
         return
     try:
-        from moto.server import ThreadedMotoServer
+        server = _moto_server(host, port)
     except ImportError:
         log.warning(
             "model files: moto is not installed, so the demo has no local S3 stand-in at %s", store.endpoint
         )
         return
-    if not _port_free(host, port):
+    if not _port_free(host, port) or not server.started():
         log.warning("model files: %s is taken; the demo's local S3 stand-in did not start", store.endpoint)
         return
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-    server.start()
     stops.append(server.stop)
     creds = S3Credentials(
         access_key_id=DEMO_KEYS["access_key_id"], secret_access_key=SecretStr(DEMO_KEYS["secret_access_key"])

@@ -4,6 +4,7 @@ stand-in (both named so in the log), publishes a tiny plaza model, and a request
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from benchmarks.processes import free_port
-from portal.files.demo import MODEL_ID, REPOSITORY
+from portal.files.demo import MODEL_ID, REPOSITORY, _moto_server, _port_free
 from portal.settings import Settings
 
 
@@ -49,3 +50,17 @@ def test_the_demo_copies_its_tiny_model_from_stand_ins(
     assert loc["state"] == "ready", loc
     assert "STAND-IN HUB (not Hugging Face)" in logged and REPOSITORY in logged
     assert "LOCAL S3 STAND-IN (moto's server, not a real store)" in logged
+
+
+def test_a_store_port_taken_after_the_check_is_said_not_waited_on_forever() -> None:
+    """Two demo portals starting at once both find the port free; the second's bind fails in moto's
+    thread. It says so (moto's own start would wait forever), and a stopped store frees its port."""
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        assert not _moto_server("127.0.0.1", port).started()
+    store = _moto_server("127.0.0.1", port)
+    assert store.started()
+    store.stop()
+    assert _port_free("127.0.0.1", port)
