@@ -12,6 +12,8 @@ from portal.settings import Settings
 from tests.portal import conftest as portal
 
 # The portal's fixtures (SQLite and PostgreSQL databases, services, the admin's client), shared.
+_migrated_sqlite = portal._migrated_sqlite
+_migrated_postgres = portal._migrated_postgres
 database_url = portal.database_url
 admin_token = portal.admin_token
 demo_repo_settings = portal.demo_repo_settings

@@ -2,6 +2,8 @@
 database-backed tests."""
 
 from tests.portal.conftest import (  # noqa: F401
+    _migrated_postgres,
+    _migrated_sqlite,
     admin_token,
     client,
     database_url,

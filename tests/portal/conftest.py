@@ -1,20 +1,23 @@
 """Portal fixtures: a fresh database per test on SQLite, and on PostgreSQL where one answers.
 
 PostgreSQL runs at 127.0.0.1:5432 (trust auth, database `test`) in CI; each test gets its own
-schema-free database created from a template so tests on both backends stay independent.
+database created from a migrated template (a copied file on SQLite) so tests on both backends
+stay independent without migrating each time.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from benchmarks.processes import free_port
@@ -22,6 +25,8 @@ from portal.app import build_services, create_app
 from portal.repository import StackRepository
 from portal.services import Services
 from portal.settings import Settings
+from store.db import make_engine
+from store.migrate import migrate
 from store.security import USER_TOKEN_PREFIX, issue
 
 PROJECT_STACKS = Path(__file__).resolve().parents[2] / "stacks"
@@ -42,23 +47,89 @@ def _postgres_reason() -> str | None:
 PG_SKIP = _postgres_reason()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
+@pytest.fixture(scope="session")
+def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at the newest revision, migrated once per test process and copied per test."""
+    path = tmp_path_factory.mktemp("template") / "store.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def _migrated_postgres() -> Iterator[str | None]:
+    """A PostgreSQL database at the newest revision, migrated once per test process: each test's own
+    database is created from it (a file copy, ~0.08 s, where migrating costs ~0.25 s a test). One per
+    process because a template may have no other session while it is copied."""
+    if PG_SKIP:
+        yield None
         return
+    name = f"mf_template_{uuid.uuid4().hex[:12]}"
+    with _admin() as admin, admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(_database(name))
+    migrate(engine)
+    engine.dispose()
+    try:
+        yield name
+    finally:
+        with _admin() as admin, admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def _admin() -> Iterator[Engine]:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        yield admin
+    finally:
+        admin.dispose()
+
+
+def _database(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+@contextmanager
+def _postgres_database(template: str | None) -> Iterator[str]:
+    """A database of this test's own, dropped after it: empty, or a copy of `template`."""
     if PG_SKIP:
         pytest.skip(PG_SKIP)
     name = f"mf_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
+    with _admin() as admin:
         with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+            c.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+        try:
+            yield _database(name)
+        finally:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, _migrated_sqlite: Path, _migrated_postgres: str | None
+) -> Iterator[str]:
+    """A database of the test's own at the newest revision (what every start's `migrate` then finds
+    current); tests of migrating itself use `fresh_database_url`."""
+    if request.param == "sqlite":
+        path = tmp_path / "store.db"
+        shutil.copyfile(_migrated_sqlite, path)
+        yield f"sqlite:///{path}"
+        return
+    with _postgres_database(_migrated_postgres) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of the test's own (no schema yet)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    with _postgres_database(None) as url:
+        yield url
 
 
 @pytest.fixture

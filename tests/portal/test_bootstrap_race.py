@@ -23,6 +23,12 @@ from store.security import USER_TOKEN_PREFIX, issue
 STARTS = 6  # replicas starting at once
 
 
+@pytest.fixture
+def database_url(fresh_database_url: str) -> str:
+    """These tests start on an empty database: the schema is what they make."""
+    return fresh_database_url
+
+
 def _slow_admin_insert(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
     """Widens the race to every start: each one looks for the admin before any has committed it
     (without the lock; a real start loses it about every other time)."""

@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.synchronize import Barrier
 
+import pytest
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, event, inspect
@@ -17,6 +18,12 @@ from store.db import Base, make_engine
 from store.migrate import alembic_config, migrate
 
 STARTS = 6  # processes starting at once
+
+
+@pytest.fixture
+def database_url(fresh_database_url: str) -> str:
+    """These tests start on an empty database: the schema is what they make."""
+    return fresh_database_url
 
 
 def _assert_at_head(database_url: str) -> None:

@@ -6,9 +6,23 @@ from __future__ import annotations
 import pytest
 
 from portal.settings import Settings
-from tests.portal.conftest import admin_token, database_url, demo_repo_settings, services
+from tests.portal.conftest import (
+    _migrated_postgres,
+    _migrated_sqlite,
+    admin_token,
+    database_url,
+    demo_repo_settings,
+    services,
+)
 
-__all__ = ["admin_token", "database_url", "demo_repo_settings", "services"]
+__all__ = [
+    "_migrated_postgres",
+    "_migrated_sqlite",
+    "admin_token",
+    "database_url",
+    "demo_repo_settings",
+    "services",
+]
 
 
 @pytest.fixture
