@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import Connection, Select, event, func, select
 from sqlalchemy.orm import ORMExecuteState, Session, selectinload, sessionmaker
 
 from gateway import secrets
@@ -126,19 +126,22 @@ def _touches_watched(state: ORMExecuteState) -> bool:
     return getattr(table, "name", None) in _WATCHED_TABLES
 
 
-def fingerprint(session: Session) -> tuple[Any, ...]:
-    """A cheap summary that changes when any watched row is created, edited or deleted."""
+def _fingerprint_statement() -> Select[Any]:
     parts: list[Any] = []
     for model in (ApiKey, Workspace, MaasModel, RateLimitRule, ServingPlacement, ServingReplica):
         parts += [func.count(model.id), func.max(model.id), func.max(model.updated_at)]
-    row = session.execute(
-        select(
-            *[select(p).scalar_subquery() for p in parts],
-            select(func.count(MaasTarget.id)).scalar_subquery(),
-            select(func.max(MaasTarget.id)).scalar_subquery(),
-        )
-    ).one()
-    return tuple(str(v) for v in row)
+    parts += [func.count(MaasTarget.id), func.max(MaasTarget.id)]
+    return select(*[select(p).scalar_subquery() for p in parts])
+
+
+# Built once: constructing its twenty subqueries cost twice what running it does (~1.0 against
+# 0.3 ms of CPU a poll, every second in every replica).
+_FINGERPRINT = _fingerprint_statement()
+
+
+def fingerprint(connection: Connection | Session) -> tuple[Any, ...]:
+    """A cheap summary that changes when any watched row is created, edited or deleted."""
+    return tuple(str(v) for v in connection.execute(_FINGERPRINT).one())
 
 
 # -- the snapshot ------------------------------------------------------------------------------------
@@ -252,8 +255,8 @@ class Loader:
         self.placements: dict[tuple[str, str], list[ServingPlacement]] = {}
 
     def fingerprint(self) -> tuple[Any, ...]:
-        with self.services.sessions() as session:
-            return fingerprint(session)
+        with self.services.engine.connect() as connection:  # no ORM session: nothing to track
+            return fingerprint(connection)
 
     def load(self, version: int) -> Snapshot:
         with self.services.sessions() as session:
