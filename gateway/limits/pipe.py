@@ -29,12 +29,22 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    """A connection's calls in the order they were sent, each with its deadline.
+
+    Replies come in order, and every call waits as long as any other, so the oldest call has the
+    earliest deadline: one timer, set for it, times out every call (a timer per call, as
+    `asyncio.timeout` makes one, cost two timer insertions and cancellations per request)."""
+
+    def __init__(self, timeout_s: float = 0.5) -> None:
         self.reader = hiredis.Reader(replyError=ResponseError)
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.deadlines: collections.deque[float] = collections.deque()  # the calls' in `waiting`
+        self.timeout_s = timeout_s
+        self.loop = asyncio.get_running_loop()
+        self.watchdog: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = self.loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -44,6 +54,7 @@ class _Protocol(asyncio.Protocol):
         try:
             while (reply := self.reader.gets()) is not False:
                 future = self.waiting.popleft()
+                self.deadlines.popleft()
                 if not future.done():  # its caller may have timed out and gone
                     future.set_result(reply)
         except (hiredis.ProtocolError, IndexError) as exc:  # garbage, or a reply nobody asked for
@@ -62,16 +73,35 @@ class _Protocol(asyncio.Protocol):
             future = self.waiting.popleft()
             if not future.done():
                 future.set_exception(self.lost)
+        self.deadlines.clear()
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         if not self.closed.done():
             self.closed.set_result(None)
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
         if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise self.lost or RedisConnectionError("Connection to Redis closed")
-        future = asyncio.get_running_loop().create_future()
+        future = self.loop.create_future()
         self.waiting.append(future)
+        self.deadlines.append(self.loop.time() + self.timeout_s)
         self.transport.write(command)
+        if self.watchdog is None:
+            self.watchdog = self.loop.call_at(self.deadlines[0], self._expire)
         return future
+
+    def _expire(self) -> None:
+        """Time out the calls past their deadline (their replies, should they come, are skipped), then
+        wait for the oldest one left. A timer that finds its call answered just moves on."""
+        self.watchdog = None
+        now = self.loop.time()
+        for future, deadline in zip(self.waiting, self.deadlines, strict=True):
+            if deadline > now:
+                self.watchdog = self.loop.call_at(deadline, self._expire)
+                return
+            if not future.done():
+                future.set_exception(RedisTimeoutError("Timeout reading from Redis"))
 
     def close(self) -> None:
         if self.transport is not None:
@@ -131,12 +161,7 @@ class RedisPipe:
     async def command(self, *args: Any) -> Any:
         """One command's reply; a server error is returned (as `ResponseError`), not raised."""
         protocol = await self._protocol()
-        future = protocol.send(_pack(*args))
-        try:
-            async with asyncio.timeout(self.timeout_s):  # cancels the future: its reply is skipped
-                return await future
-        except TimeoutError:
-            raise RedisTimeoutError("Timeout reading from Redis") from None
+        return await protocol.send(_pack(*args))  # raises redis-py's TimeoutError past `timeout_s`
 
     def retire(self) -> None:
         """New calls go to a new connection; this one closes once its calls are answered (or after
@@ -182,7 +207,9 @@ class RedisPipe:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                _, protocol = await loop.create_connection(_Protocol, self.host, self.port)
+                _, protocol = await loop.create_connection(
+                    lambda: _Protocol(self.timeout_s), self.host, self.port
+                )
                 setup: list[asyncio.Future[Any]] = []
                 if self.password is not None:
                     auth = (self.username, self.password) if self.username else (self.password,)

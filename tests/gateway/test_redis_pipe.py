@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -105,7 +106,8 @@ def test_unix_sockets_and_tls_stay_on_redis_py() -> None:
 @contextlib.contextmanager
 def loopback(behaviour: str) -> Iterator[int]:
     """A TCP server on a free port that reads a command and then hangs up (`hang_up`), says nothing
-    (`silent`) or answers bytes that are not RESP (`garbage`)."""
+    (`silent`), answers bytes that are not RESP (`garbage`), or answers the n-th command `n`, the
+    second one 0.35 s late (`late`)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -120,6 +122,12 @@ def loopback(behaviour: str) -> Iterator[int]:
             except TimeoutError:
                 continue
             held.append(conn)
+            if behaviour == "late":
+                for n in range(3):
+                    conn.recv(65536)
+                    time.sleep(0.35 if n == 1 else 0)
+                    conn.sendall(b":%d\r\n" % n)
+                continue
             conn.recv(65536)
             if behaviour == "hang_up":
                 conn.close()
@@ -174,6 +182,28 @@ def test_a_silent_server_times_out_and_retire_moves_new_calls_to_a_fresh_connect
                 assert pipe._current is not stuck
                 await asyncio.sleep(0.5)  # two timeouts after retiring, the old one is closed
                 assert stuck.closed.done()
+            finally:
+                await pipe.aclose()
+
+    asyncio.run(run())
+
+
+def test_each_call_waits_its_own_timeout_and_a_late_reply_goes_to_the_call_it_answers() -> None:
+    """One timer serves every call on a connection: after an answered call's deadline it waits for the
+    next call's own, and a reply that comes after its call timed out is skipped, not given to the next."""
+
+    async def run() -> None:
+        with loopback("late") as port:
+            pipe = RedisPipe("127.0.0.1", port, timeout_s=0.25)
+            try:
+                assert await pipe.evalsha("0" * 40, ECHO, ["k"], ["a", 0]) == 0
+                await asyncio.sleep(0.15)  # the first call's deadline comes while the second waits
+                sent = time.monotonic()
+                with pytest.raises(RedisTimeoutError):
+                    await pipe.evalsha("0" * 40, ECHO, ["k"], ["a", 1])
+                assert time.monotonic() - sent >= 0.24
+                await asyncio.sleep(0.2)  # its reply (1) has come by now
+                assert await pipe.evalsha("0" * 40, ECHO, ["k"], ["a", 2]) == 2
             finally:
                 await pipe.aclose()
 
