@@ -66,6 +66,7 @@ def gateway() -> None:
         gateway_modalities,
         gateway_simulator,
         readiness_feed,
+        usage_batch,
     )
 
     gateway_limits.main()
@@ -73,6 +74,7 @@ def gateway() -> None:
     gateway_latency.main()
     gateway_modalities.main()  # embeddings, rerank and images beside chat, each with its direct baseline
     readiness_feed.main()
+    usage_batch.main()  # the usage writer's CPU per batch, beside the rows' INSERT alone
 
 
 def files() -> None:
