@@ -37,8 +37,8 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self, timeout_s: float = 0.5) -> None:
         self.reader = hiredis.Reader(replyError=ResponseError)
-        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self.deadlines: collections.deque[float] = collections.deque()  # the calls' in `waiting`
+        # Each call's future and deadline (loop time), oldest first.
+        self.waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self.timeout_s = timeout_s
         self.loop = asyncio.get_running_loop()
         self.watchdog: asyncio.TimerHandle | None = None
@@ -53,8 +53,7 @@ class _Protocol(asyncio.Protocol):
         self.reader.feed(data)
         try:
             while (reply := self.reader.gets()) is not False:
-                future = self.waiting.popleft()
-                self.deadlines.popleft()
+                future, _ = self.waiting.popleft()
                 if not future.done():  # its caller may have timed out and gone
                     future.set_result(reply)
         except (hiredis.ProtocolError, IndexError) as exc:  # garbage, or a reply nobody asked for
@@ -70,10 +69,9 @@ class _Protocol(asyncio.Protocol):
                 else RedisConnectionError(f"Connection to Redis lost: {exc or 'closed'}")
             )
         while self.waiting:
-            future = self.waiting.popleft()
+            future, _ = self.waiting.popleft()
             if not future.done():
                 future.set_exception(self.lost)
-        self.deadlines.clear()
         if self.watchdog is not None:
             self.watchdog.cancel()
             self.watchdog = None
@@ -84,11 +82,10 @@ class _Protocol(asyncio.Protocol):
         if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise self.lost or RedisConnectionError("Connection to Redis closed")
         future = self.loop.create_future()
-        self.waiting.append(future)
-        self.deadlines.append(self.loop.time() + self.timeout_s)
+        self.waiting.append((future, self.loop.time() + self.timeout_s))
         self.transport.write(command)
         if self.watchdog is None:
-            self.watchdog = self.loop.call_at(self.deadlines[0], self._expire)
+            self.watchdog = self.loop.call_at(self.waiting[0][1], self._expire)
         return future
 
     def _expire(self) -> None:
@@ -96,7 +93,7 @@ class _Protocol(asyncio.Protocol):
         wait for the oldest one left. A timer that finds its call answered just moves on."""
         self.watchdog = None
         now = self.loop.time()
-        for future, deadline in zip(self.waiting, self.deadlines, strict=True):
+        for future, deadline in self.waiting:
             if deadline > now:
                 self.watchdog = self.loop.call_at(deadline, self._expire)
                 return
