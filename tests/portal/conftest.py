@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from benchmarks.processes import free_port
@@ -65,26 +65,11 @@ def _migrated_postgres() -> Iterator[str | None]:
     if PG_SKIP:
         yield None
         return
-    name = f"mf_template_{uuid.uuid4().hex[:12]}"
-    with _admin() as admin, admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(_database(name))
-    migrate(engine)
-    engine.dispose()
-    try:
+    with _postgres_database() as name:
+        engine = make_engine(_database(name))
+        migrate(engine)
+        engine.dispose()
         yield name
-    finally:
-        with _admin() as admin, admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@contextmanager
-def _admin() -> Iterator[Engine]:
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        yield admin
-    finally:
-        admin.dispose()
 
 
 def _database(name: str) -> str:
@@ -92,19 +77,20 @@ def _database(name: str) -> str:
 
 
 @contextmanager
-def _postgres_database(template: str | None) -> Iterator[str]:
-    """A database of this test's own, dropped after it: empty, or a copy of `template`."""
-    if PG_SKIP:
-        pytest.skip(PG_SKIP)
+def _postgres_database(template: str | None = None) -> Iterator[str]:
+    """The name of a database of its own, dropped after: empty, or a copy of `template`."""
     name = f"mf_{uuid.uuid4().hex[:16]}"
-    with _admin() as admin:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
         with admin.connect() as c:
             c.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
         try:
-            yield _database(name)
+            yield name
         finally:
             with admin.connect() as c:
                 c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -118,8 +104,10 @@ def database_url(
         shutil.copyfile(_migrated_sqlite, path)
         yield f"sqlite:///{path}"
         return
-    with _postgres_database(_migrated_postgres) as url:
-        yield url
+    if _migrated_postgres is None:
+        pytest.skip(PG_SKIP)
+    with _postgres_database(_migrated_postgres) as name:
+        yield _database(name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -128,8 +116,10 @@ def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
-    with _postgres_database(None) as url:
-        yield url
+    if PG_SKIP:
+        pytest.skip(PG_SKIP)
+    with _postgres_database() as name:
+        yield _database(name)
 
 
 @pytest.fixture
