@@ -10,18 +10,17 @@ that shares the GIL with the requests, so its CPU is the data plane's too.
 from __future__ import annotations
 
 import itertools
+import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
-from benchmarks.gateway_latency import PG_URL
+from benchmarks.gateway_latency import PG_URL, database
 from benchmarks.report import bench
 from gateway.usage import CHARGES, INFLIGHT, UsageWriter, _insert
 from store.db import make_engine
@@ -32,30 +31,6 @@ from store.periods import period_bounds
 ROWS = 75
 BATCHES = 60
 _ids = itertools.count()
-
-
-@contextmanager
-def database() -> Iterator[Engine | None]:
-    """A migrated PostgreSQL database of this run's own, or None when none answers."""
-    try:
-        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as c:
-            c.execute(text("SELECT 1"))
-    except Exception:
-        yield None
-        return
-    name = f"mf_bench_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(PG_URL.rsplit("/", 1)[0] + f"/{name}")
-    try:
-        migrate(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def batch(at: datetime) -> list[dict[str, Any]]:
@@ -108,10 +83,12 @@ def cpu_per_call(calls: list[Callable[[], object]]) -> float:
 
 
 def main() -> None:
-    with database() as engine:
-        if engine is None:
+    with tempfile.TemporaryDirectory() as tmp, database(Path(tmp)) as (url, kind):
+        if kind != "postgresql":
             print(f"# usage_batch: skipped, no PostgreSQL answers at {PG_URL}", flush=True)
             return
+        engine = make_engine(url)
+        migrate(engine)
         with Session(engine) as session, session.begin():
             workspace = Workspace(slug="bench", name="Bench", quota_refresh="month")
             session.add(workspace)
@@ -142,6 +119,7 @@ def main() -> None:
 
         full = cpu_per_call([written(batch(at)) for _ in range(BATCHES)])
         alone = cpu_per_call([inserted(batch(at)) for _ in range(BATCHES)])
+        engine.dispose()
     bench(f"usage_batch_{ROWS}_rows_cpu", full, "us")
     bench(f"usage_insert_{ROWS}_rows_cpu", alone, "us")
     bench(f"usage_batch_over_insert_{ROWS}_rows", full / alone, "x")
