@@ -11,13 +11,11 @@ import argparse
 import logging
 import sys
 
-# redis-py imports the OpenTelemetry metrics SDK and API whenever they are installed (pulumi, a
-# control-plane dependency, installs them), in case its OTel metrics are turned on; the data plane
-# reports through Prometheus and never turns them on. Hidden from that import, a worker holds ~3.4 MB
-# less and imports ~50 ms less (-X importtime). Only this program hides them (nothing in the data plane
-# uses them; redis-py takes the ImportError as "OTel not installed").
+# redis-py imports the OpenTelemetry metrics SDK whenever it is installed (pulumi, a control-plane
+# dependency, installs it), in case its OTel metrics are turned on; the data plane reports through
+# Prometheus and never turns them on. Hidden from that import, a worker holds ~3 MB less and imports
+# ~50 ms less (-X importtime). Only this program hides it (nothing in the data plane uses the SDK).
 sys.modules.setdefault("opentelemetry.sdk.metrics", None)  # type: ignore[arg-type]
-sys.modules.setdefault("opentelemetry.metrics", None)  # type: ignore[arg-type]
 
 import uvicorn  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
