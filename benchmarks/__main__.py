@@ -66,6 +66,7 @@ def gateway() -> None:
         gateway_modalities,
         gateway_simulator,
         readiness_feed,
+        upstream_client,
         usage_batch,
     )
 
@@ -75,6 +76,7 @@ def gateway() -> None:
     gateway_modalities.main()  # embeddings, rerank and images beside chat, each with its direct baseline
     readiness_feed.main()
     usage_batch.main()  # the usage writer's CPU per batch, beside the rows' INSERT alone
+    upstream_client.main()  # the upstream client's CPU per call, beside aiohttp's and a bare stream
 
 
 def files() -> None:
