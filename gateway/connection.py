@@ -29,6 +29,7 @@ import ssl
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple, TypeVar, cast, overload
+from urllib.parse import urlsplit
 
 import httptools
 
@@ -68,32 +69,34 @@ class Target(NamedTuple):
 
 def parse_target(url: str) -> Target:
     """`http(s)://host[:port]/path?query` as a Target; ValueError names what is wrong."""
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if not sep or scheme not in ("http", "https"):
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise ValueError(f"upstream URL {url!r}: {exc}") from None
+    scheme, netloc = parts.scheme.lower(), parts.netloc
+    if scheme not in ("http", "https"):
         raise ValueError(f"upstream URL {url!r}: the scheme must be http or https")
-    authority, slash, path = rest.partition("/")
-    authority, _, _ = authority.partition("#")
-    if "@" in authority:
+    if "@" in netloc:
         raise ValueError(f"upstream URL {url!r}: credentials belong in headers, not the URL")
-    host, port = authority, 443 if scheme == "https" else 80
-    if authority.startswith("["):  # [IPv6]:port
-        end = authority.find("]")
-        host = authority[1:end]
-        if authority[end + 1 : end + 2] == ":":
-            port = _port(url, authority[end + 2 :])
-    elif ":" in authority:
-        host, _, raw_port = authority.rpartition(":")
-        port = _port(url, raw_port)
+    if netloc.startswith("["):
+        host, _, after = netloc[1:].partition("]")
+        if after and not after.startswith(":"):
+            raise ValueError(f"upstream URL {url!r}: text after the IPv6 address that is not a port")
+        raw_port = after[1:] if after else None
+    else:
+        host, colon, raw_port_text = netloc.partition(":")
+        raw_port = raw_port_text if colon else None
     if not host:
         raise ValueError(f"upstream URL {url!r}: no host")
-    return Target(Origin(scheme, host, port), authority, "/" + path.partition("#")[0] if slash else "/")
-
-
-def _port(url: str, raw: str) -> int:
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise ValueError(f"upstream URL {url!r}: the port must be a number from 1 to 65535")
-    return int(raw)
+    port = 443 if scheme == "https" else 80
+    if raw_port is not None:
+        if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
+            raise ValueError(f"upstream URL {url!r}: the port must be a number from 1 to 65535")
+        port = int(raw_port)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in path):
+        raise ValueError(f"upstream URL {url!r}: the path holds spaces or control characters")
+    return Target(Origin(scheme, host.lower(), port), netloc, path)
 
 
 class Headers(Mapping[str, str]):
@@ -177,8 +180,8 @@ class Connection(asyncio.Protocol):
         self._last_data = self._loop.time()
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"a broken HTTP answer ({exc})"))
+        except httptools.HttpParserError as exc:  # (raised from a callback too, then wrapped)
+            self._fail(UpstreamError(f"a broken HTTP answer ({exc.__context__ or exc})"))
             self.close()
 
     def eof_received(self) -> bool | None:
@@ -199,6 +202,8 @@ class Connection(asyncio.Protocol):
     # -- llhttp callbacks --
 
     def on_message_begin(self) -> None:
+        if self.complete:  # bytes past the end of the answer: stop before they touch it
+            raise UpstreamError("bytes after the end of the answer")
         self._raw_headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -275,9 +280,7 @@ class Connection(asyncio.Protocol):
         piece = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
         self._pieces.clear()
         self._buffered = 0
-        if self._paused and self._buffered < _LOW_WATER and self._transport is not None:
-            self._paused = False
-            self._transport.resume_reading()
+        self._resume()
         return piece
 
     async def read_all(self) -> bytes:
@@ -286,13 +289,12 @@ class Connection(asyncio.Protocol):
             if self._failure is not None:
                 raise self._failure
             self._waiter = waiter = self._loop.create_future()
-            if self._paused and self._transport is not None:  # reading it all: take it all in
-                self._paused = False
-                self._transport.resume_reading()
+            self._resume()  # reading it all: take it all in
             await waiter
         body = b"".join(self._pieces)
         self._pieces.clear()
         self._buffered = 0
+        self._resume()
         return body
 
     def reusable(self) -> bool:
@@ -304,6 +306,13 @@ class Connection(asyncio.Protocol):
         self.lent = False
         self._head = self._waiter = None
         self._cancel_silence()
+        self._resume()  # a connection kept for the next request must be read again
+
+    def _resume(self) -> None:
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._last_data = self._loop.time()  # the pause was the reader's, not the upstream's silence
+            self._transport.resume_reading()
 
     def close(self) -> None:
         self.lost = True
@@ -329,6 +338,10 @@ class Connection(asyncio.Protocol):
     def _finish(self) -> None:
         if self._decoder is not None:
             tail = self._decoder.flush()
+            if not self._decoder.eof:
+                self._fail(UpstreamError("a compressed body that ends before its stream does"))
+                self.close()
+                return
             if tail:
                 self._pieces.append(tail)
                 self._buffered += len(tail)
@@ -439,6 +452,10 @@ class Pool:
             connection.close()
         self._open.clear()
         self._idle.clear()
+        while self._slots:  # requests waiting for a slot end now, not at their connect timeout
+            slot = self._slots.popleft()
+            if not slot.done():
+                slot.set_exception(UpstreamError("the gateway is stopping"))
 
     def _reuse(self, origin: Origin) -> Connection | None:
         idle = self._idle.get(origin)
