@@ -20,7 +20,7 @@ sys.modules.setdefault("opentelemetry.sdk.metrics", None)  # type: ignore[arg-ty
 import uvicorn  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 
-from gateway import bounds  # noqa: E402
+from gateway import bounds, workers  # noqa: E402
 from gateway.app import create_gateway  # noqa: E402
 from gateway.resources import open_resources  # noqa: E402
 from gateway.settings import GatewaySettings  # noqa: E402
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
             args.workers,
         )
     if args.workers > 1:
-        uvicorn.run(
+        config = uvicorn.Config(
             "gateway.__main__:app_from_env",
             factory=True,
             host=args.host,
@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None) -> None:
             access_log=False,
             http=CoalescingHttpProtocol,
         )
+        try:
+            workers.serve(config)  # each worker on its own socket: the kernel spreads the connections
+        except (OSError, ValueError) as exc:
+            print(f"gateway: cannot start: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         return
     # No access log: a line per request costs more than the gateway's own work; the usage rows and
     # the Prometheus metrics record every request.

@@ -1,12 +1,15 @@
 """`python -m gateway` stands alone: it refuses a database at a schema revision it does not know, and
-against a migrated one it serves without loading the control plane, the console, Alembic or git."""
+against a migrated one it serves without loading the control plane, the console, Alembic or git;
+with `--workers` every worker takes its share of the connections."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -86,7 +89,7 @@ def test_against_a_migrated_database_it_serves_with_the_data_plane_alone(tmp_pat
     assert done.returncode == 0, done.stderr
     modules = json.loads(done.stdout.splitlines()[-1])
     loaded = {m.split(".")[0] for m in modules}
-    assert not loaded & {"portal", "console", "alembic", "git", "fastapi", "pulumi", "boto3"}
+    assert not loaded & {"portal", "console", "alembic", "git", "fastapi", "pulumi", "boto3", "aiohttp"}
     assert not [m for m in modules if m.startswith("store.migrat")]
     assert not [m for m in modules if m.startswith("opentelemetry.sdk")]
     assert {"gateway", "store", "starlette", "sqlalchemy"} <= loaded
@@ -94,3 +97,75 @@ def test_against_a_migrated_database_it_serves_with_the_data_plane_alone(tmp_pat
 
 def test_the_revision_the_gateway_needs_is_the_migrations_head() -> None:
     assert head_revision() == REVISION
+
+
+def _sockets(port: int, state: str) -> set[str]:
+    """The inodes of TCP sockets on local `port` in `state` (01 established, 0A listening)."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+                found.add(fields[9])
+    return found
+
+
+def _connections_by_process(pids: list[int], port: int) -> dict[int, int]:
+    """How many established TCP connections to `port` each process holds (from /proc)."""
+    established = _sockets(port, "01")
+    counts = {}
+    for pid in pids:
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(fd) if fd.is_symlink() else ""
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+        counts[pid] = len(inodes & established)
+    return counts
+
+
+def test_every_worker_takes_a_share_of_the_connections(tmp_path: Path) -> None:
+    # uvicorn's workers share one socket and the first awake takes every waiting connection; the
+    # gateway's each bind their own (SO_REUSEPORT) and the kernel spreads connections over them.
+    _database(tmp_path)
+    port = free_port()
+    command = [sys.executable, "-m", "gateway", "--port", str(port), "--workers", "2"]
+    health = f"http://127.0.0.1:{port}/healthz"
+    with server(command, _env(tmp_path), health, "gateway", tmp_path / "gw.log") as parent:
+        deadline = time.monotonic() + 30  # one worker answers health; wait for both to listen
+        while len(_sockets(port, "0A")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_sockets(port, "0A")) == 2
+        # All at once, as a burst of clients would: they wait in the accept queue together.
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        try:
+            request = f"GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\r\n".encode()
+            for client in clients:
+                client.sendall(request)
+            for client in clients:
+                assert client.recv(65536).startswith(b"HTTP/1.1 401")
+            children = [int(c) for c in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+            counts = _connections_by_process(children, port)
+        finally:
+            for client in clients:
+                client.close()
+    served = sorted(n for n in counts.values() if n)
+    assert len(served) == 2, counts  # both workers (the third child, if any, is multiprocessing's tracker)
+    assert sum(served) == 32 and served[0] >= 4, counts  # a 4-in-32 split or worse: odds of ~1e-5
+
+
+def test_workers_on_a_port_in_use_are_one_clear_error(tmp_path: Path) -> None:
+    _database(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "--port", str(port), "--workers", "2"],
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert "gateway: cannot start:" in done.stderr and "in use" in done.stderr
