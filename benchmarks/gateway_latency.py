@@ -12,8 +12,10 @@ Three processes share the machine (2 cores here):
   and concurrency, plus a key token quota — in Redis when one answers at $MODELFLEET_BENCH_REDIS_URL,
   in process otherwise — and usage rows written to PostgreSQL (when one answers) or SQLite;
 - this process, the load generator: OPEN LOOP at a constant rate. Request i is due at start + i / rate
-  and is sent then whether or not earlier ones came back (a new keep-alive connection is opened when
-  none is idle), and its latency runs from when it was DUE to its last byte, so a stalled server or a
+  and is sent then whether or not earlier ones came back, on the keep-alive connection idle longest
+  (16 are opened up front, as 16 applications would hold; another is opened when none is idle: a
+  worker process serves the connections it accepted, so a load that kept to one connection would
+  measure one worker), and its latency runs from when it was DUE to its last byte, so a stalled server or a
   late generator shows up in the figures instead of quietly lowering the offered load (the closed-loop
   "coordinated omission" of Locust-style tests). Offered and achieved rates are both reported.
 
@@ -28,6 +30,7 @@ processes included).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import json
@@ -55,6 +58,7 @@ RATES = tuple(int(r) for r in os.environ.get("MODELFLEET_BENCH_RATES", "100,300,
 SECONDS = float(os.environ.get("MODELFLEET_BENCH_SECONDS", "6"))
 WARMUP_SECONDS = 1.0
 SEQUENTIAL = 300
+CLIENTS = 16  # keep-alive connections opened up front, as that many applications would hold
 REDIS_URL = os.environ.get("MODELFLEET_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_URL = os.environ.get("MODELFLEET_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MODEL = "bench-chat"
@@ -97,16 +101,29 @@ class Pool:
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+        self.idle: collections.deque[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = (
+            collections.deque()
+        )
         self.opened = 0
 
+    async def open(self, clients: int) -> None:
+        """Open `clients` connections up front, as that many applications would have: a server's
+        worker processes share them as they accepted them, and `get` takes them in turn."""
+        for _ in range(clients):
+            self.put(await self._connect())
+
     async def get(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        # Oldest idle first: requests go round the open connections (the last one put back, taken at
+        # once, would pin a light load to one connection, hence to one worker process).
         now = time.monotonic()
         while self.idle:
-            reader, writer, since = self.idle.pop()
+            reader, writer, since = self.idle.popleft()
             if now - since < self.MAX_IDLE:
                 return reader, writer
             writer.close()
+        return await self._connect()
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.opened += 1
@@ -497,6 +514,7 @@ async def measure(
     requests = {"direct": direct, "gateway": through}
     names = {"direct": f"{tag}_direct" if tag != "gateway" else "direct", "gateway": tag}
     for name, pool in pools.items():  # warm up both paths (connections, caches, the gateway's snapshot)
+        await pool.open(CLIENTS)
         warm = await open_loop(pool, requests[name], 100, WARMUP_SECONDS)
         if warm.errors:
             raise RuntimeError(f"{name}: {warm.errors} errors while warming up")
@@ -509,6 +527,8 @@ async def measure(
         runs: dict[str, Run] = {}
         for name, pool in pools.items():
             cpu_before = cpu_seconds(gateway_pid)
+            workers = children(gateway_pid)
+            worker_cpu_before = [cpu_seconds(w) for w in workers]
             runs[name] = run = await open_loop(pool, requests[name], rate, SECONDS)
             line = f"{names[name]}_{{}}_{rate}rps"
             bench(line.format("offered"), run.offered, "req/s")
@@ -522,6 +542,9 @@ async def measure(
             if name == "gateway":
                 cpu = cpu_seconds(gateway_pid) - cpu_before
                 bench(f"{tag}_cpu_per_request_{rate}rps", cpu / max(len(run.latencies_ms), 1) * 1000, "ms")
+                spent = [cpu_seconds(w) - b for w, b in zip(workers, worker_cpu_before, strict=True)]
+                if len(workers) > 1 and sum(spent) > 0:  # is every worker serving? (1/workers is even)
+                    bench(f"{tag}_busiest_worker_cpu_share_{rate}rps", max(spent) / sum(spent), "fraction")
         for q in (50, 95, 99):
             bench(f"{tag}_added_p{q}_{rate}rps", runs["gateway"].p(q) - runs["direct"].p(q), "ms")
         bench(f"{tag}_over_direct_p50_{rate}rps", runs["gateway"].p(50) / runs["direct"].p(50), "x")
