@@ -8,7 +8,10 @@ back-off after a failure, and calls `on_change` from its thread: the caller hand
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
+import socket
 import threading
 from collections.abc import Callable
 
@@ -26,13 +29,14 @@ def listen_url(url: URL) -> str:
 
 
 class FeedListener:
-    def __init__(self, url: str, on_change: Callable[[], None], *, poll_seconds: float = 0.25) -> None:
+    def __init__(self, url: str, on_change: Callable[[], None]) -> None:
         self.url = url
         self.on_change = on_change
-        # How often the thread looks at its stop flag: what stopping waits at most. Waking up idle is
-        # one poll(2) call, so a quarter second costs nothing and keeps a gateway's shutdown short.
-        self.poll_seconds = poll_seconds
         self._stop = threading.Event()
+        # The thread sleeps in select(2) on the connection's socket and this pair's far end, which
+        # `stop` writes to: idle, it never wakes (psycopg's own waits poll ~10 times a second, each
+        # taking the GIL from the requests).
+        self._waker, self._wakeup = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="modelfleet-feed", daemon=True)
         self.listening = threading.Event()  # set while LISTEN is in effect (tests wait for it)
 
@@ -41,7 +45,11 @@ class FeedListener:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=self.poll_seconds + 5)
+        with contextlib.suppress(OSError):
+            self._waker.send(b"x")
+        self._thread.join(timeout=5)
+        self._waker.close()
+        self._wakeup.close()
 
     def _run(self) -> None:
         backoff = 0.2
@@ -52,8 +60,14 @@ class FeedListener:
                     self.listening.set()
                     backoff = 0.2
                     self.on_change()  # anything announced while we were not listening
+                    wakeup = self._wakeup.fileno()
                     while not self._stop.is_set():
-                        for _ in connection.notifies(timeout=self.poll_seconds, stop_after=1):
+                        readable, _, _ = select.select([connection.fileno(), wakeup], [], [])
+                        if wakeup in readable:
+                            return
+                        # timeout=0: take what arrived (a lost connection raises here) and go back to
+                        # sleep; several notifications in one packet are one reload.
+                        if sum(1 for _ in connection.notifies(timeout=0)):
                             self.on_change()
             except psycopg.Error as exc:
                 self.listening.clear()
