@@ -50,7 +50,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.processes import free_port, server
+from benchmarks.processes import free_port, server, wait_listening
 from benchmarks.report import bench
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -311,6 +311,7 @@ def start_up_and_memory(gw_cmd: list[str], gw_env: dict[str, str], key: str, tmp
         command = [*gw_cmd, "--port", str(port), "--workers", str(workers)]
         health = f"http://127.0.0.1:{port}/v1/models"
         with server(command, gw_env, f"http://127.0.0.1:{port}/healthz", "gateway", tmp / "m.log") as pid:
+            wait_listening(port, workers)
             for _ in range(20):  # every worker has answered once (the kernel spreads the connections)
                 httpx.get(health, headers={"authorization": f"Bearer {key}"}, timeout=5)
             time.sleep(1.0)
@@ -471,6 +472,7 @@ def main() -> None:
                 health = f"http://127.0.0.1:{gw_port}/healthz"
                 env = {**gw_env, "MODELFLEET_GATEWAY_REPLICAS": str(workers)}
                 with server(gw_cmd, env, health, "gateway", tmp / f"gw{workers}.log") as pid:
+                    wait_listening(gw_port, workers)  # every worker, before the clients connect
                     tag = "gateway" if workers == configurations[0] else f"gateway_{workers}proc"
                     info(f"{tag}: {workers} gateway process(es)")
                     asyncio.run(measure(sim_port, gw_port, direct, through, pid, tag))

@@ -19,6 +19,28 @@ def free_port() -> int:
         return port
 
 
+def tcp_sockets(port: int, state: str) -> set[str]:
+    """The inodes of this machine's TCP sockets on local `port` in `state` ("0A" listening, "01"
+    established), from /proc/net (Linux)."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+                found.add(fields[9])
+    return found
+
+
+def wait_listening(port: int, sockets: int, timeout: float = 30) -> None:
+    """Until `sockets` sockets listen on `port`: the workers of a `--workers N` gateway each bind their
+    own, and one answering a health check says nothing of the others."""
+    deadline = time.monotonic() + timeout
+    while len(tcp_sockets(port, "0A")) < sockets:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{sockets} listeners on port {port} did not appear in {timeout:g} s")
+        time.sleep(0.05)
+
+
 def wait_until_up(url: str, process: subprocess.Popen[bytes], what: str) -> None:
     deadline = time.monotonic() + 60
     while True:

@@ -9,13 +9,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 from sqlalchemy import text
 
-from benchmarks.processes import free_port, server
+from benchmarks.processes import free_port, server, tcp_sockets, wait_listening
 from store.db import make_engine
 from store.migrate import head_revision, migrate
 from store.schema import REVISION
@@ -99,20 +98,9 @@ def test_the_revision_the_gateway_needs_is_the_migrations_head() -> None:
     assert head_revision() == REVISION
 
 
-def _sockets(port: int, state: str) -> set[str]:
-    """The inodes of TCP sockets on local `port` in `state` (01 established, 0A listening)."""
-    found: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
-                found.add(fields[9])
-    return found
-
-
 def _connections_by_process(pids: list[int], port: int) -> dict[int, int]:
     """How many established TCP connections to `port` each process holds (from /proc)."""
-    established = _sockets(port, "01")
+    established = tcp_sockets(port, "01")
     counts = {}
     for pid in pids:
         inodes = set()
@@ -132,10 +120,7 @@ def test_every_worker_takes_a_share_of_the_connections(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "gateway", "--port", str(port), "--workers", "2"]
     health = f"http://127.0.0.1:{port}/healthz"
     with server(command, _env(tmp_path), health, "gateway", tmp_path / "gw.log") as parent:
-        deadline = time.monotonic() + 30  # one worker answers health; wait for both to listen
-        while len(_sockets(port, "0A")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(_sockets(port, "0A")) == 2
+        wait_listening(port, 2)  # one worker answers health; both must listen
         # All at once, as a burst of clients would: they wait in the accept queue together.
         clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
         try:
