@@ -528,6 +528,10 @@ async def measure(
     for rate in RATES:
         runs: dict[str, Run] = {}
         for name, pool in pools.items():
+            # Fresh connections for each run: the servers close keep-alive connections idle for 5 s
+            # (uvicorn's default), which the other path's run outlasts.
+            pool.close()
+            await pool.open(CLIENTS)
             cpu_before = cpu_seconds(gateway_pid)
             workers = children(gateway_pid)
             worker_cpu_before = [cpu_seconds(w) for w in workers]
