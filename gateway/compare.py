@@ -261,7 +261,7 @@ class CompareStream(Response):
             usage = gateway.recorder.record(sample)
             connected.attempt.close()
             with anyio.CancelScope(shield=True):
-                await connected.response.aclose()
+                connected.response.close()
                 await leg.admission.settle(usage.total_tokens)
                 if not gone():
                     await emit(
@@ -295,7 +295,7 @@ class CompareStream(Response):
         if isinstance(connected, Connected):
             status = connected.response.status_code
             detail = _upstream_error(await connected.response.aread(), status)
-            await gateway.relay.close(connected)
+            gateway.relay.close(connected)
             sample.target = connected.spec
             sample.status, sample.error_type = status, "upstream_rejected"
             # The upstream's `param` names the field it refused (`max_tokens`, `n`): keep it, as the

@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import anyio
-
 from gateway import metrics
 from gateway.breaker import BreakerBoard, BreakerConfig, is_failure_status, parse_retry_after
 from gateway.metering import Outcome, StreamMeter
@@ -117,8 +115,11 @@ class Relay:
                     return Connected(attempt, spec, response, started)
                 retry_after = parse_retry_after(response.headers)
                 attempt.failed(retry_after)
-                detail = await _error_message(response)
-                attempt.close()
+                try:
+                    detail = await _error_message(response)
+                finally:
+                    response.close()  # the connection goes back to the pool (or is closed)
+                    attempt.close()
                 metrics.child(metrics.UPSTREAM_ATTEMPTS, spec.name, "failure").inc()
                 failure = _failure(status, detail, retry_after, spec)
             if tries >= self.max_attempts:
@@ -150,11 +151,10 @@ class Relay:
         return None
 
     @staticmethod
-    async def close(connected: Connected) -> None:
-        """Close the upstream response and the attempt, even inside a cancelled task."""
+    def close(connected: Connected) -> None:
+        """Close the upstream response and the attempt (synchronous: safe inside a cancelled task)."""
         connected.attempt.close()
-        with anyio.CancelScope(shield=True):
-            await connected.response.aclose()
+        connected.response.close()
 
 
 def not_ready(model: ModelEntry) -> Refusal:

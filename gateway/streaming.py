@@ -151,7 +151,7 @@ class RelayResponse(Response):
             connected.attempt.close()
             metrics.IN_FLIGHT.dec()
             with anyio.CancelScope(shield=True):
-                await connected.response.aclose()
+                connected.response.close()
                 await self.admission.settle(usage.total_tokens)
 
 

@@ -21,7 +21,7 @@ __all__ = ["UpstreamClient", "UpstreamError", "UpstreamResponse", "UpstreamTimeo
 class UpstreamResponse:
     """One upstream answer: status and headers at once, the body read whole or relayed in pieces.
 
-    `aclose()` must be called (the callers do it in `finally`): a body read to its end gives the
+    `close()` must be called (the callers do it in `finally`): a body read to its end gives the
     connection back to the pool; one abandoned midway closes it, which tells an engine to stop
     generating for a client that left."""
 
@@ -49,8 +49,13 @@ class UpstreamResponse:
         while piece := await read():
             yield piece
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
+        """Give the connection back (or close it) at once. It never suspends, so it needs no shield
+        from cancellation: a cancelled task's `finally` runs it to the end."""
         self._pool.give_back(self._connection)
+
+    async def aclose(self) -> None:
+        self.close()
 
 
 class UpstreamClient:

@@ -224,6 +224,40 @@ def test_an_external_target_gets_its_secret_from_the_reference(
     )
 
 
+def test_failed_upstream_answers_give_their_connections_back(
+    client: TestClient, services: Services, httpserver: HTTPServer
+) -> None:
+    # A pool of two connections: answers the gateway reads as failures must free theirs, or the
+    # third request waits out the connect timeout for a slot nobody gives back.
+    services.settings = services.settings.model_copy(
+        update={"gateway_max_connections": 2, "gateway_connect_timeout_seconds": 0.5}
+    )
+    answer = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+    with harness(client, services) as h:
+        h.workspace("team-a")
+        h.model("chat", [{"kind": "external", "base_url": httpserver.url_for("/v1"), "upstream_model": "m"}])
+        h.key("main", "team-a")
+        sdk = h.sdk().with_options(max_retries=0)
+        httpserver.expect_request("/v1/chat/completions").respond_with_json(
+            {"error": {"message": "engine fault"}}, status=500
+        )
+        for _ in range(4):  # under the breaker's five
+            with pytest.raises(openai.InternalServerError) as failed:
+                sdk.chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+            assert failed.value.status_code == 502 and "engine fault" in failed.value.message
+        httpserver.clear()
+        httpserver.expect_request("/v1/chat/completions").respond_with_json(answer)
+        reply = sdk.chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+        assert reply.choices[0].message.content == "hi"
+
+
 def test_every_upstream_down_is_a_502_and_an_open_circuit_a_503(gw: Harness) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
