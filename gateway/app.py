@@ -288,11 +288,11 @@ class GatewayApp:
                 else None
             )
         except (UpstreamError, ValueError) as exc:
-            gateway.relay.close(connected)
             cause = exc.cause if isinstance(exc, UpstreamError) else "invalid JSON"
             broken = Refusal(Why.UPSTREAM_ERROR, f"The upstream sent a broken response ({cause}).")
             return self.refuse(broken, sample, headers, translation)
-        gateway.relay.close(connected)
+        finally:  # cancelled mid-read too: the connection is closed, not left counted in use
+            gateway.relay.close(connected)
         if ep is endpoint.RERANK and isinstance(
             parsed, list
         ):  # SGLang's bare list: reshape (its usage is estimated)
@@ -321,7 +321,8 @@ class GatewayApp:
             data = await connected.response.aread()
         except UpstreamError:
             data = b""
-        gateway.relay.close(connected)
+        finally:
+            gateway.relay.close(connected)
         if status in (401, 403):
             refused = Refusal(Why.UPSTREAM_AUTH_FAILED, "The upstream refused the gateway's credentials.")
             return self.refuse(refused, sample, headers, translation)

@@ -147,7 +147,7 @@ class Connection(asyncio.Protocol):
         self.received_any = False  # a byte of the current answer arrived (else a resend is safe)
         self.status = 0
         self.headers: Headers = Headers(())
-        self._loop = loop
+        self.loop = loop
         self._read_timeout_s = read_timeout_s
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
@@ -177,7 +177,7 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         self.received_any = True
-        self._last_data = self._loop.time()
+        self._last_data = self.loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:  # (raised from a callback too, then wrapped)
@@ -262,9 +262,9 @@ class Connection(asyncio.Protocol):
         self.lent, self.received_any, self.complete = True, False, False
         self._pieces.clear()
         self._buffered, self._failure, self._decoder = 0, None, None
-        self._head = head = self._loop.create_future()
-        self._last_data = self._loop.time()
-        self._silence = self._loop.call_later(self._read_timeout_s, self._check_silence)
+        self._head = head = self.loop.create_future()
+        self._last_data = self.loop.time()
+        self._silence = self.loop.call_later(self._read_timeout_s, self._check_silence)
         self._transport.write(data)
         return head
 
@@ -275,7 +275,7 @@ class Connection(asyncio.Protocol):
                 raise self._failure
             if self.complete:
                 return b""
-            self._waiter = waiter = self._loop.create_future()
+            self._waiter = waiter = self.loop.create_future()
             await waiter
         piece = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
         self._pieces.clear()
@@ -288,7 +288,7 @@ class Connection(asyncio.Protocol):
         while not self.complete:
             if self._failure is not None:
                 raise self._failure
-            self._waiter = waiter = self._loop.create_future()
+            self._waiter = waiter = self.loop.create_future()
             self._resume()  # reading it all: take it all in
             await waiter
         body = b"".join(self._pieces)
@@ -311,7 +311,7 @@ class Connection(asyncio.Protocol):
     def _resume(self) -> None:
         if self._paused and self._transport is not None:
             self._paused = False
-            self._last_data = self._loop.time()  # the pause was the reader's, not the upstream's silence
+            self._last_data = self.loop.time()  # the pause was the reader's, not the upstream's silence
             self._transport.resume_reading()
 
     def close(self) -> None:
@@ -365,11 +365,11 @@ class Connection(asyncio.Protocol):
         # One timer per answer, not one per received piece: it re-arms itself for whatever is left of
         # the allowed silence since the last byte.
         self._silence = None
-        silent = self._loop.time() - self._last_data
+        silent = self.loop.time() - self._last_data
         if self._paused:  # the reader is behind, not the upstream
             silent = 0.0
         if silent < self._read_timeout_s:
-            self._silence = self._loop.call_later(self._read_timeout_s - silent, self._check_silence)
+            self._silence = self.loop.call_later(self._read_timeout_s - silent, self._check_silence)
             return
         self._fail(UpstreamTimeout(f"no answer from the upstream for {self._read_timeout_s:g} s"))
         self.close()
@@ -425,19 +425,19 @@ class Pool:
             return connection
         raise AssertionError("unreachable: the second attempt returns or raises")
 
-    def give_back(self, connection: Connection) -> None:
+    def give_back(self, connection: Connection, *, reuse: bool = True) -> None:
         """Take back a lent connection: kept for the next request if its answer was read to the end,
         closed otherwise (which tells an engine to stop generating for a client that left)."""
         if not connection.lent:  # given back already
             return
-        reusable = connection.reusable() and not self._closed
+        reusable = reuse and connection.reusable() and not self._closed
         connection.release()
         self._in_use -= 1
         if reusable:
-            connection.idle_since = asyncio.get_running_loop().time()
+            connection.idle_since = connection.loop.time()
             self._idle.setdefault(connection.origin, []).append(connection)
             if self._sweep is None:
-                self._sweep = asyncio.get_running_loop().call_later(self._keepalive_s, self._close_expired)
+                self._sweep = connection.loop.call_later(self._keepalive_s, self._close_expired)
         else:
             connection.close()
             self._open.discard(connection)

@@ -11,6 +11,8 @@ aiohttp's client and httpx for CPU; the numbers are in its docstring and `make b
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from gateway.connection import Connection, Pool, Target, UpstreamError, UpstreamTimeout, parse_target
@@ -56,6 +58,16 @@ class UpstreamResponse:
 
     async def aclose(self) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        # The safety net for a path that forgot to close (a task cancelled between the answer's head
+        # and its reader's `finally`): the connection is closed rather than counted in use for ever.
+        # Collected on whichever thread ran the collector: the loop does the closing.
+        if self._connection.lent:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: so is everything on it
+                self._connection.loop.call_soon_threadsafe(
+                    functools.partial(self._pool.give_back, self._connection, reuse=False)
+                )
 
 
 class UpstreamClient:

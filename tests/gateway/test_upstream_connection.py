@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
 import random
 import re
@@ -1048,5 +1049,23 @@ def test_a_bad_upstream_url_is_an_upstream_error_from_post() -> None:
             with pytest.raises(UpstreamError) as failure:
                 await client.post("http://user:secret@example.com/v1", b"{}", [])
             assert "credentials" in failure.value.cause
+
+    asyncio.run(bounded(run()))
+
+
+def test_an_answer_dropped_without_being_closed_frees_its_slot() -> None:
+    # The safety net for a path that forgot to close: once the answer is collected, its connection is
+    # closed and no longer counted in use (with one slot, the next request would wait it out).
+    async def run() -> None:
+        async with (
+            RawServer(keep_alive()) as server,
+            upstream(max_connections=1, connect_timeout_s=0.3) as client,
+        ):
+            forgotten = await client.post(server.url(), b"{}", [])
+            del forgotten
+            gc.collect()
+            await asyncio.sleep(0)  # the loop runs the closing the collector handed it
+            assert await read_and_close(await client.post(server.url(), b"{}", [])) == b"ok"
+            assert len(server.peers) == 2  # the forgotten answer's connection was closed, not reused
 
     asyncio.run(bounded(run()))
