@@ -6,17 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import gc
 import gzip
+import ipaddress
 import random
 import re
 import socket
+import ssl
 import time
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from pytest_httpserver import HTTPServer
 
 from gateway.connection import Origin, Target, parse_target
@@ -72,8 +80,9 @@ class RawServer:
     """A loopback server running `handler` for each connection it accepts; it keeps the connections
     (`peers`, in order) and the requests read (`requests`: connection index, bytes)."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self.tls = tls
         self.peers: list[Peer] = []
         self.requests: list[tuple[int, bytes]] = []
         self.errors: list[BaseException] = []
@@ -82,10 +91,10 @@ class RawServer:
         self._server: asyncio.Server | None = None
 
     def url(self, path: str = "/v1/chat") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}{path}"
 
     async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -1067,5 +1076,63 @@ def test_an_answer_dropped_without_being_closed_frees_its_slot() -> None:
             await asyncio.sleep(0)  # the loop runs the closing the collector handed it
             assert await read_and_close(await client.post(server.url(), b"{}", [])) == b"ok"
             assert len(server.peers) == 2  # the forgotten answer's connection was closed, not reused
+
+    asyncio.run(bounded(run()))
+
+
+LOOPBACK_SAN = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key: (certificate, key) PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelfleet test upstream")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "upstream.pem", directory / "upstream.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_an_https_upstream_is_reached_when_its_certificate_is_trusted_and_refused_when_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # External providers are https: the pool verifies against the system's trust store, which
+    # SSL_CERT_FILE points at here (OpenSSL reads it when a client's context is made).
+    cert, key = _self_signed(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+
+    async def run() -> None:
+        async with RawServer(keep_alive(), tls=server_tls) as server:
+            async with upstream() as untrusting:
+                with pytest.raises(UpstreamError) as refused:
+                    await untrusting.post(server.url(), b"{}", [])
+                assert not isinstance(refused.value, UpstreamTimeout)
+                assert "TLS" in refused.value.cause and "CERTIFICATE_VERIFY_FAILED" in refused.value.cause
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+            async with upstream() as trusting:
+                assert await read_and_close(await trusting.post(server.url(), b"{}", [])) == b"ok"
+                assert await read_and_close(await trusting.post(server.url(), b"{}", [])) == b"ok"
+            assert len(server.peers) == 1  # both over one kept-alive connection (a refused handshake
+            # never reaches the server's handler)
 
     asyncio.run(bounded(run()))
