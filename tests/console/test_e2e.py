@@ -256,7 +256,8 @@ def test_ops_and_user_journeys(portal: Portal, browser: object) -> None:
     user.goto(f"{url}/console/services/e2e-qwen3")
     user.click("[data-testid=stop]")
     user.click("#confirm-dialog button[value=ok]")
-    expect(user.locator(".page-head .state")).to_have_text("stopped")
+    # A stack update like the deploy above: as long to wait for on a loaded machine.
+    expect(user.locator(".page-head .state")).to_have_text("stopped", timeout=30_000)
     user.click("[data-testid=delete]")
     confirm = user.locator("#confirm-dialog button[value=ok]")
     expect(confirm).to_be_disabled()
@@ -351,9 +352,9 @@ def test_a_failed_service_live(portal: Portal, browser: object, tmp_path: Path) 
     user.goto(f"{portal.url}/console/services/qwen25-7b")
     expect(user.locator("#service-badge .state")).to_have_text("failed")
     expect(user.locator("[data-testid=failure]")).to_contain_text("OOMKilled")
-    # Slow on a loaded machine (the full suite on two cores missed 5 s once).
+    # Slow on a loaded machine (the full suite on two cores missed 5 s once, and 20 s once).
     expect(user.locator("[data-testid=failure-log]")).to_contain_text(
-        "CUDA error: out of memory", timeout=20_000
+        "CUDA error: out of memory", timeout=60_000
     )
     user.click("[data-show-log=east-0]")
     live = user.locator("[data-testid=live-log]")
