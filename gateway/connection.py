@@ -144,6 +144,7 @@ class Connection(asyncio.Protocol):
         self.origin = origin
         self.idle_since = 0.0
         self.lost = False  # closed by either side, or broken: never lent again
+        self.lendings = 0  # requests sent on it so far: which lending a borrower's answer belongs to
         self.received_any = False  # a byte of the current answer arrived (else a resend is safe)
         self.status = 0
         self.headers: Headers = Headers(())
@@ -260,6 +261,7 @@ class Connection(asyncio.Protocol):
         """Write a whole request; the returned future completes when the answer's head has arrived."""
         assert self._transport is not None and not self.lent
         self.lent, self.received_any, self.complete = True, False, False
+        self.lendings += 1
         self._pieces.clear()
         self._buffered, self._failure, self._decoder = 0, None, None
         self._head = head = self.loop.create_future()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from gateway.connection import Connection, Pool, Target, UpstreamError, UpstreamTimeout, parse_target
@@ -27,11 +26,14 @@ class UpstreamResponse:
     connection back to the pool; one abandoned midway closes it, which tells an engine to stop
     generating for a client that left."""
 
-    __slots__ = ("_connection", "_pool")
+    __slots__ = ("_connection", "_lending", "_pool")
 
     def __init__(self, pool: Pool, connection: Connection) -> None:
         self._pool = pool
         self._connection = connection
+        # The connection outlives this answer: given back, it carries other requests. Closing (or
+        # collecting) this answer must never touch a later lending of it.
+        self._lending = connection.lendings
 
     @property
     def status_code(self) -> int:
@@ -53,8 +55,12 @@ class UpstreamResponse:
 
     def close(self) -> None:
         """Give the connection back (or close it) at once. It never suspends, so it needs no shield
-        from cancellation: a cancelled task's `finally` runs it to the end."""
-        self._pool.give_back(self._connection)
+        from cancellation: a cancelled task's `finally` runs it to the end. Closing twice is harmless."""
+        if self._holds():
+            self._pool.give_back(self._connection)
+
+    def _holds(self) -> bool:
+        return self._connection.lent and self._connection.lendings == self._lending
 
     async def aclose(self) -> None:
         self.close()
@@ -63,11 +69,13 @@ class UpstreamResponse:
         # The safety net for a path that forgot to close (a task cancelled between the answer's head
         # and its reader's `finally`): the connection is closed rather than counted in use for ever.
         # Collected on whichever thread ran the collector: the loop does the closing.
-        if self._connection.lent:
+        if self._holds():
             with contextlib.suppress(RuntimeError):  # the loop is closed: so is everything on it
-                self._connection.loop.call_soon_threadsafe(
-                    functools.partial(self._pool.give_back, self._connection, reuse=False)
-                )
+                self._connection.loop.call_soon_threadsafe(self._give_back_if_held)
+
+    def _give_back_if_held(self) -> None:
+        if self._holds():  # still this answer's lending once the loop gets to it
+            self._pool.give_back(self._connection, reuse=False)
 
 
 class UpstreamClient:

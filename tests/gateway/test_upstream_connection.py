@@ -1136,3 +1136,24 @@ def test_an_https_upstream_is_reached_when_its_certificate_is_trusted_and_refuse
             # never reaches the server's handler)
 
     asyncio.run(bounded(run()))
+
+
+def test_an_answer_closed_again_or_collected_late_leaves_the_next_request_on_its_connection_alone() -> None:
+    # A connection outlives each answer: once given back it carries the next request, and closing the
+    # old answer again, or the collector finishing it off, must not take the connection from under
+    # the new one (whose reader would then wait for ever).
+    async def run() -> None:
+        async with RawServer(keep_alive()) as server, upstream(max_connections=1) as client:
+            first = await client.post(server.url(), b"{}", [])
+            assert await read_and_close(first) == b"ok"
+            second = await client.post(server.url(), b"{}", [])
+            assert len(server.peers) == 1  # the same connection, lent again
+            await first.aclose()
+            del first
+            gc.collect()
+            await asyncio.sleep(0)  # anything the collector handed the loop runs now
+            assert await read_and_close(second) == b"ok"
+            assert await read_and_close(await client.post(server.url(), b"{}", [])) == b"ok"
+            assert len(server.peers) == 1
+
+    asyncio.run(bounded(run()))
