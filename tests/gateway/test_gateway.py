@@ -30,6 +30,18 @@ MESSAGES = [{"role": "user", "content": "Tell me about gateways"}]
 ENGINE_PROMPT = 3 + 4 + 4  # the simulator's prompt count for MESSAGES
 
 
+def provider_answer(model: str) -> dict[str, Any]:
+    """A provider's complete chat answer: "hi", 3 + 1 tokens."""
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+
+
 @pytest.fixture(scope="module")
 def engine() -> Iterator[tuple[Simulator, str]]:
     simulator = Simulator({"m": ModelProfile(completion_tokens=8)}, accept_any_model=True)
@@ -179,14 +191,7 @@ def test_an_external_target_gets_its_secret_from_the_reference(
     secrets_dir.mkdir(parents=True, exist_ok=True)
     secret_file = secrets_dir / "key"
     secret_file.write_text("upstream-secret-2\n")
-    answer = {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "provider-model",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-    }
+    answer = provider_answer("provider-model")
     for n in (1, 2):
         httpserver.expect_request(
             f"/p{n}/v1/chat/completions", headers={"authorization": f"Bearer upstream-secret-{n}"}
@@ -232,14 +237,7 @@ def test_failed_upstream_answers_give_their_connections_back(
     services.settings = services.settings.model_copy(
         update={"gateway_max_connections": 2, "gateway_connect_timeout_seconds": 0.5}
     )
-    answer = {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-    }
+    answer = provider_answer("m")
     with harness(client, services) as h:
         h.workspace("team-a")
         h.model("chat", [{"kind": "external", "base_url": httpserver.url_for("/v1"), "upstream_model": "m"}])
