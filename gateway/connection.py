@@ -194,12 +194,6 @@ class Connection(asyncio.Protocol):
         self._transport = None
         self._ended(exc)
 
-    def pause_writing(self) -> None:  # a request body is written whole; nothing to pause
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
     # -- llhttp callbacks --
 
     def on_message_begin(self) -> None:
