@@ -55,6 +55,9 @@ from benchmarks.report import bench
 
 ROOT = Path(__file__).resolve().parent.parent
 RATES = tuple(int(r) for r in os.environ.get("MODELFLEET_BENCH_RATES", "100,300,600").split(","))
+STREAM_RATES = tuple(
+    int(r) for r in os.environ.get("MODELFLEET_BENCH_STREAM_RATES", "300,600").split(",") if r
+)
 SECONDS = float(os.environ.get("MODELFLEET_BENCH_SECONDS", "6"))
 WARMUP_SECONDS = 1.0
 SEQUENTIAL = 300
@@ -82,12 +85,21 @@ def request_bytes(port: int, path: str, body: dict[str, Any], key: str | None) -
 
 
 async def read_response(reader: asyncio.StreamReader) -> int:
-    """One Content-Length response; its status."""
+    """One response, Content-Length or chunked (a stream); its status. A stream that ends without its
+    `data: [DONE]` event is an error (ValueError), not a fast answer."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     lower = head.lower()
-    start = lower.index(b"content-length:") + len(b"content-length:")
-    await reader.readexactly(int(lower[start : lower.index(b"\r\n", start)]))
+    if b"transfer-encoding: chunked" not in lower:
+        start = lower.index(b"content-length:") + len(b"content-length:")
+        await reader.readexactly(int(lower[start : lower.index(b"\r\n", start)]))
+        return status
+    last = b""
+    while size := int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16):
+        last = (last + await reader.readexactly(size + 2))[-64:]
+    await reader.readexactly(2)  # the empty trailer section
+    if status == 200 and b"data: [DONE]" not in last:
+        raise ValueError("the stream ended without data: [DONE]")
     return status
 
 
@@ -446,13 +458,19 @@ def main() -> None:
             info(f"limits and quotas {'in Redis at ' + redis if redis else 'in process (no Redis answered)'}")
             info(f"usage rows to {db_kind}; {os.cpu_count()} CPUs shared by simulator, gateway and load")
             bench("gateway_limits_in_redis", 1 if redis else 0, "bool")
-            direct = request_bytes(sim_port, "/v1/chat/completions", body, None)
-            through = request_bytes(gw_port, "/v1/chat/completions", body, key)
+            stream_body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+            requests = {
+                kind: {
+                    "direct": request_bytes(sim_port, "/v1/chat/completions", payload, None),
+                    "gateway": request_bytes(gw_port, "/v1/chat/completions", payload, key),
+                }
+                for kind, payload in (("json", body), ("stream", stream_body))
+            }
             # One worker per core is how the gateway is meant to run on a node (its Deployment's pods
             # or `--workers`); a single process is reported too. Without Redis, workers would each
             # enforce the limits alone, so only one process is measured then.
             cores = os.cpu_count() or 1
-            configurations = (cores, 1) if redis and cores > 1 else (1,)
+            configurations: tuple[int, ...] = (cores, 1) if redis and cores > 1 else (1,)
             if os.environ.get("MODELFLEET_BENCH_WORKERS"):  # e.g. "2" to measure one configuration
                 configurations = tuple(int(w) for w in os.environ["MODELFLEET_BENCH_WORKERS"].split(","))
             bench("gateway_workers", configurations[0], "processes")
@@ -475,7 +493,7 @@ def main() -> None:
                     wait_listening(gw_port, workers)  # every worker, before the clients connect
                     tag = "gateway" if workers == configurations[0] else f"gateway_{workers}proc"
                     info(f"{tag}: {workers} gateway process(es)")
-                    asyncio.run(measure(sim_port, gw_port, direct, through, pid, tag))
+                    asyncio.run(measure(sim_port, gw_port, requests, pid, tag))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -508,54 +526,72 @@ def _admin_token() -> str:
 
 
 async def measure(
-    sim_port: int, gw_port: int, direct: bytes, through: bytes, gateway_pid: int, tag: str
+    sim_port: int, gw_port: int, requests: dict[str, dict[str, bytes]], gateway_pid: int, tag: str
 ) -> None:
     """Lines `<tag>_...` for the gateway (`tag` names its configuration) and `<tag>_direct_...` for the
-    simulator alone, measured right before it on the same schedule."""
+    simulator alone, measured right before it on the same schedule: JSON answers at `RATES`, then
+    streams (`..._stream_...`) at `STREAM_RATES`. `requests[kind][path]` is the request to send."""
     pools = {"direct": Pool(sim_port), "gateway": Pool(gw_port)}
-    requests = {"direct": direct, "gateway": through}
     names = {"direct": f"{tag}_direct" if tag != "gateway" else "direct", "gateway": tag}
     for name, pool in pools.items():  # warm up both paths (connections, caches, the gateway's snapshot)
         await pool.open(CLIENTS)
-        warm = await open_loop(pool, requests[name], 100, WARMUP_SECONDS)
-        if warm.errors:
-            raise RuntimeError(f"{name}: {warm.errors} errors while warming up")
-    seq = {name: await sequential(pool, requests[name], SEQUENTIAL) for name, pool in pools.items()}
+        for kind in requests:
+            warm = await open_loop(pool, requests[kind][name], 100, WARMUP_SECONDS)
+            if warm.errors:
+                raise RuntimeError(f"{name}: {warm.errors} errors while warming up ({kind}: {warm.statuses})")
+    json_requests = requests["json"]
+    seq = {name: await sequential(pool, json_requests[name], SEQUENTIAL) for name, pool in pools.items()}
     for name in pools:
         bench(f"{names[name]}_sequential_p50", seq[name][len(seq[name]) // 2], "ms")
     added = seq["gateway"][len(seq["gateway"]) // 2] - seq["direct"][len(seq["direct"]) // 2]
     bench(f"{tag}_added_sequential_p50", added, "ms")
-    for rate in RATES:
-        runs: dict[str, Run] = {}
-        for name, pool in pools.items():
-            # Fresh connections for each run: the servers close keep-alive connections idle for 5 s
-            # (uvicorn's default), which the other path's run outlasts.
-            pool.close()
-            await pool.open(CLIENTS)
-            cpu_before = cpu_seconds(gateway_pid)
-            workers = children(gateway_pid)
-            worker_cpu_before = [cpu_seconds(w) for w in workers]
-            runs[name] = run = await open_loop(pool, requests[name], rate, SECONDS)
-            line = f"{names[name]}_{{}}_{rate}rps"
-            bench(line.format("offered"), run.offered, "req/s")
-            bench(line.format("achieved"), run.achieved, "req/s")
-            bench(line.format("errors"), run.errors, "requests")
-            bench(line.format("generator_late_p99"), run.late_p99_ms, "ms")
-            for q in (50, 95, 99):
-                bench(line.format(f"p{q}"), run.p(q), "ms")
-            if run.statuses:
-                info(f"{names[name]} at {rate} req/s: errors {run.statuses}")
-            if name == "gateway":
-                cpu = cpu_seconds(gateway_pid) - cpu_before
-                bench(f"{tag}_cpu_per_request_{rate}rps", cpu / max(len(run.latencies_ms), 1) * 1000, "ms")
-                spent = [cpu_seconds(w) - b for w, b in zip(workers, worker_cpu_before, strict=True)]
-                if len(workers) > 1 and sum(spent) > 0:  # is every worker serving? (1/workers is even)
-                    bench(f"{tag}_busiest_worker_cpu_share_{rate}rps", max(spent) / sum(spent), "fraction")
-        for q in (50, 95, 99):
-            bench(f"{tag}_added_p{q}_{rate}rps", runs["gateway"].p(q) - runs["direct"].p(q), "ms")
-        bench(f"{tag}_over_direct_p50_{rate}rps", runs["gateway"].p(50) / runs["direct"].p(50), "x")
+    for kind, rates in (("json", RATES), ("stream", STREAM_RATES)):
+        for rate in rates:
+            await compare(
+                pools, requests[kind], names, rate, gateway_pid, tag, "" if kind == "json" else "stream_"
+            )
     for pool in pools.values():
         pool.close()
+
+
+async def compare(
+    pools: dict[str, Pool],
+    requests: dict[str, bytes],
+    names: dict[str, str],
+    rate: int,
+    gateway_pid: int,
+    tag: str,
+    kind: str,
+) -> None:
+    """One rate, both paths: `<name>_<kind><figure>_<rate>rps` lines, then the gateway's added latency."""
+    runs: dict[str, Run] = {}
+    for name, pool in pools.items():
+        # Fresh connections for each run: the servers close keep-alive connections idle for 5 s
+        # (uvicorn's default), which the other path's run outlasts.
+        pool.close()
+        await pool.open(CLIENTS)
+        cpu_before = cpu_seconds(gateway_pid)
+        workers = children(gateway_pid)
+        worker_cpu_before = [cpu_seconds(w) for w in workers]
+        runs[name] = run = await open_loop(pool, requests[name], rate, SECONDS)
+        line = f"{names[name]}_{kind}{{}}_{rate}rps"
+        bench(line.format("offered"), run.offered, "req/s")
+        bench(line.format("achieved"), run.achieved, "req/s")
+        bench(line.format("errors"), run.errors, "requests")
+        bench(line.format("generator_late_p99"), run.late_p99_ms, "ms")
+        for q in (50, 95, 99):
+            bench(line.format(f"p{q}"), run.p(q), "ms")
+        if run.statuses:
+            info(f"{names[name]} {kind or 'json '}at {rate} req/s: errors {run.statuses}")
+        if name == "gateway":
+            cpu = cpu_seconds(gateway_pid) - cpu_before
+            bench(line.format("cpu_per_request"), cpu / max(len(run.latencies_ms), 1) * 1000, "ms")
+            spent = [cpu_seconds(w) - b for w, b in zip(workers, worker_cpu_before, strict=True)]
+            if len(workers) > 1 and sum(spent) > 0:  # is every worker serving? (1/workers is even)
+                bench(line.format("busiest_worker_cpu_share"), max(spent) / sum(spent), "fraction")
+    for q in (50, 95, 99):
+        bench(f"{tag}_{kind}added_p{q}_{rate}rps", runs["gateway"].p(q) - runs["direct"].p(q), "ms")
+    bench(f"{tag}_{kind}over_direct_p50_{rate}rps", runs["gateway"].p(50) / runs["direct"].p(50), "x")
 
 
 if __name__ == "__main__":
