@@ -54,7 +54,7 @@ from benchmarks.processes import free_port, server, wait_listening
 from benchmarks.report import bench
 
 ROOT = Path(__file__).resolve().parent.parent
-RATES = tuple(int(r) for r in os.environ.get("MODELFLEET_BENCH_RATES", "100,300,600").split(","))
+RATES = tuple(int(r) for r in os.environ.get("MODELFLEET_BENCH_RATES", "100,300,600").split(",") if r)
 STREAM_RATES = tuple(
     int(r) for r in os.environ.get("MODELFLEET_BENCH_STREAM_RATES", "300,600").split(",") if r
 )
