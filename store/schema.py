@@ -3,7 +3,10 @@
 The gateway starts against a database the control plane migrated. It must not guess at a schema it
 does not know: an older one lacks columns it reads, a newer one may mean a roll-out in progress whose
 data it would misread. So it reads `alembic_version` (one query, no Alembic import) and refuses to
-start unless the revision is exactly `REVISION`. A test keeps `REVISION` equal to the migrations' head.
+start unless the revision is exactly `REVISION`, and says what to do: an older revision of its own
+release is migrated forward by the control plane; one it does not know was most likely written by a
+newer release, whose gateway is the one to run (nothing migrates a database down). A test keeps
+`REVISIONS` equal to the migrations' chain.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-REVISION = "0007"
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")  # this release's, oldest first
+REVISION = REVISIONS[-1]
 
 
 class SchemaMismatch(RuntimeError):
@@ -32,9 +36,21 @@ def check_revision(engine: Engine, needed: str = REVISION) -> None:
     if found == needed:
         return
     where = engine.url.render_as_string(hide_password=True)
-    state = "has never been migrated" if found is None else f"is at schema revision {found}"
-    raise SchemaMismatch(
-        f"the database {where} {state}; this gateway needs revision {needed}. "
+    migrate = (
         "Migrate it with the control plane of the same release (`python -m portal migrate`, "
         "or start the portal once), then start the gateway again."
     )
+    if found is None:
+        raise SchemaMismatch(f"the database {where} has never been migrated; {_needs(needed)} {migrate}")
+    if found in REVISIONS:
+        older = f"the database {where} is at schema revision {found}, older than this gateway's"
+        raise SchemaMismatch(f"{older}; {_needs(needed)} {migrate}")
+    raise SchemaMismatch(
+        f"the database {where} is at schema revision {found}, which this gateway does not know; "
+        f"{_needs(needed)} A newer release's control plane most likely migrated it: run the gateway "
+        "of that release (a gateway never migrates, and nothing migrates a database down)."
+    )
+
+
+def _needs(revision: str) -> str:
+    return f"this gateway needs revision {revision}."

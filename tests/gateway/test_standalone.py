@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from benchmarks.processes import free_port, server, tcp_sockets, wait_listening
 from store.db import make_engine
-from store.migrate import head_revision, migrate
-from store.schema import REVISION
+from store.migrate import alembic_config, head_revision, migrate
+from store.schema import REVISION, REVISIONS, SchemaMismatch, check_revision
 from store.security import load_or_create_pepper
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,8 +50,24 @@ def test_a_database_at_an_unknown_revision_is_refused_with_the_revision_needed(t
         timeout=60,
     )
     assert done.returncode == 2
-    assert f"is at schema revision 9999; this gateway needs revision {REVISION}" in done.stderr
-    assert "python -m portal migrate" in done.stderr
+    unknown = "is at schema revision 9999, which this gateway does not know"
+    assert f"{unknown}; this gateway needs revision {REVISION}." in done.stderr
+    assert "run the gateway of that release" in done.stderr
+    assert "python -m portal migrate" not in done.stderr  # migrating would not help: it is newer
+
+
+def test_a_database_at_an_older_revision_of_the_release_is_to_be_migrated(tmp_path: Path) -> None:
+    _database(tmp_path, revision=REVISIONS[-2])
+    engine = make_engine(f"sqlite:///{tmp_path / 'modelfleet.db'}")
+    try:
+        with pytest.raises(SchemaMismatch) as refused:
+            check_revision(engine)
+    finally:
+        engine.dispose()
+    said = str(refused.value)
+    older = f"is at schema revision {REVISIONS[-2]}, older than this gateway's"
+    assert f"{older}; this gateway needs revision {REVISION}." in said
+    assert "python -m portal migrate" in said
 
 
 def test_a_database_never_migrated_is_refused(tmp_path: Path) -> None:
@@ -94,8 +112,9 @@ def test_against_a_migrated_database_it_serves_with_the_data_plane_alone(tmp_pat
     assert {"gateway", "store", "starlette", "sqlalchemy"} <= loaded
 
 
-def test_the_revision_the_gateway_needs_is_the_migrations_head() -> None:
-    assert head_revision() == REVISION
+def test_the_revisions_the_gateway_knows_are_the_migrations_chain() -> None:
+    chain = [r.revision for r in ScriptDirectory.from_config(alembic_config(None)).walk_revisions()]
+    assert tuple(reversed(chain)) == REVISIONS and head_revision() == REVISION
 
 
 def _connections_by_process(pids: list[int], port: int) -> dict[int, int]:
