@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -31,7 +33,22 @@ def serve(
     from portal.app import create_app
 
     settings = serve_settings(host, port, demo=demo, data_dir=data_dir)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    with refused_schema("start"):
+        built = create_app(settings)
+    uvicorn.run(built, host=host, port=port, log_level="info")
+
+
+@contextmanager
+def refused_schema(doing: str) -> Iterator[None]:
+    """A database this release cannot migrate (a newer release's) is one clear line and exit status
+    2, not a traceback."""
+    from store.schema import SchemaMismatch
+
+    try:
+        yield
+    except SchemaMismatch as exc:
+        out.print(f"[red]portal: cannot {doing}[/]: {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def local_url(host: str, port: int) -> str:
@@ -70,7 +87,8 @@ def migrate(ctx: typer.Context) -> None:
 
     engine = make_engine(command_settings(ctx).resolved_database_url)
     try:
-        upgrade(engine)
+        with refused_schema("migrate"):
+            upgrade(engine)
     finally:
         engine.dispose()
     out.print(f"database at schema revision {head_revision()}")
@@ -131,7 +149,8 @@ def rollup(ctx: typer.Context) -> None:
 
     engine = make_engine(command_settings(ctx).resolved_database_url)
     try:
-        migrate(engine)
+        with refused_schema("roll up"):
+            migrate(engine)
         run = rollup_once(session_factory(engine))
     finally:
         engine.dispose()
@@ -160,7 +179,8 @@ def prune_usage(
         raise typer.Exit(2)
     engine = make_engine(settings.resolved_database_url)
     try:
-        migrate(engine)
+        with refused_schema("prune usage"):
+            migrate(engine)
         sessions = session_factory(engine)
         run = rollup_once(sessions)  # rows not rolled up yet are never deleted: roll them up first
         cutoff = retention.retention_cutoff(days)

@@ -14,6 +14,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
+from store.schema import REVISION, REVISIONS, SchemaMismatch, current_revision
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -49,6 +51,7 @@ def migrate(engine: Engine) -> None:
     """
     if engine.url.get_backend_name() == "sqlite" and engine.url.database not in (None, "", ":memory:"):
         Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+    refuse_a_newer_schema(engine)
     config = alembic_config(engine)
     with _one_upgrade_per_process, engine.connect() as connection:
         connection.begin()  # committed by env.py when the upgrade is done
@@ -56,6 +59,20 @@ def migrate(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection  # env.py upgrades in this transaction
         command.upgrade(config, "head")
+
+
+def refuse_a_newer_schema(engine: Engine) -> None:
+    """A database at a revision this release does not know was migrated by a newer one: say so, where
+    Alembic would fail with "Can't locate revision" (nothing migrates a database down)."""
+    found = current_revision(engine)
+    if found is None or found in REVISIONS:
+        return
+    where = engine.url.render_as_string(hide_password=True)
+    raise SchemaMismatch(
+        f"the database {where} is at schema revision {found}, which this release does not know (its "
+        f"newest is {REVISION}); a newer release migrated it. Run that release, or restore the "
+        "database from before its upgrade: nothing migrates a database down."
+    )
 
 
 def head_revision() -> str:

@@ -8,14 +8,19 @@ import multiprocessing
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.synchronize import Barrier
+from pathlib import Path
 
 import pytest
+import uvicorn
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, event, inspect
+from sqlalchemy import Connection, Engine, event, inspect, text
+from typer.testing import CliRunner
 
+from portal.cli import app as cli
 from store.db import Base, make_engine
 from store.migrate import alembic_config, migrate
+from store.schema import REVISION, SchemaMismatch, current_revision
 
 STARTS = 6  # processes starting at once
 
@@ -97,3 +102,48 @@ def test_the_whole_upgrade_is_one_transaction(database_url: str) -> None:
         assert len(commits) == 1
     finally:
         engine.dispose()
+
+
+def _newer_release_database(tmp_path: Path) -> str:
+    """A database a newer release migrated: at a revision this one does not know."""
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '9001'"))
+    finally:
+        engine.dispose()
+    return url
+
+
+def test_a_database_a_newer_release_migrated_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    url = _newer_release_database(tmp_path)
+    engine = make_engine(url)
+    try:
+        with pytest.raises(SchemaMismatch) as refused:
+            migrate(engine)
+        assert current_revision(engine) == "9001"
+    finally:
+        engine.dispose()
+    said = str(refused.value)
+    assert f"is at schema revision 9001, which this release does not know (its newest is {REVISION})" in said
+    assert "nothing migrates a database down" in said
+
+
+@pytest.mark.parametrize(("command", "doing"), [(["migrate"], "migrate"), ([], "start")])
+def test_the_portal_refuses_it_in_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], doing: str
+) -> None:
+    monkeypatch.setenv("MODELFLEET_DATABASE_URL", _newer_release_database(tmp_path))
+    monkeypatch.setenv("MODELFLEET_DATA_DIR", str(tmp_path / "data"))
+
+    def serve(*_: object, **__: object) -> None:
+        raise AssertionError("the portal served on a database it cannot migrate")
+
+    monkeypatch.setattr(uvicorn, "run", serve)  # a failure here, not a test that never ends
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"portal: cannot {doing}: the database sqlite:///")
+    assert "schema revision 9001, which this release does not know" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
