@@ -32,23 +32,31 @@ def serve(
         return
     from portal.app import create_app
 
-    settings = serve_settings(host, port, demo=demo, data_dir=data_dir)
-    with refused_schema("start"):
-        built = create_app(settings)
+    with refusing("start"):
+        built = create_app(serve_settings(host, port, demo=demo, data_dir=data_dir))
     uvicorn.run(built, host=host, port=port, log_level="info")
 
 
 @contextmanager
-def refused_schema(doing: str) -> Iterator[None]:
-    """A database this release cannot migrate (a newer release's) is one clear line and exit status
-    2, not a traceback."""
-    from store.schema import SchemaMismatch
+def refusing(doing: str) -> Iterator[None]:
+    """What stops the portal before it serves or a command before it runs (a setting refused, a
+    database it cannot reach, or one a newer release migrated) is one line naming the cause, and exit
+    status 2: not a traceback."""
+    from pydantic import ValidationError
+
+    from store.schema import DatabaseUnreachable, SchemaMismatch
+    from store.settings import settings_problems
 
     try:
         yield
-    except SchemaMismatch as exc:
-        out.print(f"[red]portal: cannot {doing}[/]: {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
+    except ValidationError as exc:
+        reason = settings_problems(exc)
+    except (SchemaMismatch, DatabaseUnreachable) as exc:
+        reason = str(exc)
+    else:
+        return
+    out.print(f"[red]portal: cannot {doing}[/]: {reason}", soft_wrap=True, highlight=False)
+    raise typer.Exit(2)
 
 
 def local_url(host: str, port: int) -> str:
@@ -74,7 +82,8 @@ def serve_settings(host: str, port: int, *, demo: bool = False, data_dir: Path |
 def command_settings(ctx: typer.Context) -> Settings:
     """The settings of a command: the environment's, with the `--data-dir` given before the command."""
     data_dir = ctx.find_root().obj
-    return Settings(data_dir=data_dir) if data_dir is not None else Settings()
+    with refusing(ctx.info_name or "run"):
+        return Settings(data_dir=data_dir) if data_dir is not None else Settings()
 
 
 @app.command()
@@ -87,7 +96,7 @@ def migrate(ctx: typer.Context) -> None:
 
     engine = make_engine(command_settings(ctx).resolved_database_url)
     try:
-        with refused_schema("migrate"):
+        with refusing("migrate"):
             upgrade(engine)
     finally:
         engine.dispose()
@@ -149,7 +158,7 @@ def rollup(ctx: typer.Context) -> None:
 
     engine = make_engine(command_settings(ctx).resolved_database_url)
     try:
-        with refused_schema("roll up"):
+        with refusing("roll up"):
             migrate(engine)
         run = rollup_once(session_factory(engine))
     finally:
@@ -179,7 +188,7 @@ def prune_usage(
         raise typer.Exit(2)
     engine = make_engine(settings.resolved_database_url)
     try:
-        with refused_schema("prune usage"):
+        with refusing("prune usage"):
             migrate(engine)
         sessions = session_factory(engine)
         run = rollup_once(sessions)  # rows not rolled up yet are never deleted: roll them up first

@@ -22,13 +22,23 @@ class SchemaMismatch(RuntimeError):
     """The database is not at the revision this code needs; the message says how to fix it."""
 
 
+class DatabaseUnreachable(RuntimeError):
+    """No connection to the database; the message names it (without its password) and says why."""
+
+
 def current_revision(engine: Engine) -> str | None:
-    """The database's revision; None when it was never migrated."""
+    """The database's revision; None when it was never migrated. Raises `DatabaseUnreachable`."""
     try:
-        with engine.connect() as connection:
+        connection = engine.connect()
+    except DBAPIError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        reason = " ".join(str(exc.orig).split())  # the driver's own words, on one line
+        raise DatabaseUnreachable(f"cannot reach the database {where}: {reason}") from None
+    with connection:
+        try:
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except DBAPIError:
-        return None  # no alembic_version table: an empty (or foreign) database
+        except DBAPIError:
+            return None  # no alembic_version table: an empty (or foreign) database
 
 
 def check_revision(engine: Engine, needed: str = REVISION) -> None:

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+PREFIX = "MODELFLEET_"
 
 
 class StoreSettings(BaseSettings):
@@ -35,6 +39,30 @@ class StoreSettings(BaseSettings):
         description="deepest nesting of a JSON body's arrays and objects; deeper: 400",
     )
 
+    @field_validator("database_url")
+    @classmethod
+    def _a_database_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                make_url(value)
+            except ArgumentError:
+                raise ValueError(
+                    "not a database URL (e.g. postgresql+psycopg://user@host/db or sqlite:///path)"
+                ) from None
+        return value
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'modelfleet.db').resolve()}"
+
+
+def settings_problems(error: ValidationError) -> str:
+    """A settings error in one line that names each environment variable and why it was refused.
+
+    The values are not repeated: a refused secret (the pepper, a token) must not reach the logs."""
+    said = []
+    for problem in error.errors(include_url=False):
+        where = "__".join(str(part) for part in problem["loc"]).upper()
+        message = problem["msg"].removeprefix("Value error, ")  # a validator's own sentence
+        said.append(f"{PREFIX}{where}: {message}" if where else message)
+    return "; ".join(said)

@@ -56,6 +56,58 @@ def test_a_database_at_an_unknown_revision_is_refused_with_the_revision_needed(t
     assert "python -m portal migrate" not in done.stderr  # migrating would not help: it is newer
 
 
+def _refused(data_dir: Path, *args: str, **env: str) -> str:
+    """Start the gateway expecting a refusal: exit status 2 and one line (after argparse's usage line),
+    no traceback; the line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "--port", str(free_port()), *args],
+        env={**_env(data_dir), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 or (len(lines) == 2 and lines[0].startswith("usage: ")), lines
+    return lines[-1]
+
+
+def test_settings_it_cannot_use_are_refused_by_their_variable_never_echoing_a_value(tmp_path: Path) -> None:
+    _database(tmp_path)
+    line = _refused(
+        tmp_path,
+        MODELFLEET_GATEWAY_MAX_CONNECTIONS="many-secret-1234",
+        MODELFLEET_GATEWAY_ON_REDIS_FAILURE_TOKENS="maybe",
+    )
+    assert line.startswith("gateway: cannot start: ")
+    assert "MODELFLEET_GATEWAY_MAX_CONNECTIONS: Input should be a valid integer" in line
+    assert (
+        "MODELFLEET_GATEWAY_ON_REDIS_FAILURE_TOKENS: Input should be 'fail_closed', 'local' or 'fail_open'"
+        in line
+    )
+    assert "secret-1234" not in line
+    url = _refused(tmp_path, MODELFLEET_DATABASE_URL="not a url")
+    assert url == "gateway: cannot start: MODELFLEET_DATABASE_URL: not a database URL " + (
+        "(e.g. postgresql+psycopg://user@host/db or sqlite:///path)"
+    )
+
+
+def test_a_database_it_cannot_reach_is_named_without_its_password(tmp_path: Path) -> None:
+    closed = free_port()  # nothing listens there
+    line = _refused(
+        tmp_path, MODELFLEET_DATABASE_URL=f"postgresql+psycopg://mf:hunter2@127.0.0.1:{closed}/mf"
+    )
+    where = f"postgresql+psycopg://mf:***@127.0.0.1:{closed}/mf"
+    assert line.startswith(f"gateway: cannot start: cannot reach the database {where}: ")
+    assert "Connection refused" in line and "hunter2" not in line
+
+
+def test_a_number_of_workers_below_one_is_refused(tmp_path: Path) -> None:
+    assert _refused(tmp_path, "--workers", "0").endswith("argument --workers: must be at least 1, not 0")
+    assert _refused(tmp_path, "--workers", "two").endswith("argument --workers: not a whole number: 'two'")
+
+
 def test_a_database_at_an_older_revision_of_the_release_is_to_be_migrated(tmp_path: Path) -> None:
     _database(tmp_path, revision=REVISIONS[-2])
     engine = make_engine(f"sqlite:///{tmp_path / 'modelfleet.db'}")

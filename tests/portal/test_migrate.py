@@ -5,6 +5,7 @@ the schema current (PostgreSQL: an advisory lock; SQLite: its single writer)."""
 from __future__ import annotations
 
 import multiprocessing
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.synchronize import Barrier
@@ -104,6 +105,12 @@ def test_the_whole_upgrade_is_one_transaction(database_url: str) -> None:
         engine.dispose()
 
 
+def _never_served(*_: object, **__: object) -> None:
+    """uvicorn.run in the refusal tests: a portal that served anyway fails the test, instead of
+    serving for ever."""
+    raise AssertionError("the portal served where it should have refused to start")
+
+
 def _newer_release_database(tmp_path: Path) -> str:
     """A database a newer release migrated: at a revision this one does not know."""
     url = f"sqlite:///{tmp_path / 'newer.db'}"
@@ -138,12 +145,35 @@ def test_the_portal_refuses_it_in_one_line_not_a_traceback(
     monkeypatch.setenv("MODELFLEET_DATABASE_URL", _newer_release_database(tmp_path))
     monkeypatch.setenv("MODELFLEET_DATA_DIR", str(tmp_path / "data"))
 
-    def serve(*_: object, **__: object) -> None:
-        raise AssertionError("the portal served on a database it cannot migrate")
-
-    monkeypatch.setattr(uvicorn, "run", serve)  # a failure here, not a test that never ends
+    monkeypatch.setattr(uvicorn, "run", _never_served)
     result = CliRunner().invoke(cli, command)
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"portal: cannot {doing}: the database sqlite:///")
     assert "schema revision 9001, which this release does not know" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_setting_or_a_database_the_portal_cannot_use_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(uvicorn, "run", _never_served)
+    monkeypatch.setenv("MODELFLEET_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MODELFLEET_USAGE_RETENTION_DAYS", "soon-secret-42")
+    refused = CliRunner().invoke(cli, [])
+    assert refused.exit_code == 2, refused.output
+    said = "MODELFLEET_USAGE_RETENTION_DAYS: Input should be a valid integer"
+    assert refused.output.startswith(f"portal: cannot start: {said}")
+    assert "secret-42" not in refused.output
+    monkeypatch.delenv("MODELFLEET_USAGE_RETENTION_DAYS")
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port nothing listens on
+    port = closed.getsockname()[1]
+    monkeypatch.setenv("MODELFLEET_DATABASE_URL", f"postgresql+psycopg://mf:hunter2@127.0.0.1:{port}/mf")
+    for command, doing in ((["migrate"], "migrate"), ([], "start")):
+        refused = CliRunner().invoke(cli, command)
+        assert refused.exit_code == 2, refused.output
+        where = f"postgresql+psycopg://mf:***@127.0.0.1:{port}/mf"
+        assert refused.output.startswith(f"portal: cannot {doing}: cannot reach the database {where}: ")
+        assert "hunter2" not in refused.output
+    closed.close()
