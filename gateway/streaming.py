@@ -38,14 +38,23 @@ class SettledAfter(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self.inner(scope, receive, send)
-        except BaseException:  # cancelled or failed while sending: settle all the same, shielded
-            with anyio.CancelScope(shield=True):
-                await self.admission.settle(self.used_tokens)
+        except BaseException:  # cancelled or failed while sending: settle all the same
+            await settle(self.admission, self.used_tokens, shielded=True)
             raise
-        # Sent: nothing cancels a finished request's task but a shutdown, and on the limiter's pipe the
-        # settling script is written before the call first suspends, so the shield (anyio's cancel
-        # scope, on every request otherwise) is only paid for where it is needed.
-        await self.admission.settle(self.used_tokens)
+        await settle(self.admission, self.used_tokens, shielded=False)
+
+
+async def settle(admission: Admission, used_tokens: int, *, shielded: bool) -> None:
+    """Settle an answer's reservation; `shielded` where its task was cancelled (a cancelled task
+    raises again at every await) or its client left. Elsewhere nothing cancels a finished request's
+    task but a shutdown, and on the limiter's pipe the settling script is written before the call first
+    suspends, so the shield (anyio's cancel scope, on every request otherwise) is only paid for where
+    it is needed."""
+    if shielded:
+        with anyio.CancelScope(shield=True):
+            await admission.settle(used_tokens)
+    else:
+        await admission.settle(used_tokens)
 
 
 class RelayResponse(Response):
@@ -83,8 +92,8 @@ class RelayResponse(Response):
         meter = StreamMeter.for_request(self.prepared, started_at=connected.started, clock=time.perf_counter)
         bill = gateway.settings.gateway_bill_prompt_without_output
         outcome: Outcome | None = None
-        watch: Departure | None = None
-        disconnected = failing = False
+        watch: Departure | None = None  # from the first byte on
+        failing = False  # an exception other than the client's socket goes up
 
         translator = self.translator
 
@@ -121,21 +130,20 @@ class RelayResponse(Response):
                     raise
             finally:
                 watch.stop()
-            disconnected = watch.left
         except OSError:
-            disconnected = watch is None or not watch.finished
+            pass  # the client's socket: a disconnect, unless the last byte was already going out
         except BaseException:  # cancelled from outside: the server is stopping or the client left
-            disconnected = watch is None or not watch.finished
             failing = True
             raise
         finally:
+            # Whatever ended the relay before its last byte (the client leaving, a socket error, a
+            # cancellation) is a disconnect; the stream that got there ended as it says.
+            disconnected = watch is None or not watch.finished
             if gateway.inflight is not None:
                 gateway.inflight.unwatch(self.sample.request_id)
             if disconnected:
                 outcome = after_disconnect(meter)
-            metered = meter.finish(
-                outcome, bill_prompt_without_output=gateway.settings.gateway_bill_prompt_without_output
-            )
+            metered = meter.finish(outcome, bill_prompt_without_output=bill)
             sample = self.sample
             if sample.modality != "text":  # images completed, seconds transcribed
                 units = streamed(sample.modality, meter.items, meter.usage_seen, sample.units_asked)
@@ -147,11 +155,7 @@ class RelayResponse(Response):
             connected.attempt.close()
             metrics.IN_FLIGHT.dec()
             connected.response.close()
-            if failing or disconnected:  # a cancelled task raises again at every await: shielded
-                with anyio.CancelScope(shield=True):
-                    await self.admission.settle(usage.total_tokens)
-            else:  # as a complete answer's (SettledAfter): nothing cancels a finished request's task
-                await self.admission.settle(usage.total_tokens)
+            await settle(self.admission, usage.total_tokens, shielded=failing or disconnected)
 
 
 class Departure:
@@ -161,7 +165,8 @@ class Departure:
     `http.disconnect` beside the relay and cancels the relaying task if it comes before the last byte;
     the relay takes that cancellation back (`absorbed`) and settles the stream as a disconnect. Plain
     asyncio, as `asyncio.timeout` does it: an anyio task group cost a task-group scope, a spawned task
-    and a cancellation that formats the cancelling task's repr, ~9 % of a streaming worker's CPU.
+    and a cancellation that formats the cancelling task's repr, ~9 % of a streaming worker's samples
+    (py-spy).
     """
 
     def __init__(self, receive: Receive) -> None:

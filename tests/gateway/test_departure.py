@@ -41,12 +41,18 @@ class Client:
         self.messages.put_nowait({"type": "http.disconnect"})
 
 
-async def relay(client: Client, upstream: asyncio.Future[None], *, finish: bool = False) -> Departure:
+def relaying() -> tuple[Client, asyncio.Future[None], asyncio.Task[Departure]]:
+    """A relay under way: its client, the upstream answer it waits for, and its task."""
+    client, upstream = Client(), asyncio.get_running_loop().create_future()
+    return client, upstream, asyncio.create_task(relay(client, upstream))
+
+
+async def relay(client: Client, upstream: asyncio.Future[None]) -> Departure:
     """Wait for the upstream under a watch, as RelayResponse does; the watch says how it ended."""
     watch = Departure(client.receive)
     try:
         await upstream
-        watch.finished = finish
+        watch.finished = True
         await asyncio.sleep(0.01)  # the last send: a disconnect now is the normal end
     except asyncio.CancelledError:
         if not watch.absorbed():
@@ -58,8 +64,7 @@ async def relay(client: Client, upstream: asyncio.Future[None], *, finish: bool 
 
 @on_a_loop
 async def test_a_client_that_leaves_stops_the_relay_which_ends_normally() -> None:
-    client, upstream = Client(), asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(relay(client, upstream))
+    client, upstream, task = relaying()
     await asyncio.sleep(0)
     client.leave()
     watch = await asyncio.wait_for(task, 1)  # not waiting for the upstream any more
@@ -69,19 +74,18 @@ async def test_a_client_that_leaves_stops_the_relay_which_ends_normally() -> Non
 
 @on_a_loop
 async def test_a_client_that_stays_is_relayed_to_the_end() -> None:
-    client, upstream = Client(), asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(relay(client, upstream))
+    client, upstream, task = relaying()
     client.messages.put_nowait({"type": "http.request", "body": b"", "more_body": False})
     await asyncio.sleep(0.01)
     assert not task.done()
     upstream.set_result(None)
-    assert not (await task).left
+    watch = await task
+    assert watch.finished and not watch.left
 
 
 @on_a_loop
 async def test_a_disconnect_after_the_last_byte_is_the_normal_end() -> None:
-    client, upstream = Client(), asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(relay(client, upstream, finish=True))
+    client, upstream, task = relaying()
     upstream.set_result(None)
     await asyncio.sleep(0.001)  # the relay is sending its last byte
     client.leave()
@@ -91,8 +95,7 @@ async def test_a_disconnect_after_the_last_byte_is_the_normal_end() -> None:
 
 @on_a_loop
 async def test_a_cancellation_from_outside_is_not_taken_for_a_disconnect() -> None:
-    client, upstream = Client(), asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(relay(client, upstream))
+    *_, task = relaying()
     await asyncio.sleep(0)
     task.cancel()  # the server is stopping
     with pytest.raises(asyncio.CancelledError):
@@ -102,8 +105,7 @@ async def test_a_cancellation_from_outside_is_not_taken_for_a_disconnect() -> No
 @on_a_loop
 async def test_a_stop_while_the_client_leaves_is_still_a_stop() -> None:
     """Both at once: the relay's cancellation is the client's and the server's; it must go on up."""
-    client, upstream = Client(), asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(relay(client, upstream))
+    client, _, task = relaying()
     await asyncio.sleep(0)
     client.leave()
     await asyncio.sleep(0)  # the listener ran: it cancelled the relay, not yet resumed
