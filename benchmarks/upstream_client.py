@@ -84,7 +84,7 @@ async def call_ours(client: UpstreamClient, url: str, data: bytes, stream: bool)
         else:
             await response.aread()
     finally:
-        await response.aclose()
+        response.close()
 
 
 async def call_theirs(session: aiohttp.ClientSession, url: str, data: bytes, stream: bool) -> None:

@@ -62,9 +62,6 @@ class UpstreamResponse:
     def _holds(self) -> bool:
         return self._connection.lent and self._connection.lendings == self._lending
 
-    async def aclose(self) -> None:
-        self.close()
-
     def __del__(self) -> None:
         # The safety net for a path that forgot to close (a task cancelled between the answer's head
         # and its reader's `finally`): the connection is closed rather than counted in use for ever.
