@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from store.settings import StoreSettings
 
 
 class GatewaySettings(StoreSettings):
-    model_config = SettingsConfigDict(env_prefix="MODELFLEET_", env_nested_delimiter="__", extra="ignore")
-
     demo: bool = Field(default=False, description="load the demo stack, seed catalog, workspace and user")
 
     # Gateway (the OpenAI-compatible data plane, gateway; docs/gateway/api.md).

@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
 from rich.console import Console
 
 from portal.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help="Modelfleet portal")
 out = Console()
@@ -86,20 +89,30 @@ def command_settings(ctx: typer.Context) -> Settings:
         return Settings(data_dir=data_dir) if data_dir is not None else Settings()
 
 
+@contextmanager
+def migrated_engine(ctx: typer.Context, settings: Settings | None = None) -> Iterator[Engine]:
+    """The command's database, brought to this release's schema first (refused in one line when it
+    cannot be: unreachable, or migrated by a newer release); disposed of afterwards."""
+    from store.db import make_engine
+    from store.migrate import migrate
+
+    engine = make_engine((settings or command_settings(ctx)).resolved_database_url)
+    try:
+        with refusing(ctx.info_name or "run"):
+            migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
 @app.command()
 def migrate(ctx: typer.Context) -> None:
     """Bring the database to this release's schema (the portal also does it at every start; the gateway
     never does and refuses a database at another revision)."""
-    from store.db import make_engine
     from store.migrate import head_revision
-    from store.migrate import migrate as upgrade
 
-    engine = make_engine(command_settings(ctx).resolved_database_url)
-    try:
-        with refusing("migrate"):
-            upgrade(engine)
-    finally:
-        engine.dispose()
+    with migrated_engine(ctx):
+        pass
     out.print(f"database at schema revision {head_revision()}")
 
 
@@ -153,16 +166,10 @@ def rollup(ctx: typer.Context) -> None:
     """Fold new usage rows into the hourly and daily rollups now (the portal also does it every
     MODELFLEET_USAGE_ROLLUP_INTERVAL_SECONDS, 60 by default)."""
     from portal.usage.rollup import rollup_once
-    from store.db import make_engine, session_factory
-    from store.migrate import migrate
+    from store.db import session_factory
 
-    engine = make_engine(command_settings(ctx).resolved_database_url)
-    try:
-        with refusing("roll up"):
-            migrate(engine)
+    with migrated_engine(ctx) as engine:
         run = rollup_once(session_factory(engine))
-    finally:
-        engine.dispose()
     out.print(f"rolled up {run.rows} usage rows into {run.buckets} buckets (watermark {run.last_id})")
 
 
@@ -178,24 +185,18 @@ def prune_usage(
     them; the portal also does it every round when MODELFLEET_USAGE_RETENTION_DAYS is set)."""
     from portal.usage import retention
     from portal.usage.rollup import rollup_once
-    from store.db import make_engine, session_factory
-    from store.migrate import migrate
+    from store.db import session_factory
 
     settings = command_settings(ctx)
     days = days if days is not None else settings.usage_retention_days
     if days is None:
         out.print("[red]how many days to keep?[/] pass --days N or set MODELFLEET_USAGE_RETENTION_DAYS")
         raise typer.Exit(2)
-    engine = make_engine(settings.resolved_database_url)
-    try:
-        with refusing("prune usage"):
-            migrate(engine)
+    with migrated_engine(ctx, settings) as engine:
         sessions = session_factory(engine)
         run = rollup_once(sessions)  # rows not rolled up yet are never deleted: roll them up first
         cutoff = retention.retention_cutoff(days)
         deleted = retention.prune_usage(sessions, cutoff)
-    finally:
-        engine.dispose()
     stamp = cutoff.isoformat(timespec="seconds").replace("+00:00", "Z")
     out.print(f"deleted {deleted} usage rows from before {stamp} (watermark {run.last_id})")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 from gateway.settings import GatewaySettings
 
@@ -25,8 +25,6 @@ class S3Credentials(BaseSettings):
 
 class Settings(GatewaySettings):
     """The control plane's settings: the shared and the gateway's (it serves `/v1` in process) and its own."""
-
-    model_config = SettingsConfigDict(env_prefix="MODELFLEET_", env_nested_delimiter="__", extra="ignore")
 
     admin_token: SecretStr | None = Field(
         default=None, description="bootstrap admin token; generated and printed once when unset"

@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
-from store.schema import REVISION, REVISIONS, SchemaMismatch, current_revision
+from store.schema import refuse_a_newer_schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -59,20 +59,6 @@ def migrate(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection  # env.py upgrades in this transaction
         command.upgrade(config, "head")
-
-
-def refuse_a_newer_schema(engine: Engine) -> None:
-    """A database at a revision this release does not know was migrated by a newer one: say so, where
-    Alembic would fail with "Can't locate revision" (nothing migrates a database down)."""
-    found = current_revision(engine)
-    if found is None or found in REVISIONS:
-        return
-    where = engine.url.render_as_string(hide_password=True)
-    raise SchemaMismatch(
-        f"the database {where} is at schema revision {found}, which this release does not know (its "
-        f"newest is {REVISION}); a newer release migrated it. Run that release, or restore the "
-        "database from before its upgrade: nothing migrates a database down."
-    )
 
 
 def head_revision() -> str:

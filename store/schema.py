@@ -1,12 +1,13 @@
-"""The schema revision this code reads and writes, checked by processes that never migrate.
+"""The schema revision this code reads and writes, checked before a process touches the database.
 
 The gateway starts against a database the control plane migrated. It must not guess at a schema it
 does not know: an older one lacks columns it reads, a newer one may mean a roll-out in progress whose
 data it would misread. So it reads `alembic_version` (one query, no Alembic import) and refuses to
 start unless the revision is exactly `REVISION`, and says what to do: an older revision of its own
 release is migrated forward by the control plane; one it does not know was most likely written by a
-newer release, whose gateway is the one to run (nothing migrates a database down). A test keeps
-`REVISIONS` equal to the migrations' chain.
+newer release, whose gateway is the one to run (nothing migrates a database down). The control
+plane, which migrates, refuses such a database too (`refuse_a_newer_schema`, before Alembic would fail
+on it). A test keeps `REVISIONS` equal to the migrations' chain.
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ def current_revision(engine: Engine) -> str | None:
     try:
         connection = engine.connect()
     except DBAPIError as exc:
-        where = engine.url.render_as_string(hide_password=True)
         reason = " ".join(str(exc.orig).split())  # the driver's own words, on one line
-        raise DatabaseUnreachable(f"cannot reach the database {where}: {reason}") from None
+        raise DatabaseUnreachable(f"cannot reach the database {named(engine)}: {reason}") from None
     with connection:
         try:
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -41,11 +41,24 @@ def current_revision(engine: Engine) -> str | None:
             return None  # no alembic_version table: an empty (or foreign) database
 
 
+def refuse_a_newer_schema(engine: Engine) -> None:
+    """A database at a revision this release does not know was migrated by a newer one: say so, where
+    Alembic would fail with "Can't locate revision" (nothing migrates a database down)."""
+    found = current_revision(engine)
+    if found is None or found in REVISIONS:
+        return
+    raise SchemaMismatch(
+        f"the database {named(engine)} is at schema revision {found}, which this release does not know (its "
+        f"newest is {REVISION}); a newer release migrated it. Run that release, or restore the "
+        "database from before its upgrade: nothing migrates a database down."
+    )
+
+
 def check_revision(engine: Engine, needed: str = REVISION) -> None:
     found = current_revision(engine)
     if found == needed:
         return
-    where = engine.url.render_as_string(hide_password=True)
+    where = named(engine)
     migrate = (
         "Migrate it with the control plane of the same release (`python -m portal migrate`, "
         "or start the portal once), then start the gateway again."
@@ -64,3 +77,8 @@ def check_revision(engine: Engine, needed: str = REVISION) -> None:
 
 def _needs(revision: str) -> str:
     return f"this gateway needs revision {revision}."
+
+
+def named(engine: Engine) -> str:
+    """The database's URL as messages show it: without its password."""
+    return engine.url.render_as_string(hide_password=True)

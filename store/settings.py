@@ -16,7 +16,8 @@ PREFIX = "MODELFLEET_"
 
 
 class StoreSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MODELFLEET_", env_nested_delimiter="__", extra="ignore")
+    # Inherited by the planes' settings (gateway/settings.py, portal/settings.py).
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_nested_delimiter="__", extra="ignore")
 
     data_dir: Path = Field(default=Path("var"), description="where the embedded defaults keep their files")
     database_url: str | None = Field(
