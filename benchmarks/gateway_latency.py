@@ -547,9 +547,7 @@ async def measure(
     bench(f"{tag}_added_sequential_p50", added, "ms")
     for kind, rates in (("json", RATES), ("stream", STREAM_RATES)):
         for rate in rates:
-            await compare(
-                pools, requests[kind], names, rate, gateway_pid, tag, "" if kind == "json" else "stream_"
-            )
+            await compare(pools, requests[kind], names, rate, gateway_pid, tag, kind)
     for pool in pools.values():
         pool.close()
 
@@ -563,7 +561,9 @@ async def compare(
     tag: str,
     kind: str,
 ) -> None:
-    """One rate, both paths: `<name>_<kind><figure>_<rate>rps` lines, then the gateway's added latency."""
+    """One rate, both paths: `<name>_[stream_]<figure>_<rate>rps` lines (JSON answers unmarked), then
+    the gateway's added latency."""
+    marked = "" if kind == "json" else f"{kind}_"
     runs: dict[str, Run] = {}
     for name, pool in pools.items():
         # Fresh connections for each run: the servers close keep-alive connections idle for 5 s
@@ -574,7 +574,7 @@ async def compare(
         workers = children(gateway_pid)
         worker_cpu_before = [cpu_seconds(w) for w in workers]
         runs[name] = run = await open_loop(pool, requests[name], rate, SECONDS)
-        line = f"{names[name]}_{kind}{{}}_{rate}rps"
+        line = f"{names[name]}_{marked}{{}}_{rate}rps"
         bench(line.format("offered"), run.offered, "req/s")
         bench(line.format("achieved"), run.achieved, "req/s")
         bench(line.format("errors"), run.errors, "requests")
@@ -582,7 +582,7 @@ async def compare(
         for q in (50, 95, 99):
             bench(line.format(f"p{q}"), run.p(q), "ms")
         if run.statuses:
-            info(f"{names[name]} {kind or 'json '}at {rate} req/s: errors {run.statuses}")
+            info(f"{names[name]} {kind} at {rate} req/s: errors {run.statuses}")
         if name == "gateway":
             cpu = cpu_seconds(gateway_pid) - cpu_before
             bench(line.format("cpu_per_request"), cpu / max(len(run.latencies_ms), 1) * 1000, "ms")
@@ -590,8 +590,8 @@ async def compare(
             if len(workers) > 1 and sum(spent) > 0:  # is every worker serving? (1/workers is even)
                 bench(line.format("busiest_worker_cpu_share"), max(spent) / sum(spent), "fraction")
     for q in (50, 95, 99):
-        bench(f"{tag}_{kind}added_p{q}_{rate}rps", runs["gateway"].p(q) - runs["direct"].p(q), "ms")
-    bench(f"{tag}_{kind}over_direct_p50_{rate}rps", runs["gateway"].p(50) / runs["direct"].p(50), "x")
+        bench(f"{tag}_{marked}added_p{q}_{rate}rps", runs["gateway"].p(q) - runs["direct"].p(q), "ms")
+    bench(f"{tag}_{marked}over_direct_p50_{rate}rps", runs["gateway"].p(50) / runs["direct"].p(50), "x")
 
 
 if __name__ == "__main__":
